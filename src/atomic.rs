@@ -1,0 +1,272 @@
+//! The crash-safe write path: temp file in the same directory, content,
+//! final mode, `fsync`, `rename`, `fsync` of the directory.
+//!
+//! Every file this project writes, in the repository or in the user's home,
+//! goes through [`Dir::create_atomic`] and [`AtomicFile::commit`]. After a
+//! crash at any instant a reader sees either the old file or the complete new
+//! one, never a torn mix; an interrupted write leaves at most a temp file
+//! whose name starts with `.dfb-tmp`, which is never mistaken for data.
+//!
+//! Directories are handled as open file descriptors ([`Dir`]) so that callers
+//! restoring into a home can resolve paths component by component with
+//! `O_NOFOLLOW` (see `crate::restore`) and still use this same path.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Prefix of every temp file this project creates.
+pub const TEMP_PREFIX: &str = ".dfb-tmp";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// An open directory, remembered with the path it was opened by (for messages).
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Open a directory by path (following symlinks in the path, as `open(2)` does).
+    pub fn open(path: &Path) -> Result<Dir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("opening directory", path, &e.into()))?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Open the child directory `name` without following a symlink there.
+    pub fn open_child(&self, name: &OsStr) -> Result<Dir> {
+        let path = self.path.join(name);
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("opening directory", &path, &e.into()))?;
+        Ok(Dir { fd, path })
+    }
+
+    /// The path this directory was reached by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw descriptor, for `*at` calls.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Make renames and creations in this directory durable.
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::fsync(&self.fd)
+            .map_err(|e| Error::io("syncing directory", &self.path, &e.into()))
+    }
+
+    /// Start writing `name` in this directory through a temp file.
+    pub fn create_atomic(&self, name: &OsStr, mode: u32) -> Result<AtomicFile<'_>> {
+        let tmp_name = temp_name_for(name);
+        let tmp_path = self.path.join(&tmp_name);
+        // Created 0600 whatever the umask; the final mode is applied before the rename.
+        let fd = rustix::fs::openat(
+            &self.fd,
+            &tmp_name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| Error::io("creating", &tmp_path, &e.into()))?;
+        Ok(AtomicFile {
+            dir: self,
+            file: File::from(fd),
+            tmp_name,
+            final_name: name.to_os_string(),
+            mode,
+            done: false,
+        })
+    }
+
+    /// Write `bytes` to `name` atomically and durably, including the directory entry.
+    pub fn write_atomic(&self, name: &OsStr, bytes: &[u8], mode: u32) -> Result<()> {
+        let mut file = self.create_atomic(name, mode)?;
+        file.write_all_ctx(bytes)?;
+        file.commit(true)
+    }
+
+    /// Remove leftover temp files from interrupted writes; returns how many.
+    pub fn remove_stale_temps(&self) -> Result<usize> {
+        let mut removed = 0;
+        let entries = std::fs::read_dir(&self.path).ctx("listing", &self.path)?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                let _ = rustix::fs::unlinkat(&self.fd, &name, rustix::fs::AtFlags::empty());
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// `.dfb-tmp.<pid>.<n>.<name>`, cut so the whole stays under NAME_MAX.
+fn temp_name_for(name: &OsStr) -> OsString {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut out = format!("{TEMP_PREFIX}.{}.{n}.", std::process::id()).into_bytes();
+    let room = 200usize.saturating_sub(out.len());
+    let bytes = name.as_bytes();
+    out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    OsString::from_vec(out)
+}
+
+/// A file being written; invisible under its final name until [`commit`](Self::commit).
+///
+/// Dropping it without committing removes the temp file.
+pub struct AtomicFile<'d> {
+    dir: &'d Dir,
+    file: File,
+    tmp_name: OsString,
+    final_name: OsString,
+    mode: u32,
+    done: bool,
+}
+
+impl AtomicFile<'_> {
+    /// The open temp file.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Where the temp file lives, for error messages.
+    pub fn temp_path(&self) -> PathBuf {
+        self.dir.path.join(&self.tmp_name)
+    }
+
+    /// The final path, for error messages.
+    pub fn final_path(&self) -> PathBuf {
+        self.dir.path.join(&self.final_name)
+    }
+
+    /// Change the name the file will get on commit (content-addressed files learn it last).
+    pub fn set_final_name(&mut self, name: &OsStr) {
+        self.final_name = name.to_os_string();
+    }
+
+    /// Append bytes, naming the final path on error.
+    pub fn write_all_ctx(&mut self, bytes: &[u8]) -> Result<()> {
+        let path = self.final_path();
+        self.file.write_all(bytes).ctx("writing", &path)
+    }
+
+    /// Apply the final mode, fsync, rename into place, and (if `sync_dir`) fsync the directory.
+    ///
+    /// Callers that commit many files into one directory pass `false` and
+    /// call [`Dir::sync`] once afterwards, before anything refers to them.
+    pub fn commit(mut self, sync_dir: bool) -> Result<()> {
+        let path = self.final_path();
+        rustix::fs::fchmod(&self.file, Mode::from_raw_mode(self.mode))
+            .map_err(|e| Error::io("setting mode of", &path, &e.into()))?;
+        self.file.sync_all().ctx("syncing", &path)?;
+        rustix::fs::renameat(&self.dir.fd, &self.tmp_name, &self.dir.fd, &self.final_name)
+            .map_err(|e| Error::io("renaming into place", &path, &e.into()))?;
+        self.done = true;
+        if sync_dir {
+            self.dir.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ =
+                rustix::fs::unlinkat(&self.dir.fd, &self.tmp_name, rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
+/// Write a whole file atomically by path (opens the parent directory).
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let (parent, name) = split_parent(path)?;
+    Dir::open(parent)?.write_atomic(name, bytes, mode)
+}
+
+/// Split a path into its parent directory and final name.
+pub fn split_parent(path: &Path) -> Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            Ok((parent, name))
+        }
+        _ => Err(Error::usage(
+            "bad_path",
+            format!("{} has no file name", path.display()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn commit_makes_file_visible_with_final_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        dir.write_atomic(OsStr::new("a"), b"hello", 0o640).unwrap();
+        let meta = std::fs::metadata(tmp.path().join("a")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(std::fs::read(tmp.path().join("a")).unwrap(), b"hello");
+        // No temp file left behind.
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dropped_write_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        {
+            let mut f = dir.create_atomic(OsStr::new("b"), 0o600).unwrap();
+            f.write_all_ctx(b"partial").unwrap();
+        }
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn replaces_existing_file_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("c"), b"old content").unwrap();
+        write_file_atomic(&tmp.path().join("c"), b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("c")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn open_child_refuses_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("real", tmp.path().join("link")).unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        assert!(dir.open_child(OsStr::new("real")).is_ok());
+        assert!(dir.open_child(OsStr::new("link")).is_err());
+    }
+}

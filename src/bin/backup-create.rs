@@ -1,0 +1,42 @@
+//! `backup-create`: an ordinary backup of everything configured.
+
+use clap::Parser;
+use dotfiles_backup::cli::{self, CommonArgs};
+use dotfiles_backup::ops::checkpoint;
+
+/// Back up every configured path (dotfiles, ~/.config, and data paths).
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop"
+)]
+struct Args {
+    /// Only the configuration class (`track.config`), not `track.data`
+    #[arg(long)]
+    config_only: bool,
+    /// Show what would be stored; write nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Label (default `backup`)
+    #[arg(long)]
+    label: Option<String>,
+    /// Tag (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Args = cli::parse("backup-create");
+    let mut over = args.common.overrides();
+    over.config_only = args.config_only;
+    cli::run(
+        "backup-create",
+        &args.common,
+        over,
+        |s, env| checkpoint::create(s, args.label.as_deref(), &args.tags, args.dry_run, env),
+        dotfiles_backup::human::snapshot_taken,
+    )
+}

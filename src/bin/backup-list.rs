@@ -1,0 +1,56 @@
+//! `backup-list`: snapshots, or one snapshot's entries.
+
+use clap::Parser;
+use dotfiles_backup::cli::{self, CommonArgs};
+use dotfiles_backup::ops::list::{list, ListOptions};
+use dotfiles_backup::repo::snapshot::SnapshotKind;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Kind {
+    Checkpoint,
+    Backup,
+    Safety,
+}
+
+/// List snapshots, or the files of one snapshot.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  backup-list\n  backup-list pre-dotfiles --files\n  backup-list latest --json"
+)]
+struct Args {
+    /// Snapshot id (or prefix), label, or `latest`
+    snapshot: Option<String>,
+    /// List the snapshot's entries with size, mode and sha256
+    #[arg(long)]
+    files: bool,
+    /// Only snapshots of this kind
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Args = cli::parse("backup-list");
+    let opts = ListOptions {
+        selector: args
+            .snapshot
+            .clone()
+            .or_else(|| args.files.then(|| "latest".to_string())),
+        files: args.files,
+        kind: args.kind.map(|k| match k {
+            Kind::Checkpoint => SnapshotKind::Checkpoint,
+            Kind::Backup => SnapshotKind::Backup,
+            Kind::Safety => SnapshotKind::Safety,
+        }),
+    };
+    cli::run(
+        "backup-list",
+        &args.common,
+        args.common.overrides(),
+        |s, env| list(s, &opts, env),
+        dotfiles_backup::human::list,
+    )
+}

@@ -1,0 +1,225 @@
+//! What every binary shares: common flags, parsing with the JSON contract
+//! honoured even for usage errors, settings resolution, the run wrapper that
+//! turns a library result into an envelope, output, and the exit code.
+//!
+//! Binaries stay thin: they declare their own flags (clap derive), build an
+//! options struct, and hand a closure to [`run`].
+
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Parser};
+
+use crate::config::{process_env, Overrides, Settings};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::report::{Degradation, Envelope, Status};
+
+/// Flags every binary takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]
+    #[arg(long, value_name = "PATH", global = true)]
+    pub repo: Option<PathBuf>,
+    /// Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Track this path instead of the configured set (repeatable)
+    #[arg(long = "path", value_name = "P", global = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print exactly one JSON document (the envelope) on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No human summary on stdout (errors still go to stderr)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]
+    #[arg(long, value_name = "SECS", global = true)]
+    pub wait: Option<f64>,
+}
+
+impl CommonArgs {
+    /// The overrides these flags make.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            repo: self.repo.clone(),
+            config: self.config.clone(),
+            paths: self.paths.clone(),
+            wait_secs: self.wait,
+            config_only: false,
+        }
+    }
+}
+
+/// Parse arguments; on a usage error print the envelope (with `--json`) or
+/// clap's message, and exit 2. `--help` and `--version` print and exit 0.
+pub fn parse<T: Parser>(command: &str) -> T {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match T::try_parse_from(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let wants_json = args.iter().any(|a| a == "--json");
+            if wants_json {
+                let mut env = Envelope::new(command);
+                let message = e
+                    .render()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid arguments")
+                    .trim_start_matches("error: ")
+                    .to_string();
+                env.fail(
+                    &Error::usage("usage", message)
+                        .with_hint(format!("run `{command} --help` for the accepted arguments")),
+                );
+                println!("{}", env.to_json());
+            } else {
+                let _ = e.print();
+            }
+            std::process::exit(ExitCode::Usage.code());
+        }
+    }
+}
+
+/// How a binary renders its envelope for people.
+pub type HumanRender = fn(&Envelope, &Settings) -> String;
+
+/// Run an operation: resolve settings, honour `BACKUP_DISABLED`, catch panics,
+/// fill and print the envelope, and return the exit code.
+pub fn run(
+    command: &str,
+    common: &CommonArgs,
+    over: Overrides,
+    op: impl FnOnce(&Settings, &mut Envelope) -> Result<()>,
+    human: HumanRender,
+) -> std::process::ExitCode {
+    let started = Instant::now();
+    let mut env = Envelope::new(command);
+    let settings = match Settings::resolve(&over, &process_env) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            env.fail(&e);
+            None
+        }
+    };
+    if let Some(settings) = &settings {
+        env.repository = Some(crate::paths::display_path(&settings.repo));
+        if settings.local_only {
+            env.degradation = Degradation::LocalOnly;
+        }
+        if settings.disabled {
+            env.degradation = Degradation::Disabled;
+            env.skip("disabled");
+            env.warnings.push(crate::report::Warning::new(
+                "disabled",
+                "backups are disabled (BACKUP_DISABLED or general.disabled); nothing was done",
+            ));
+        } else {
+            install_quiet_panic_hook();
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| op(settings, &mut env)));
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => env.fail(&e),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    env.fail(
+                        &Error::new(ExitCode::Internal, "internal_error", format!("internal error: {what}"))
+                            .with_hint("this is a bug; nothing half-written is visible. Please report it with the command you ran"),
+                    );
+                }
+            }
+        }
+    }
+    if env.status == Status::Partial && env.exit_code == 0 {
+        env.set_exit(ExitCode::Partial);
+    }
+    env.duration_ms = started.elapsed().as_millis() as u64;
+    emit(&env, common, settings.as_ref(), human);
+    env.exit().into()
+}
+
+fn install_quiet_panic_hook() {
+    // The envelope reports the panic; the default hook's backtrace noise only
+    // appears with RUST_BACKTRACE set.
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+}
+
+/// Print the envelope as JSON, or the human rendering plus errors on stderr.
+pub fn emit(env: &Envelope, common: &CommonArgs, settings: Option<&Settings>, human: HumanRender) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if common.json {
+        let _ = writeln!(out, "{}", env.to_json());
+        return;
+    }
+    if !common.quiet {
+        if let Some(s) = settings {
+            let text = human(env, s);
+            if !text.is_empty() {
+                let _ = write!(out, "{text}");
+                if !text.ends_with('\n') {
+                    let _ = writeln!(out);
+                }
+            }
+        }
+    }
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for w in &env.warnings {
+        if common.verbose || !matches!(w.code.as_str(), "secret_skipped") || env.warnings.len() < 20
+        {
+            let _ = writeln!(err, "warning: {}", w.message);
+        }
+    }
+    for e in &env.errors {
+        let _ = writeln!(err, "error: {}", e.message);
+        if let Some(h) = &e.hint {
+            let _ = writeln!(err, "  hint: {h}");
+        }
+    }
+}
+
+/// Format a byte count for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_readable() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
+    }
+}

@@ -1,0 +1,571 @@
+//! Configuration: the TOML file, environment overrides and command-line flags
+//! merged into one resolved [`Settings`] value, with the source of each key
+//! recorded (as ripgrep's `HiArgs` is built once from its low-level args).
+//!
+//! Precedence, lowest to highest: built-in defaults → config file → environment → flags.
+//! Unknown keys and bad values are errors that name the key and the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::paths::{display_path, expand_tilde, home_dir, normalize_lexically};
+
+/// Default repository location.
+pub const DEFAULT_REPO: &str = "~/.dotfiles-backups";
+/// Default config file location.
+pub const DEFAULT_CONFIG: &str = "~/.config/dotfiles-backup/config.toml";
+/// Default ignore file (gitignore syntax, patterns relative to `$HOME`).
+pub const DEFAULT_IGNORE_FILE: &str = "~/.config/dotfiles-backup/ignore";
+
+/// Configuration-class roots tracked when the config names none. Roots that
+/// do not exist are recorded as absent, so a rollback removes them if a phase
+/// creates them.
+pub const DEFAULT_CONFIG_ROOTS: &[&str] = &[
+    "~/.profile",
+    "~/.bashrc",
+    "~/.bash_profile",
+    "~/.bash_aliases",
+    "~/.zshrc",
+    "~/.zshenv",
+    "~/.zprofile",
+    "~/.inputrc",
+    "~/.gitconfig",
+    "~/.gitignore_global",
+    "~/.vimrc",
+    "~/.tmux.conf",
+    "~/.ssh/config",
+    "~/.config",
+];
+
+/// Excluded everywhere unless the config replaces the list (gitignore syntax).
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    ".cache/",
+    "node_modules/",
+    "__pycache__/",
+    "target/",
+    ".DS_Store",
+    "*.swp",
+    "Cache/",
+    "CachedData/",
+    "GPUCache/",
+    "Code Cache/",
+    ".config/google-chrome/",
+    ".config/chromium/",
+    ".config/BraveSoftware/",
+    ".local/share/Trash/",
+];
+
+/// Secret class: stored only encrypted (not yet available: skipped with a warning).
+pub const DEFAULT_SECRET_PATTERNS: &[&str] = &[
+    "**/.ssh/id_*",
+    "**/*.pem",
+    "**/*.key",
+    "**/*.p12",
+    "**/*.pfx",
+    "**/.netrc",
+    "**/.pgpass",
+    "**/.git-credentials",
+    "**/.aws/credentials",
+    "**/.docker/config.json",
+    "**/.kube/config",
+    "**/.vault-token",
+    "**/*.token",
+    "**/.config/gh/hosts.yml",
+    "**/.config/gcloud/credentials.db",
+    "**/.config/gcloud/application_default_credentials.json",
+    "**/.gnupg/private-keys-v1.d/**",
+];
+
+/// Private class: stored, listed as private.
+pub const DEFAULT_PRIVATE_PATTERNS: &[&str] = &[
+    "**/.ssh/**",
+    "**/.gnupg/**",
+    "**/.aws/**",
+    "**/.kube/**",
+    "**/.npmrc",
+    "**/.pypirc",
+];
+
+/// Public class: overrides the other two (public keys).
+pub const DEFAULT_PUBLIC_PATTERNS: &[&str] = &["**/*.pub"];
+
+/// Files larger than this are skipped with a warning unless the config raises it.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    general: GeneralSection,
+    #[serde(default)]
+    repository: RepositorySection,
+    #[serde(default)]
+    track: TrackSection,
+    #[serde(default)]
+    classes: ClassesSection,
+    #[serde(default)]
+    safety: SafetySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneralSection {
+    disabled: Option<bool>,
+    local_only: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepositorySection {
+    path: Option<String>,
+    lock_wait_secs: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackSection {
+    config: Option<Vec<String>>,
+    data: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    extra_exclude: Option<Vec<String>>,
+    ignore_file: Option<String>,
+    exclude_caches: Option<bool>,
+    max_file_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassesSection {
+    secret: Option<Vec<String>>,
+    private: Option<Vec<String>>,
+    public: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SafetySection {
+    keep: Option<usize>,
+}
+
+/// What the command line says, before merging.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--repo`.
+    pub repo: Option<PathBuf>,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--path` (replaces the tracked set when non-empty).
+    pub paths: Vec<PathBuf>,
+    /// `--wait`.
+    pub wait_secs: Option<f64>,
+    /// `--config-only`.
+    pub config_only: bool,
+}
+
+/// A tracked root: as configured (`~/.zshrc`) and resolved (`/home/u/.zshrc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackedRoot {
+    /// `~`-relative form when under `$HOME`, else absolute.
+    pub shown: PathBuf,
+    /// Absolute path on this machine.
+    pub abs: PathBuf,
+}
+
+/// The resolved settings every operation uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `$HOME`, if set.
+    pub home: Option<PathBuf>,
+    /// Repository root (absolute).
+    pub repo: PathBuf,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Roots to track in this run.
+    pub roots: Vec<TrackedRoot>,
+    /// Gitignore-style exclude patterns (relative to `$HOME`).
+    pub excludes: Vec<String>,
+    /// Ignore file to read (may not exist).
+    pub ignore_file: Option<PathBuf>,
+    /// Skip directories holding a valid `CACHEDIR.TAG`.
+    pub exclude_caches: bool,
+    /// Larger files are skipped with a warning.
+    pub max_file_size: u64,
+    /// Class patterns.
+    pub secret_patterns: Vec<String>,
+    /// Class patterns.
+    pub private_patterns: Vec<String>,
+    /// Class patterns.
+    pub public_patterns: Vec<String>,
+    /// Safety snapshots kept.
+    pub safety_keep: usize,
+    /// `BACKUP_DISABLED` or config.
+    pub disabled: bool,
+    /// `BACKUP_LOCAL_ONLY` or config.
+    pub local_only: bool,
+    /// How long a writer waits for the lock.
+    pub lock_wait: Duration,
+    /// Where each setting came from.
+    pub sources: BTreeMap<&'static str, String>,
+}
+
+/// Read environment variables through a function so tests need not touch the process env.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment.
+pub fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(Error::usage(
+            "bad_environment",
+            format!("{var}={other:?} is not a boolean"),
+        )
+        .with_hint(format!("set {var} to true or false"))),
+    }
+}
+
+impl Settings {
+    /// Merge defaults, the config file, the environment and the flags.
+    pub fn resolve(over: &Overrides, env: EnvLookup<'_>) -> Result<Settings> {
+        let home = env("HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+        let mut sources = BTreeMap::new();
+        let expand = |p: &str, what: &str| -> Result<PathBuf> {
+            let expanded = expand_tilde(Path::new(p), home.as_deref()).ok_or_else(|| {
+                Error::usage(
+                    "home_not_set",
+                    format!("{what} `{p}` starts with `~` but $HOME is not set"),
+                )
+                .with_hint("set HOME, or use absolute paths")
+            })?;
+            Ok(absolutize(&expanded))
+        };
+
+        // Which config file, and is it required to exist?
+        let (config_path, explicit) = if let Some(p) = &over.config {
+            (Some(absolutize(p)), true)
+        } else if let Some(p) = env("BACKUP_CONFIG").filter(|s| !s.is_empty()) {
+            (Some(expand(&p, "BACKUP_CONFIG")?), true)
+        } else {
+            (
+                expand_tilde(Path::new(DEFAULT_CONFIG), home.as_deref()),
+                false,
+            )
+        };
+        let mut file = FileConfig::default();
+        let mut config_file = None;
+        if let Some(path) = &config_path {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    file = toml::from_str(&text).map_err(|e| {
+                        Error::usage(
+                            "bad_config",
+                            format!("{}: {}", display_path(path), e.message()),
+                        )
+                        .with_path(path)
+                        .with_hint(match e.span() {
+                            Some(span) => format!(
+                                "fix line {} of {} (see docs/config.md for every key)",
+                                text[..span.start.min(text.len())].lines().count().max(1),
+                                display_path(path)
+                            ),
+                            None => "see docs/config.md for every key".to_string(),
+                        })
+                    })?;
+                    config_file = Some(path.clone());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+                Err(e) => return Err(Error::io("reading config", path, &e).with_hint(
+                    "pass an existing file with --config, or remove the option to use the defaults",
+                )),
+            }
+        }
+        let file_src = || {
+            config_file
+                .as_ref()
+                .map(|p| format!("config {}", display_path(p)))
+                .unwrap_or_default()
+        };
+
+        // Repository.
+        let repo = if let Some(r) = &over.repo {
+            sources.insert("repository.path", "flag --repo".into());
+            absolutize(r)
+        } else if let Some(r) = env("BACKUP_REPO").filter(|s| !s.is_empty()) {
+            sources.insert("repository.path", "env BACKUP_REPO".into());
+            expand(&r, "BACKUP_REPO")?
+        } else if let Some(r) = &file.repository.path {
+            sources.insert("repository.path", file_src());
+            expand(r, "repository.path")?
+        } else {
+            sources.insert("repository.path", "default".into());
+            expand(DEFAULT_REPO, "the default repository")?
+        };
+
+        // Tracked roots.
+        let configured: Vec<String> = if !over.paths.is_empty() {
+            sources.insert("track", "flag --path".into());
+            over.paths
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect()
+        } else {
+            let mut list: Vec<String> = match &file.track.config {
+                Some(c) => {
+                    sources.insert("track", file_src());
+                    c.clone()
+                }
+                None => {
+                    sources.insert("track", "default".into());
+                    DEFAULT_CONFIG_ROOTS.iter().map(|s| s.to_string()).collect()
+                }
+            };
+            if !over.config_only {
+                list.extend(file.track.data.clone().unwrap_or_default());
+            }
+            list
+        };
+        let mut roots: Vec<TrackedRoot> = Vec::new();
+        for (i, raw) in configured.iter().enumerate() {
+            if raw.is_empty() {
+                return Err(Error::usage(
+                    "bad_config",
+                    format!("tracked path #{} is empty", i + 1),
+                ));
+            }
+            // --path values keep their bytes; the OsStr round trip above is lossy only for display.
+            let abs = if !over.paths.is_empty() {
+                let p = &over.paths[i];
+                let expanded = expand_tilde(p, home.as_deref()).ok_or_else(|| {
+                    Error::usage(
+                        "home_not_set",
+                        format!("--path {} needs $HOME", p.display()),
+                    )
+                })?;
+                absolutize(&expanded)
+            } else {
+                expand(raw, "tracked path")?
+            };
+            if abs.parent().is_none() {
+                return Err(Error::usage(
+                    "bad_path",
+                    "tracking `/` is not supported; name the directories to track",
+                ));
+            }
+            let shown = crate::paths::tilde_form(&abs, home.as_deref());
+            if !roots.iter().any(|r| r.abs == abs) {
+                roots.push(TrackedRoot { shown, abs });
+            }
+        }
+        // A root inside another root would be stored twice and restored in a
+        // confusing order; keep the outer one.
+        let all: Vec<PathBuf> = roots.iter().map(|r| r.abs.clone()).collect();
+        roots.retain(|r| !all.iter().any(|o| o != &r.abs && r.abs.starts_with(o)));
+
+        let mut excludes: Vec<String> = match &file.track.exclude {
+            Some(e) => e.clone(),
+            None => DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
+        };
+        excludes.extend(file.track.extra_exclude.clone().unwrap_or_default());
+        let ignore_file = match &file.track.ignore_file {
+            Some(p) => Some(expand(p, "track.ignore_file")?),
+            None => expand_tilde(Path::new(DEFAULT_IGNORE_FILE), home.as_deref()),
+        };
+
+        let pick = |v: &Option<Vec<String>>, d: &[&str]| -> Vec<String> {
+            v.clone()
+                .unwrap_or_else(|| d.iter().map(|s| s.to_string()).collect())
+        };
+        for (key, list) in [
+            ("classes.secret", &file.classes.secret),
+            ("classes.private", &file.classes.private),
+            ("classes.public", &file.classes.public),
+        ] {
+            for pat in list.iter().flatten() {
+                globset::Glob::new(pat).map_err(|e| {
+                    Error::usage(
+                        "bad_config",
+                        format!("{key}: pattern {pat:?} is invalid: {e}"),
+                    )
+                })?;
+            }
+        }
+
+        let disabled = match env("BACKUP_DISABLED") {
+            Some(v) => {
+                sources.insert("general.disabled", "env BACKUP_DISABLED".into());
+                parse_bool("BACKUP_DISABLED", &v)?
+            }
+            None => file.general.disabled.unwrap_or(false),
+        };
+        let local_only = match env("BACKUP_LOCAL_ONLY") {
+            Some(v) => parse_bool("BACKUP_LOCAL_ONLY", &v)?,
+            None => file.general.local_only.unwrap_or(false),
+        };
+        let wait = if let Some(w) = over.wait_secs {
+            w
+        } else if let Some(w) = env("BACKUP_LOCK_WAIT") {
+            w.parse::<f64>().map_err(|_| {
+                Error::usage(
+                    "bad_environment",
+                    format!("BACKUP_LOCK_WAIT={w:?} is not a number of seconds"),
+                )
+            })?
+        } else {
+            file.repository.lock_wait_secs.unwrap_or(5.0)
+        };
+        if !(0.0..=86400.0).contains(&wait) {
+            return Err(Error::usage(
+                "bad_config",
+                format!("lock wait {wait} s is out of range (0 to 86400)"),
+            ));
+        }
+        if file.safety.keep == Some(0) {
+            return Err(Error::usage(
+                "bad_config",
+                format!("{}: safety.keep must be at least 1", file_src()),
+            ));
+        }
+        Ok(Settings {
+            home,
+            repo,
+            config_file,
+            roots,
+            excludes,
+            ignore_file,
+            exclude_caches: file.track.exclude_caches.unwrap_or(true),
+            max_file_size: file.track.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
+            secret_patterns: pick(&file.classes.secret, DEFAULT_SECRET_PATTERNS),
+            private_patterns: pick(&file.classes.private, DEFAULT_PRIVATE_PATTERNS),
+            public_patterns: pick(&file.classes.public, DEFAULT_PUBLIC_PATTERNS),
+            safety_keep: file.safety.keep.unwrap_or(5),
+            disabled,
+            local_only,
+            lock_wait: Duration::from_secs_f64(wait),
+            sources,
+        })
+    }
+}
+
+/// Make a path absolute against the current directory and normalize it lexically.
+pub fn absolutize(p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|c| c.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    normalize_lexically(&joined)
+}
+
+/// `$HOME` for callers outside config.
+pub fn current_home() -> Option<PathBuf> {
+    home_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_resolve_against_home() {
+        let env = env_of(&[("HOME", "/home/u")]);
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        assert_eq!(s.repo, PathBuf::from("/home/u/.dotfiles-backups"));
+        assert!(s.roots.iter().any(|r| r.shown == Path::new("~/.zshrc")));
+        assert_eq!(s.sources["repository.path"], "default");
+        assert!(!s.disabled);
+    }
+
+    #[test]
+    fn precedence_flag_over_env_over_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(&cfg, "[repository]\npath = \"/from/file\"\n").unwrap();
+        let c = cfg.to_str().unwrap();
+        let env = env_of(&[("HOME", "/h"), ("BACKUP_CONFIG", c)]);
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        assert_eq!(s.repo, PathBuf::from("/from/file"));
+        let env = env_of(&[
+            ("HOME", "/h"),
+            ("BACKUP_CONFIG", c),
+            ("BACKUP_REPO", "/from/env"),
+        ]);
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        assert_eq!(s.repo, PathBuf::from("/from/env"));
+        let over = Overrides {
+            repo: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&over, &env).unwrap();
+        assert_eq!(s.repo, PathBuf::from("/from/flag"));
+        assert_eq!(s.sources["repository.path"], "flag --repo");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(&cfg, "[track]\nconfg = [\"~/.x\"]\n").unwrap();
+        let over = Overrides {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(&over, &env_of(&[("HOME", "/h")])).unwrap_err();
+        assert_eq!(err.code, "bad_config");
+        assert!(err.message.contains("confg"), "{}", err.message);
+        assert!(err.message.contains("c.toml"), "{}", err.message);
+    }
+
+    #[test]
+    fn bad_bool_env_is_usage_error() {
+        let err = Settings::resolve(
+            &Overrides::default(),
+            &env_of(&[("HOME", "/h"), ("BACKUP_DISABLED", "maybe")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.exit, crate::exit::ExitCode::Usage);
+        assert!(err.message.contains("BACKUP_DISABLED"));
+    }
+
+    #[test]
+    fn nested_roots_collapse_to_outer() {
+        let over = Overrides {
+            paths: vec![
+                "~/.config".into(),
+                "~/.config/nvim".into(),
+                "~/.zshrc".into(),
+            ],
+            ..Default::default()
+        };
+        let s = Settings::resolve(&over, &env_of(&[("HOME", "/h")])).unwrap();
+        let shown: Vec<_> = s.roots.iter().map(|r| r.shown.clone()).collect();
+        assert_eq!(
+            shown,
+            vec![PathBuf::from("~/.config"), PathBuf::from("~/.zshrc")]
+        );
+    }
+
+    #[test]
+    fn missing_home_with_tilde_paths_is_clear() {
+        let err = Settings::resolve(&Overrides::default(), &env_of(&[])).unwrap_err();
+        assert_eq!(err.code, "home_not_set");
+    }
+}

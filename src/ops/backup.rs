@@ -1,0 +1,627 @@
+//! Taking a snapshot: scan, read what changed, pack new content, commit.
+//!
+//! Used by `backup-checkpoint`, `backup-create`, and by restore/rollback for
+//! their safety snapshots. The steps:
+//!
+//! 1. scan the roots (`crate::scan`), `lstat` only;
+//! 2. files whose size, mtime, ctime, inode and device match the files cache
+//!    keep their cached hash and are not opened;
+//! 3. the rest are read on all cores (small files) or streamed (large ones),
+//!    hashed, and new content is appended to packs, deduplicated against the
+//!    index and within the run;
+//! 4. commit in order: packs (fsync each, then the directory) → index → tree
+//!    → snapshot record. The record's rename is the commit point.
+//!
+//! A file that changes while it is read is read again (up to 3 times) and
+//! otherwise reported, so no entry ever pairs a hash with bytes that were
+//! never on disk together.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::atomic::Dir;
+use crate::config::{Settings, TrackedRoot};
+use crate::error::{Error, IoContext, Result};
+use crate::exit::ExitCode;
+use crate::hash::Hash;
+use crate::paths::ByteName;
+use crate::repo::cache::{FilesCache, StatKey, RACY_WINDOW_NS};
+use crate::repo::index::{self, Index};
+use crate::repo::pack::{PackWriter, FLAG_PLAIN};
+use crate::repo::snapshot::{
+    Entry, EntryType, RootTree, Snapshot, SnapshotKind, SnapshotRecord, Summary, Tree,
+    OBJECT_VERSION,
+};
+use crate::repo::Repository;
+use crate::report::Warning;
+use crate::scan::{self, DataClass, Excluded, Rules, ScanItem};
+
+/// Files up to this size are read whole into memory on a worker thread.
+const SMALL_FILE_MAX: u64 = 4 << 20;
+/// How often a file that keeps changing under us is re-read.
+const READ_ATTEMPTS: usize = 3;
+
+/// What to snapshot and how to label it.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Kind of snapshot.
+    pub kind: SnapshotKind,
+    /// Phase, name, or `backup`.
+    pub label: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Compute everything, write nothing.
+    pub dry_run: bool,
+    /// Binary name (for the lock record).
+    pub command: String,
+}
+
+/// Counters for `stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupStats {
+    /// Regular files seen.
+    pub files_scanned: u64,
+    /// Directories seen.
+    pub dirs_scanned: u64,
+    /// Symlinks seen.
+    pub symlinks_scanned: u64,
+    /// Files whose content was read.
+    pub files_read: u64,
+    /// Files skipped thanks to the files cache.
+    pub files_unchanged: u64,
+    /// Bytes of all files.
+    pub bytes_scanned: u64,
+    /// Bytes read from disk.
+    pub bytes_read: u64,
+    /// Blobs stored.
+    pub new_blobs: u64,
+    /// Bytes stored.
+    pub new_bytes: u64,
+    /// Bytes written to packs (with headers).
+    pub pack_bytes: u64,
+    /// Paths excluded.
+    pub excluded: u64,
+    /// Time scanning.
+    pub scan_ms: u64,
+    /// Time reading and packing.
+    pub read_ms: u64,
+    /// Time committing.
+    pub commit_ms: u64,
+}
+
+/// The result of a snapshot run.
+#[derive(Debug)]
+pub struct BackupReport {
+    /// The committed (or reused) snapshot; for a dry run, the one that would be written (id of the record is not final).
+    pub snapshot: Option<Snapshot>,
+    /// An identical snapshot with the same kind and label existed; nothing was written.
+    pub reused: bool,
+    /// The content was new to the repository.
+    pub changed: bool,
+    /// Warnings.
+    pub warnings: Vec<Warning>,
+    /// Per-path errors (status partial when non-empty and a snapshot was committed).
+    pub errors: Vec<Error>,
+    /// Excluded paths and why.
+    pub excluded: Vec<Excluded>,
+    /// Counters.
+    pub stats: BackupStats,
+    /// The tree that was (or would be) stored.
+    pub tree: Tree,
+}
+
+/// Open (creating on first use) the repository, take the lock, and snapshot the configured roots.
+pub fn run_backup(settings: &Settings, opts: &BackupOptions) -> Result<BackupReport> {
+    let rules = Rules::new(settings)?;
+    if opts.dry_run {
+        let repo = if Repository::exists(&settings.repo) {
+            Some(Repository::open(&settings.repo)?)
+        } else {
+            None
+        };
+        return snapshot_roots(repo.as_ref(), &settings.roots, &rules, opts);
+    }
+    let (repo, _created) = Repository::open_or_create(&settings.repo)?;
+    let guard = repo.lock(&opts.command, settings.lock_wait)?;
+    let mut report = snapshot_roots(Some(&repo), &settings.roots, &rules, opts)?;
+    if let Some(stale) = &guard.stale {
+        report.warnings.push(stale_lock_warning(stale));
+    }
+    drop(guard);
+    Ok(report)
+}
+
+/// The warning for a lock taken over from a dead process.
+pub fn stale_lock_warning(stale: &crate::repo::lock::LockRecord) -> Warning {
+    Warning::new(
+        "stale_lock",
+        format!(
+            "took over a lock left by {} (pid {} on {}), which is no longer running",
+            stale.command, stale.pid, stale.host
+        ),
+    )
+}
+
+struct FileWork {
+    root: usize,
+    item: usize,
+}
+
+/// Snapshot `roots` into `repo` (the caller holds the lock). With `repo == None`
+/// (dry run against a repository that does not exist yet) everything is new.
+pub fn snapshot_roots(
+    repo: Option<&Repository>,
+    roots: &[TrackedRoot],
+    rules: &Rules,
+    opts: &BackupOptions,
+) -> Result<BackupReport> {
+    let t0 = Instant::now();
+    let scan_start_ns = crate::time::now_ns();
+    let mut stats = BackupStats::default();
+    let mut warnings = Vec::new();
+    let scanned = scan::scan(roots, rules);
+    let mut errors = scanned.errors;
+    let mut scanned_roots = scanned.roots;
+    stats.excluded = scanned.excluded.len() as u64;
+    stats.scan_ms = t0.elapsed().as_millis() as u64;
+
+    let existing = match repo {
+        Some(r) => r.snapshots()?,
+        None => Vec::new(),
+    };
+    let old_cache = match repo.map(|r| r.load_cache()) {
+        Some(Ok(Some(c))) => c,
+        Some(Ok(None)) | None => FilesCache::default(),
+        Some(Err(msg)) => {
+            warnings.push(Warning::new("cache_rebuilt", msg));
+            FilesCache::default()
+        }
+    };
+
+    // Decide per file: cached, omitted, or to be read.
+    let t1 = Instant::now();
+    let mut hashes: Vec<Vec<Option<Hash>>> = scanned_roots
+        .iter()
+        .map(|r| vec![None; r.items.len()])
+        .collect();
+    let mut omitted: Vec<Vec<Option<&'static str>>> = scanned_roots
+        .iter()
+        .map(|r| vec![None; r.items.len()])
+        .collect();
+    let mut work: Vec<FileWork> = Vec::new();
+    for (ri, root) in scanned_roots.iter().enumerate() {
+        for (ii, item) in root.items.iter().enumerate() {
+            match item.kind {
+                EntryType::Dir => stats.dirs_scanned += 1,
+                EntryType::Symlink => stats.symlinks_scanned += 1,
+                EntryType::File => {
+                    stats.files_scanned += 1;
+                    stats.bytes_scanned += item.size;
+                    if item.class == DataClass::Secret {
+                        omitted[ri][ii] = Some("secret");
+                        warnings.push(Warning::at(
+                            "secret_skipped",
+                            scan::shown(item),
+                            format!(
+                                "{} is in the secret class and was not stored: encryption is not configured in this version, and secrets are never stored in plain text",
+                                scan::shown(item)
+                            ),
+                        ));
+                        continue;
+                    }
+                    if let Some(h) = old_cache.lookup(&item.abs, &stat_key(item)) {
+                        hashes[ri][ii] = Some(h);
+                        stats.files_unchanged += 1;
+                    } else {
+                        work.push(FileWork { root: ri, item: ii });
+                    }
+                }
+            }
+        }
+    }
+
+    // Read, hash and pack what is needed.
+    let mut new_packs = Vec::new();
+    let mut pack_dir = None;
+    if !work.is_empty() {
+        let index = match repo {
+            Some(r) => r.index()?,
+            None => Index::default(),
+        };
+        if let (Some(r), false) = (repo, opts.dry_run) {
+            pack_dir = Some(Dir::open(&r.sub("packs"))?);
+        }
+        let mut writer = pack_dir.as_ref().map(PackWriter::new);
+        let mut seen: HashSet<Hash> = HashSet::new();
+        let outcome = read_and_pack(
+            &mut scanned_roots,
+            &work,
+            &index,
+            &mut seen,
+            writer.as_mut(),
+            &mut stats,
+        )?;
+        for (w, res) in outcome {
+            match res {
+                Ok(h) => hashes[w.root][w.item] = Some(h),
+                Err(e) => {
+                    omitted[w.root][w.item] = Some("unreadable");
+                    errors.push(e);
+                }
+            }
+        }
+        if let Some(w) = writer {
+            stats.pack_bytes = w.bytes_written();
+            new_packs = w.finish()?;
+        }
+    }
+    stats.read_ms = t1.elapsed().as_millis() as u64;
+
+    // Build the tree.
+    let t2 = Instant::now();
+    let mut summary = Summary::default();
+    let mut tree = Tree {
+        version: OBJECT_VERSION,
+        roots: Vec::with_capacity(scanned_roots.len()),
+    };
+    let mut new_cache = FilesCache::default();
+    for (ri, root) in scanned_roots.iter().enumerate() {
+        let mut entries = Vec::with_capacity(root.items.len());
+        for (ii, item) in root.items.iter().enumerate() {
+            let sha256 = hashes[ri][ii];
+            let omit = omitted[ri][ii];
+            match item.kind {
+                EntryType::File if omit.is_some() => summary.omitted += 1,
+                EntryType::File => {
+                    summary.files += 1;
+                    summary.bytes += item.size;
+                }
+                EntryType::Dir => summary.dirs += 1,
+                EntryType::Symlink => summary.symlinks += 1,
+            }
+            if let (Some(h), EntryType::File) = (sha256, item.kind) {
+                if item.mtime_ns < scan_start_ns - RACY_WINDOW_NS {
+                    use std::os::unix::ffi::OsStrExt;
+                    new_cache.entries.insert(
+                        item.abs.as_os_str().as_bytes().to_vec(),
+                        (stat_key(item), h),
+                    );
+                }
+            }
+            entries.push(Entry {
+                path: ByteName(item.rel.clone()),
+                kind: item.kind,
+                mode: item.mode,
+                uid: item.uid,
+                gid: item.gid,
+                mtime_ns: item.mtime_ns,
+                size: item.size,
+                sha256: if omit.is_some() { None } else { sha256 },
+                target: item.target.clone(),
+                omitted: omit.map(str::to_string),
+            });
+        }
+        tree.roots.push(RootTree {
+            root: ByteName::from(root.root.shown.as_os_str()),
+            present: root.present,
+            entries,
+        });
+    }
+    summary.new_blobs = stats.new_blobs;
+    summary.new_bytes = stats.new_bytes;
+    let (tree_id, tree_bytes) = tree.encode();
+    let changed = !existing.iter().any(|s| s.record.tree == tree_id);
+    let same_label = existing
+        .iter()
+        .rev()
+        .find(|s| s.record.kind == opts.kind && s.record.label == opts.label);
+    let reuse = same_label.filter(|s| s.record.tree == tree_id).cloned();
+
+    let record = SnapshotRecord {
+        version: OBJECT_VERSION,
+        kind: opts.kind,
+        label: opts.label.clone(),
+        tags: opts.tags.clone(),
+        parent: existing.last().map(|s| s.id),
+        host: crate::host::hostname(),
+        user: crate::host::username(),
+        created_at: crate::time::now_rfc3339(),
+        tree: tree_id,
+        roots: tree.roots.iter().map(|r| r.root.clone()).collect(),
+        summary,
+    };
+
+    let snapshot = match (repo, opts.dry_run, reuse) {
+        (_, _, Some(existing)) => Some(existing),
+        (None, _, None) | (Some(_), true, None) => {
+            let (id, _) = record.encode();
+            Some(Snapshot { id, record })
+        }
+        (Some(r), false, None) => Some(commit(r, &new_packs, tree_id, &tree_bytes, record)?),
+    };
+    let reused = snapshot
+        .as_ref()
+        .is_some_and(|s| same_label.is_some_and(|l| l.id == s.id));
+
+    if let (Some(r), false) = (repo, opts.dry_run) {
+        if new_cache != old_cache {
+            if let Err(e) = r.save_cache(&new_cache) {
+                warnings.push(Warning::new(
+                    "cache_not_saved",
+                    format!("{e}; the next run will read files again"),
+                ));
+            }
+        }
+    }
+    stats.commit_ms = t2.elapsed().as_millis() as u64;
+    Ok(BackupReport {
+        snapshot,
+        reused,
+        changed,
+        warnings,
+        errors,
+        excluded: scanned.excluded,
+        stats,
+        tree,
+    })
+}
+
+/// Index → tree → record, each durable before the next.
+fn commit(
+    repo: &Repository,
+    packs: &[crate::repo::pack::FinishedPack],
+    tree_id: Hash,
+    tree_bytes: &[u8],
+    record: SnapshotRecord,
+) -> Result<Snapshot> {
+    if !packs.is_empty() {
+        let (id, bytes) = index::encode(packs);
+        Dir::open(&repo.sub("index"))?.write_atomic(OsStr::new(&id.to_hex()), &bytes, 0o600)?;
+    }
+    let tree_path = repo.tree_path(&tree_id);
+    if !tree_path.exists() {
+        Dir::open(&repo.sub("trees"))?.write_atomic(
+            OsStr::new(&format!("{}.json", tree_id.to_hex())),
+            tree_bytes,
+            0o600,
+        )?;
+    }
+    let (id, bytes) = record.encode();
+    Dir::open(&repo.sub("snapshots"))?.write_atomic(
+        OsStr::new(&format!("{}.json", id.to_hex())),
+        &bytes,
+        0o600,
+    )?;
+    Ok(Snapshot { id, record })
+}
+
+fn stat_key(item: &ScanItem) -> StatKey {
+    StatKey {
+        size: item.size,
+        mtime_ns: item.mtime_ns,
+        ctime_ns: item.ctime_ns,
+        ino: item.ino,
+        dev: item.dev,
+    }
+}
+
+fn fstat_key(meta: &std::fs::Metadata) -> StatKey {
+    StatKey {
+        size: meta.len(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    }
+}
+
+fn open_nofollow(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn changed_error(path: &Path) -> Error {
+    Error::new(
+        ExitCode::Partial,
+        "file_changed",
+        format!(
+            "{} kept changing while it was read ({READ_ATTEMPTS} attempts); it was not stored",
+            crate::paths::display_path(path)
+        ),
+    )
+    .with_path(path)
+    .with_hint("run the checkpoint again when the program writing it is done")
+    .retryable(true)
+}
+
+/// Read a small file whole, consistently: the fstat before and after must agree.
+fn read_small(path: &Path) -> Result<(Hash, Vec<u8>, StatKey)> {
+    for _ in 0..READ_ATTEMPTS {
+        let mut f = open_nofollow(path).ctx("opening", path)?;
+        let before = fstat_key(&f.metadata().ctx("inspecting", path)?);
+        let mut data = Vec::with_capacity(before.size as usize);
+        f.read_to_end(&mut data).ctx("reading", path)?;
+        let after = fstat_key(&f.metadata().ctx("inspecting", path)?);
+        if before == after && data.len() as u64 == after.size {
+            return Ok((Hash::of(&data), data, after));
+        }
+    }
+    Err(changed_error(path))
+}
+
+type ReadResult = (Hash, Vec<u8>, StatKey);
+
+/// Read every file in `work`; small ones in parallel, large ones streamed.
+/// Returns each work item's outcome; updates items' stat facts to what was read.
+fn read_and_pack<'w>(
+    roots: &mut [scan::ScannedRoot],
+    work: &'w [FileWork],
+    index: &Index,
+    seen: &mut HashSet<Hash>,
+    mut writer: Option<&mut PackWriter<'_>>,
+    stats: &mut BackupStats,
+) -> Result<Vec<(&'w FileWork, Result<Hash>)>> {
+    let (small, large): (Vec<&FileWork>, Vec<&FileWork>) = work
+        .iter()
+        .partition(|w| roots[w.root].items[w.item].size <= SMALL_FILE_MAX);
+    let mut results: Vec<(&FileWork, Result<Hash>)> = Vec::with_capacity(work.len());
+    let abort = AtomicBool::new(false);
+    let paths: Vec<&Path> = small
+        .iter()
+        .map(|w| roots[w.root].items[w.item].abs.as_path())
+        .collect();
+    let mut fresh: Vec<(usize, StatKey)> = Vec::new();
+    let mut fatal: Option<Error> = None;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<ReadResult>)>(32);
+        let abort = &abort;
+        let paths = &paths;
+        s.spawn(move || {
+            (0..paths.len()).into_par_iter().for_each_with(tx, |tx, i| {
+                if abort.load(Ordering::Relaxed) {
+                    return;
+                }
+                let _ = tx.send((i, read_small(paths[i])));
+            });
+        });
+        for (i, res) in rx {
+            let w = small[i];
+            match res {
+                Ok((hash, data, key)) => {
+                    stats.files_read += 1;
+                    stats.bytes_read += data.len() as u64;
+                    if !index.contains(&hash) && seen.insert(hash) {
+                        stats.new_blobs += 1;
+                        stats.new_bytes += data.len() as u64;
+                        if let Some(wr) = writer.as_deref_mut() {
+                            if let Err(e) = wr.add(hash, FLAG_PLAIN, &data) {
+                                abort.store(true, Ordering::Relaxed);
+                                fatal = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    fresh.push((results.len(), key));
+                    results.push((w, Ok(hash)));
+                }
+                Err(e) => results.push((w, Err(e))),
+            }
+        }
+        abort.store(true, Ordering::Relaxed);
+    });
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    for (pos, key) in fresh {
+        let w = results[pos].0;
+        apply_key(&mut roots[w.root].items[w.item], key);
+    }
+    for w in large {
+        let path = roots[w.root].items[w.item].abs.clone();
+        match read_large(&path, index, seen, writer.as_deref_mut(), stats)? {
+            Ok((hash, key)) => {
+                apply_key(&mut roots[w.root].items[w.item], key);
+                results.push((w, Ok(hash)));
+            }
+            Err(e) => results.push((w, Err(e))),
+        }
+    }
+    Ok(results)
+}
+
+fn apply_key(item: &mut ScanItem, key: StatKey) {
+    item.size = key.size;
+    item.mtime_ns = key.mtime_ns;
+    item.ctime_ns = key.ctime_ns;
+    item.ino = key.ino;
+    item.dev = key.dev;
+}
+
+/// Stream a large file into the pack (or just hash it in a dry run).
+/// Outer error: the pack failed (fatal); inner: this file could not be read.
+fn read_large(
+    path: &Path,
+    index: &Index,
+    seen: &mut HashSet<Hash>,
+    writer: Option<&mut PackWriter<'_>>,
+    stats: &mut BackupStats,
+) -> Result<Result<(Hash, StatKey)>> {
+    let mut writer = writer;
+    for _ in 0..READ_ATTEMPTS {
+        let mut f = match open_nofollow(path) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(Error::io("opening", path, &e))),
+        };
+        let before = match f.metadata() {
+            Ok(m) => fstat_key(&m),
+            Err(e) => return Ok(Err(Error::io("inspecting", path, &e))),
+        };
+        let stable = std::cell::Cell::new(true);
+        let (hash, len) = match writer.as_deref_mut() {
+            Some(w) => {
+                let fref = &f;
+                let keep = |h: &Hash| {
+                    let ok = fref
+                        .metadata()
+                        .map(|m| fstat_key(&m) == before)
+                        .unwrap_or(false);
+                    stable.set(ok);
+                    ok && !index.contains(h) && !seen.contains(h)
+                };
+                let mut reader: &File = &f;
+                match w.add_stream(&mut reader, path, &keep)? {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            None => match hash_stream(&mut f, path) {
+                Ok((h, len)) => {
+                    let after = f.metadata().map(|m| fstat_key(&m)).ok();
+                    stable.set(after == Some(before));
+                    (h, len)
+                }
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        if !stable.get() || len != before.size {
+            continue;
+        }
+        stats.files_read += 1;
+        stats.bytes_read += len;
+        if !index.contains(&hash) && seen.insert(hash) {
+            stats.new_blobs += 1;
+            stats.new_bytes += len;
+        }
+        return Ok(Ok((hash, before)));
+    }
+    Ok(Err(changed_error(path)))
+}
+
+/// SHA-256 of a whole stream.
+pub fn hash_stream(f: &mut dyn Read, path: &Path) -> Result<(Hash, u64)> {
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("reading", path, &e)),
+        };
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        len += n as u64;
+    }
+    Ok((Hash::from_hasher(hasher), len))
+}

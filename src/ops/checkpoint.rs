@@ -1,0 +1,142 @@
+//! `backup-checkpoint` and `backup-create`: validate the label, take the
+//! snapshot, and report it in the envelope.
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::ops::backup::{run_backup, BackupOptions, BackupReport};
+use crate::repo::snapshot::{invalid_name, SnapshotKind, PHASES};
+use crate::report::{Envelope, SnapshotInfo, Status};
+
+/// Which checkpoint to take.
+#[derive(Debug, Clone)]
+pub enum CheckpointTarget {
+    /// A bootstrap phase.
+    Phase(String),
+    /// A named manual checkpoint.
+    Manual(String),
+}
+
+/// Validate a phase name.
+pub fn check_phase(phase: &str) -> Result<()> {
+    if PHASES.contains(&phase) {
+        Ok(())
+    } else {
+        Err(Error::usage(
+            "unknown_phase",
+            format!(
+                "unknown phase {phase:?}; valid phases: {}",
+                PHASES.join(", ")
+            ),
+        )
+        .with_hint(format!(
+            "use one of the phases, or `backup-checkpoint manual {}` for a named checkpoint",
+            if invalid_name(phase).is_none() {
+                phase
+            } else {
+                "NAME"
+            }
+        )))
+    }
+}
+
+/// Validate a manual checkpoint or backup label.
+pub fn check_name(name: &str) -> Result<()> {
+    match invalid_name(name) {
+        None => Ok(()),
+        Some(why) => Err(Error::usage(
+            "unsafe_name",
+            format!("{:?} cannot be used as a checkpoint name: {why}", name),
+        )
+        .with_hint("use letters, digits, `.`, `_` and `-`, e.g. before-nvim-change")),
+    }
+}
+
+/// Take a checkpoint.
+pub fn checkpoint(
+    settings: &Settings,
+    target: &CheckpointTarget,
+    tags: &[String],
+    dry_run: bool,
+    env: &mut Envelope,
+) -> Result<()> {
+    let label = match target {
+        CheckpointTarget::Phase(p) => {
+            check_phase(p)?;
+            p.clone()
+        }
+        CheckpointTarget::Manual(n) => {
+            check_name(n)?;
+            n.clone()
+        }
+    };
+    let opts = BackupOptions {
+        kind: SnapshotKind::Checkpoint,
+        label,
+        tags: tags.to_vec(),
+        dry_run,
+        command: env.command.clone(),
+    };
+    let report = run_backup(settings, &opts)?;
+    fill(env, report, dry_run);
+    Ok(())
+}
+
+/// Take an ordinary backup.
+pub fn create(
+    settings: &Settings,
+    label: Option<&str>,
+    tags: &[String],
+    dry_run: bool,
+    env: &mut Envelope,
+) -> Result<()> {
+    let label = label.unwrap_or("backup").to_string();
+    check_name(&label)?;
+    let opts = BackupOptions {
+        kind: SnapshotKind::Backup,
+        label,
+        tags: tags.to_vec(),
+        dry_run,
+        command: env.command.clone(),
+    };
+    let report = run_backup(settings, &opts)?;
+    fill(env, report, dry_run);
+    Ok(())
+}
+
+/// Copy a backup report into the envelope.
+pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool) {
+    env.dry_run = dry_run;
+    env.changed = report.changed && !report.reused;
+    env.snapshot = report
+        .snapshot
+        .as_ref()
+        .map(|s| SnapshotInfo::from_snapshot(s, report.reused));
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&report.stats) {
+        env.stats = map;
+    }
+    env.warnings.extend(report.warnings);
+    if dry_run {
+        env.put("excluded", &report.excluded);
+    }
+    if dry_run {
+        let roots: Vec<serde_json::Value> = report
+            .tree
+            .roots
+            .iter()
+            .map(|r| {
+                let files = r.entries.iter().filter(|e| e.sha256.is_some()).count();
+                let bytes: u64 = r.entries.iter().filter(|e| e.sha256.is_some()).map(|e| e.size).sum();
+                serde_json::json!({"root": r.root.lossy(), "present": r.present, "entries": r.entries.len(), "files": files, "bytes": bytes})
+            })
+            .collect();
+        env.put("roots", roots);
+    }
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            env.errors.push(e.into());
+        }
+        env.status = Status::Partial;
+        env.set_exit(ExitCode::Partial);
+    }
+}

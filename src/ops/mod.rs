@@ -1,0 +1,8 @@
+//! Operations, one module each. Each takes resolved [`crate::config::Settings`]
+//! and plain option structs, and fills a [`crate::report::Envelope`].
+
+pub mod backup;
+pub mod checkpoint;
+pub mod health;
+pub mod list;
+pub mod verify;

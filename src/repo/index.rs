@@ -1,0 +1,281 @@
+//! The index: which pack holds each blob, at which offset and length.
+//!
+//! One immutable index file is written per run that stored new blobs, named
+//! by the SHA-256 of its bytes (so a damaged index is detected on load, never
+//! silently used). Layout, little-endian:
+//!
+//! ```text
+//! "DFBINDX1"
+//! P u32, then P pack ids (32 bytes each)
+//! B u32, then B records { blob id[32] flags u8 pack u32 offset u64 length u64 }
+//! ```
+//!
+//! Loading reads every file in `index/`; a blob listed twice (after a crash
+//! and a rerun) resolves to the first location, which is as good as any.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash;
+use crate::repo::pack::FinishedPack;
+
+const MAGIC: &[u8; 8] = b"DFBINDX1";
+const RECORD: usize = 32 + 1 + 4 + 8 + 8;
+
+/// Where a blob lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack's id.
+    pub pack: Hash,
+    /// Encoding flags.
+    pub flags: u8,
+    /// Offset in the pack.
+    pub offset: u64,
+    /// Stored length.
+    pub length: u64,
+}
+
+/// All blobs known to the repository.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    /// Blob id → location.
+    pub blobs: HashMap<Hash, BlobLocation>,
+    /// Index files that were loaded.
+    pub files: Vec<Hash>,
+}
+
+impl Index {
+    /// Load every index file in `dir`, checking each against its name.
+    pub fn load(dir: &Path) -> Result<Index> {
+        let mut index = Index::default();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).ctx("listing", dir)? {
+            let entry = entry.ctx("listing", dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Ok(id) = name.parse::<Hash>() {
+                names.push(id);
+            }
+        }
+        names.sort();
+        for id in names {
+            let path = dir.join(id.to_hex());
+            let bytes = std::fs::read(&path).ctx("reading index", &path)?;
+            if Hash::of(&bytes) != id {
+                return Err(Error::corrupt(
+                    "corrupt_index",
+                    &path,
+                    format!("index file {} does not match its checksum", path.display()),
+                ));
+            }
+            index.merge_file(&bytes, &path)?;
+            index.files.push(id);
+        }
+        Ok(index)
+    }
+
+    /// Parse one index file's bytes (checksum already checked by the caller).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Index> {
+        let mut index = Index::default();
+        index.merge_file(bytes, path)?;
+        Ok(index)
+    }
+
+    fn merge_file(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
+        let (packs, records) = parse(bytes).map_err(|why| {
+            Error::corrupt(
+                "corrupt_index",
+                path,
+                format!("index file {}: {why}", path.display()),
+            )
+        })?;
+        for (id, flags, pack_no, offset, length) in records {
+            let pack = packs[pack_no as usize];
+            self.blobs.entry(id).or_insert(BlobLocation {
+                pack,
+                flags,
+                offset,
+                length,
+            });
+        }
+        Ok(())
+    }
+
+    /// Is this blob stored?
+    pub fn contains(&self, id: &Hash) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// Location of a blob.
+    pub fn get(&self, id: &Hash) -> Option<&BlobLocation> {
+        self.blobs.get(id)
+    }
+
+    /// Record blobs of freshly written packs in memory.
+    pub fn add_packs(&mut self, packs: &[FinishedPack]) {
+        for p in packs {
+            for b in &p.blobs {
+                self.blobs.entry(b.id).or_insert(BlobLocation {
+                    pack: p.id,
+                    flags: b.flags,
+                    offset: b.offset,
+                    length: b.length,
+                });
+            }
+        }
+    }
+}
+
+type Record = (Hash, u8, u32, u64, u64);
+
+fn parse(bytes: &[u8]) -> Result<(Vec<Hash>, Vec<Record>), String> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.take(8)? != MAGIC {
+        return Err("not an index file (bad magic)".into());
+    }
+    let pack_count = r.u32()? as usize;
+    let mut packs = Vec::with_capacity(pack_count.min(bytes.len() / 32));
+    for _ in 0..pack_count {
+        packs.push(Hash(r.take(32)?.try_into().expect("32 bytes")));
+    }
+    let blob_count = r.u32()? as usize;
+    if bytes.len() - r.pos != blob_count * RECORD {
+        return Err(format!(
+            "expected {blob_count} records, found {} bytes",
+            bytes.len() - r.pos
+        ));
+    }
+    let mut out = Vec::with_capacity(blob_count);
+    for _ in 0..blob_count {
+        let id = Hash(r.take(32)?.try_into().expect("32 bytes"));
+        let flags = r.take(1)?[0];
+        let pack = r.u32()?;
+        if pack as usize >= packs.len() {
+            return Err(format!(
+                "record names pack #{pack}, only {pack_count} listed"
+            ));
+        }
+        let offset = r.u64()?;
+        let length = r.u64()?;
+        out.push((id, flags, pack, offset, length));
+    }
+    Ok((packs, out))
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len());
+        match end {
+            Some(end) => {
+                let s = &self.bytes[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => Err("truncated".into()),
+        }
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+}
+
+/// Serialize the index file for freshly written packs. Returns (id, bytes).
+pub fn encode(packs: &[FinishedPack]) -> (Hash, Vec<u8>) {
+    let blob_count: usize = packs.iter().map(|p| p.blobs.len()).sum();
+    let mut out = Vec::with_capacity(16 + packs.len() * 32 + blob_count * RECORD);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        out.extend_from_slice(&p.id.0);
+    }
+    out.extend_from_slice(&(blob_count as u32).to_le_bytes());
+    for (n, p) in packs.iter().enumerate() {
+        for b in &p.blobs {
+            out.extend_from_slice(&b.id.0);
+            out.push(b.flags);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+            out.extend_from_slice(&b.offset.to_le_bytes());
+            out.extend_from_slice(&b.length.to_le_bytes());
+        }
+    }
+    (Hash::of(&out), out)
+}
+
+/// Path of an index file.
+pub fn index_path(dir: &Path, id: &Hash) -> PathBuf {
+    dir.join(id.to_hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::PackedBlob;
+
+    fn sample() -> Vec<FinishedPack> {
+        vec![FinishedPack {
+            id: Hash::of(b"pack"),
+            size: 100,
+            blobs: vec![
+                PackedBlob {
+                    id: Hash::of(b"a"),
+                    flags: 0,
+                    offset: 8,
+                    length: 1,
+                },
+                PackedBlob {
+                    id: Hash::of(b"b"),
+                    flags: 0,
+                    offset: 9,
+                    length: 1,
+                },
+            ],
+        }]
+    }
+
+    #[test]
+    fn encode_then_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (id, bytes) = encode(&sample());
+        std::fs::write(index_path(tmp.path(), &id), &bytes).unwrap();
+        let idx = Index::load(tmp.path()).unwrap();
+        assert_eq!(idx.blobs.len(), 2);
+        let loc = idx.get(&Hash::of(b"b")).unwrap();
+        assert_eq!(
+            (loc.pack, loc.offset, loc.length),
+            (Hash::of(b"pack"), 9, 1)
+        );
+    }
+
+    #[test]
+    fn damaged_index_is_named_not_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (id, mut bytes) = encode(&sample());
+        bytes[20] ^= 1;
+        std::fs::write(index_path(tmp.path(), &id), &bytes).unwrap();
+        let err = Index::load(tmp.path()).unwrap_err();
+        assert_eq!(err.code, "corrupt_index");
+        assert!(err.path.unwrap().contains(&id.to_hex()));
+    }
+
+    #[test]
+    fn parser_rejects_truncation_at_every_length() {
+        let (_, bytes) = encode(&sample());
+        for n in 0..bytes.len() {
+            assert!(parse(&bytes[..n]).is_err(), "accepted {n} bytes");
+        }
+        assert!(parse(&bytes).is_ok());
+    }
+}

@@ -1,0 +1,564 @@
+//! The on-disk repository: layout, format file, and access to its objects.
+//!
+//! ```text
+//! <repo>/                 0700
+//!   config.json           format name and version, repository id (written first)
+//!   lock                  writer lock (flock) + holder record
+//!   packs/<sha256>        immutable pack files (blob contents)
+//!   index/<sha256>        immutable index files (blob → pack, offset, length)
+//!   trees/<sha256>.json   immutable snapshot contents
+//!   snapshots/<sha256>.json  snapshot records; writing one commits a run
+//!   cache/files           files cache (disposable)
+//!   logs/                 run log (JSON lines)
+//! ```
+//!
+//! Every file is 0600 and written through [`crate::atomic`]. Order of writes in
+//! a run: packs → index → tree → snapshot record. Anything a crash leaves
+//! behind before the record is unreferenced and harmless; `backup-verify`
+//! reports it and prune removes it. See `docs/format.md`.
+
+pub mod cache;
+pub mod index;
+pub mod lock;
+pub mod pack;
+pub mod snapshot;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::Dir;
+use crate::error::{Error, IoContext, Result};
+use crate::exit::ExitCode;
+use crate::hash::Hash;
+use crate::paths::display_path;
+
+use self::cache::FilesCache;
+use self::index::{BlobLocation, Index};
+use self::snapshot::{Snapshot, SnapshotRecord, Tree, OBJECT_VERSION};
+
+/// Name in `config.json` that marks a directory as ours.
+pub const FORMAT_NAME: &str = "dotfiles-backup-repository";
+/// The repository format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Subdirectories, created on first use.
+pub const SUBDIRS: [&str; 6] = ["packs", "index", "trees", "snapshots", "cache", "logs"];
+
+/// Contents of `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoConfig {
+    /// Always [`FORMAT_NAME`].
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Random id of this repository.
+    pub id: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// An open repository.
+#[derive(Debug)]
+pub struct Repository {
+    root: PathBuf,
+    /// Parsed `config.json`.
+    pub config: RepoConfig,
+}
+
+impl Repository {
+    /// Open an existing repository (readers). Never creates anything.
+    pub fn open(root: &Path) -> Result<Repository> {
+        check_directory(root)?;
+        let config = read_config(root)?;
+        Ok(Repository {
+            root: root.to_path_buf(),
+            config,
+        })
+    }
+
+    /// Does `root` hold a repository (a `config.json`)?
+    pub fn exists(root: &Path) -> bool {
+        root.join("config.json").is_file()
+    }
+
+    /// Open the repository for writing, creating it (0700) on first use.
+    /// Returns whether it was created.
+    pub fn open_or_create(root: &Path) -> Result<(Repository, bool)> {
+        let created = match std::fs::symlink_metadata(root) {
+            Ok(_) => {
+                check_directory(root)?;
+                if !root.join("config.json").exists() {
+                    let mut entries = std::fs::read_dir(root).ctx("listing", root)?;
+                    if entries.next().is_some() {
+                        return Err(Error::new(
+                            ExitCode::Usage,
+                            "not_a_repository",
+                            format!(
+                                "{} exists, is not empty, and is not a backup repository (no config.json)",
+                                display_path(root)
+                            ),
+                        )
+                        .with_path(root)
+                        .with_hint("choose an empty or new directory with --repo (or BACKUP_REPO)"));
+                    }
+                    write_new_config(root)?;
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = root.parent() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(parent)
+                        .ctx("creating directory", parent)?;
+                }
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(root)
+                    .ctx("creating repository", root)?;
+                // The umask may have narrowed it; make it exactly 0700.
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                    .ctx("setting mode of", root)?;
+                write_new_config(root)?;
+                true
+            }
+            Err(e) => return Err(Error::io("inspecting", root, &e)),
+        };
+        let config = read_config(root)?;
+        let repo = Repository {
+            root: root.to_path_buf(),
+            config,
+        };
+        for sub in SUBDIRS {
+            let p = root.join(sub);
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                        .ctx("setting mode of", &p)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("creating directory", &p, &e)),
+            }
+        }
+        if created {
+            Dir::open(root)?.sync()?;
+        }
+        Ok((repo, created))
+    }
+
+    /// The repository root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of a subdirectory.
+    pub fn sub(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Take the writer lock.
+    pub fn lock(&self, command: &str, wait: Duration) -> Result<lock::LockGuard> {
+        lock::acquire(&self.root.join("lock"), command, wait)
+    }
+
+    /// Load all snapshot records, oldest first. A record that does not match
+    /// its checksum or does not parse is an error naming the file.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let dir = self.sub("snapshots");
+        let mut out = Vec::new();
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io("listing", &dir, &e)),
+        };
+        for entry in listing {
+            let entry = entry.ctx("listing", &dir)?;
+            let name = entry.file_name();
+            let Some(id) = object_id(&name, ".json") else {
+                continue;
+            };
+            let path = entry.path();
+            let bytes = std::fs::read(&path).ctx("reading snapshot", &path)?;
+            let record = decode_record(&bytes, &id, &path)?;
+            out.push(Snapshot { id, record });
+        }
+        out.sort_by(|a, b| {
+            a.record
+                .created_at
+                .cmp(&b.record.created_at)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    /// Load a tree and check it against its id.
+    pub fn tree(&self, id: &Hash) -> Result<Tree> {
+        let path = self.tree_path(id);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            let err = Error::io("reading tree", &path, &e);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::corrupt("missing_tree", &path, err.message)
+            } else {
+                err
+            }
+        })?;
+        decode_tree(&bytes, id, &path)
+    }
+
+    /// Where a tree lives.
+    pub fn tree_path(&self, id: &Hash) -> PathBuf {
+        self.sub("trees").join(format!("{}.json", id.to_hex()))
+    }
+
+    /// Where a snapshot record lives.
+    pub fn snapshot_path(&self, id: &Hash) -> PathBuf {
+        self.sub("snapshots").join(format!("{}.json", id.to_hex()))
+    }
+
+    /// Load the index.
+    pub fn index(&self) -> Result<Index> {
+        Index::load(&self.sub("index"))
+    }
+
+    /// Read a plain blob and check it against its id.
+    pub fn read_blob(&self, id: &Hash, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let path = pack::pack_path(&self.sub("packs"), &loc.pack);
+        let mut f = File::open(&path).map_err(|e| {
+            let err = Error::io("opening pack", &path, &e);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::corrupt("missing_pack", &path, err.message)
+            } else {
+                err
+            }
+        })?;
+        f.seek(SeekFrom::Start(loc.offset))
+            .ctx("seeking in pack", &path)?;
+        let len = usize::try_from(loc.length).map_err(|_| {
+            Error::corrupt("corrupt_index", &path, "blob length does not fit in memory")
+        })?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len).map_err(|_| {
+            Error::corrupt(
+                "corrupt_index",
+                &path,
+                format!("blob length {len} is absurd"),
+            )
+        })?;
+        (&mut f)
+            .take(loc.length)
+            .read_to_end(&mut buf)
+            .ctx("reading pack", &path)?;
+        if buf.len() as u64 != loc.length || Hash::of(&buf) != *id {
+            return Err(Error::corrupt(
+                "corrupt_blob",
+                &path,
+                format!(
+                    "blob {} in pack {} does not match its checksum",
+                    id.short(),
+                    loc.pack.short()
+                ),
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// Load the files cache; `Ok(None)` when absent, `Err` text when damaged.
+    pub fn load_cache(&self) -> std::result::Result<Option<FilesCache>, String> {
+        let path = self.sub("cache").join("files");
+        match std::fs::read(&path) {
+            Ok(bytes) => FilesCache::decode(&bytes)
+                .map(Some)
+                .ok_or_else(|| format!("{} is damaged; it will be rebuilt", display_path(&path))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", display_path(&path))),
+        }
+    }
+
+    /// Save the files cache atomically.
+    pub fn save_cache(&self, cache: &FilesCache) -> Result<()> {
+        let dir = Dir::open(&self.sub("cache"))?;
+        dir.write_atomic(OsStr::new("files"), &cache.encode(), 0o600)
+    }
+
+    /// Remove the files cache (after prune).
+    pub fn drop_cache(&self) -> Result<()> {
+        let path = self.sub("cache").join("files");
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", &path, &e)),
+        }
+    }
+}
+
+/// Parse `<64 hex><suffix>` names.
+pub fn object_id(name: &OsStr, suffix: &str) -> Option<Hash> {
+    name.to_str()?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// Decode a snapshot record, checking its checksum and version.
+pub fn decode_record(bytes: &[u8], id: &Hash, path: &Path) -> Result<SnapshotRecord> {
+    if Hash::of(bytes) != *id {
+        return Err(Error::corrupt(
+            "corrupt_snapshot",
+            path,
+            format!(
+                "snapshot {} does not match its checksum",
+                display_path(path)
+            ),
+        ));
+    }
+    let record: SnapshotRecord = serde_json::from_slice(bytes).map_err(|e| {
+        Error::corrupt(
+            "corrupt_snapshot",
+            path,
+            format!("snapshot {} is not valid: {e}", display_path(path)),
+        )
+    })?;
+    if record.version > OBJECT_VERSION {
+        return Err(newer_format(path, record.version));
+    }
+    Ok(record)
+}
+
+/// Decode a tree, checking its checksum and version.
+pub fn decode_tree(bytes: &[u8], id: &Hash, path: &Path) -> Result<Tree> {
+    if Hash::of(bytes) != *id {
+        return Err(Error::corrupt(
+            "corrupt_tree",
+            path,
+            format!("tree {} does not match its checksum", display_path(path)),
+        ));
+    }
+    let tree: Tree = serde_json::from_slice(bytes).map_err(|e| {
+        Error::corrupt(
+            "corrupt_tree",
+            path,
+            format!("tree {} is not valid: {e}", display_path(path)),
+        )
+    })?;
+    if tree.version > OBJECT_VERSION {
+        return Err(newer_format(path, tree.version));
+    }
+    Ok(tree)
+}
+
+fn newer_format(path: &Path, found: u32) -> Error {
+    Error::new(
+        ExitCode::Corrupt,
+        "unsupported_format",
+        format!(
+            "{} uses format version {found}; this build of dotfiles-backup understands up to {FORMAT_VERSION}",
+            display_path(path)
+        ),
+    )
+    .with_path(path)
+    .with_hint("upgrade dotfiles-backup; the repository was left untouched")
+}
+
+fn check_directory(root: &Path) -> Result<()> {
+    let meta = match std::fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::new(
+                ExitCode::Failed,
+                "repository_missing",
+                format!("no backup repository at {}", display_path(root)),
+            )
+            .with_path(root)
+            .with_hint("it is created by the first `backup-checkpoint` or `backup-create`; or point --repo / BACKUP_REPO at an existing one"));
+        }
+        Err(e) => return Err(Error::io("inspecting repository", root, &e)),
+    };
+    if !meta.is_dir() {
+        return Err(Error::new(
+            ExitCode::Usage,
+            "repository_not_a_directory",
+            format!(
+                "the repository path {} is not a directory",
+                display_path(root)
+            ),
+        )
+        .with_path(root)
+        .with_hint("point --repo (or BACKUP_REPO) at a directory"));
+    }
+    let me = crate::host::euid();
+    if meta.uid() != me && me != 0 {
+        return Err(Error::new(
+            ExitCode::Refused,
+            "repository_foreign_owner",
+            format!(
+                "the repository {} is owned by uid {}, not by you (uid {me})",
+                display_path(root),
+                meta.uid()
+            ),
+        )
+        .with_path(root)
+        .with_hint("use your own repository, or fix ownership with chown"));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(Error::new(
+            ExitCode::Refused,
+            "repository_world_writable",
+            format!(
+                "the repository {} is world-writable (mode {:o}); anyone could plant data in it",
+                display_path(root),
+                meta.mode() & 0o7777
+            ),
+        )
+        .with_path(root)
+        .with_hint(format!(
+            "run `chmod 700 {}` after checking its contents",
+            display_path(root)
+        )));
+    }
+    Ok(())
+}
+
+fn read_config(root: &Path) -> Result<RepoConfig> {
+    let path = root.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::new(
+                ExitCode::Usage,
+                "not_a_repository",
+                format!(
+                    "{} is not a backup repository (no config.json)",
+                    display_path(root)
+                ),
+            )
+            .with_path(root)
+            .with_hint("point --repo (or BACKUP_REPO) at a repository")
+        } else {
+            Error::io("reading", &path, &e)
+        }
+    })?;
+    #[derive(Deserialize)]
+    struct Probe {
+        format: Option<String>,
+        version: Option<u32>,
+    }
+    let probe: Probe = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corrupt(
+            "corrupt_config",
+            &path,
+            format!("{} is not valid JSON: {e}", display_path(&path)),
+        )
+    })?;
+    if probe.format.as_deref() != Some(FORMAT_NAME) {
+        return Err(Error::corrupt(
+            "not_a_repository",
+            &path,
+            format!(
+                "{} does not describe a dotfiles-backup repository",
+                display_path(&path)
+            ),
+        ));
+    }
+    match probe.version {
+        Some(v) if v > FORMAT_VERSION => return Err(newer_format(&path, v)),
+        Some(_) => {}
+        None => {
+            return Err(Error::corrupt(
+                "corrupt_config",
+                &path,
+                format!("{} has no format version", display_path(&path)),
+            ))
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corrupt(
+            "corrupt_config",
+            &path,
+            format!("{} is not valid: {e}", display_path(&path)),
+        )
+    })
+}
+
+fn write_new_config(root: &Path) -> Result<()> {
+    let mut seed = Vec::new();
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(crate::time::now_rfc3339().as_bytes());
+    seed.extend_from_slice(root.as_os_str().as_encoded_bytes());
+    let mut random = [0u8; 16];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut random);
+    }
+    seed.extend_from_slice(&random);
+    let config = RepoConfig {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        id: Hash::of(&seed).to_hex(),
+        created_at: crate::time::now_rfc3339(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+    bytes.push(b'\n');
+    Dir::open(root)?.write_atomic(OsStr::new("config.json"), &bytes, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_repository_is_private_and_reopens() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("a/b/repo");
+        let (repo, created) = Repository::open_or_create(&root).unwrap();
+        assert!(created);
+        assert_eq!(
+            std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let cfg = std::fs::metadata(root.join("config.json")).unwrap();
+        assert_eq!(cfg.permissions().mode() & 0o777, 0o600);
+        let (again, created) = Repository::open_or_create(&root).unwrap();
+        assert!(!created);
+        assert_eq!(again.config, repo.config);
+        assert!(repo.snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn newer_format_is_refused_and_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        Repository::open_or_create(&root).unwrap();
+        let text =
+            format!(r#"{{"format":"{FORMAT_NAME}","version":99,"id":"x","created_at":"y"}}"#);
+        std::fs::write(root.join("config.json"), &text).unwrap();
+        let err = Repository::open_or_create(&root).unwrap_err();
+        assert_eq!(err.code, "unsupported_format");
+        assert_eq!(err.exit, ExitCode::Corrupt);
+        assert_eq!(
+            std::fs::read_to_string(root.join("config.json")).unwrap(),
+            text
+        );
+    }
+
+    #[test]
+    fn file_or_foreign_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(
+            Repository::open_or_create(&file).unwrap_err().code,
+            "repository_not_a_directory"
+        );
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        assert_eq!(
+            Repository::open_or_create(&dir).unwrap_err().code,
+            "not_a_repository"
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Snapshots and trees: what a snapshot is, as stored.
+//!
+//! A snapshot is two objects:
+//!
+//! * a **tree** (`trees/<sha256>.json`): every tracked root and every entry
+//!   under it with the metadata needed to restore it exactly. It holds
+//!   nothing about *when* or *why*, so two checkpoints of identical state
+//!   share one tree, and "is this content new?" is one hash comparison.
+//! * a **record** (`snapshots/<sha256>.json`): kind, label, tags, parent,
+//!   host, user, time, the tree's id and a summary. Its id is the SHA-256 of
+//!   its bytes. Writing the record is the commit point of a run.
+//!
+//! Both are JSON so that a person can read them with `jq`; names that are
+//! not UTF-8 use [`ByteName`]'s `{"b64": ...}` form.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Hash;
+use crate::paths::ByteName;
+
+/// Version written into trees and records; readers refuse newer ones.
+pub const OBJECT_VERSION: u32 = 1;
+
+/// Why a snapshot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// Before a bootstrap phase, or a named manual checkpoint.
+    Checkpoint,
+    /// An ordinary backup (`backup-create`).
+    Backup,
+    /// Taken automatically before a restore or rollback changes anything.
+    Safety,
+}
+
+impl SnapshotKind {
+    /// Lower-case name as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Checkpoint => "checkpoint",
+            SnapshotKind::Backup => "backup",
+            SnapshotKind::Safety => "safety",
+        }
+    }
+}
+
+/// Counts stored with each record so that listing needs no tree reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Regular files with content.
+    pub files: u64,
+    /// Directories (including empty ones).
+    pub dirs: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// Total bytes of regular files.
+    pub bytes: u64,
+    /// Bytes of content this run stored that the repository did not have.
+    pub new_bytes: u64,
+    /// Number of blobs this run stored.
+    pub new_blobs: u64,
+    /// Entries recorded without content (secret without a key, unreadable).
+    pub omitted: u64,
+}
+
+/// The stored snapshot record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRecord {
+    /// Object format version.
+    pub version: u32,
+    /// Why it was taken.
+    pub kind: SnapshotKind,
+    /// Phase or name (`pre-dotfiles`, `before-nvim-change`, `backup`, `before-rollback`).
+    pub label: String,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The newest snapshot when this one was taken.
+    pub parent: Option<Hash>,
+    /// Host name.
+    pub host: String,
+    /// User name.
+    pub user: String,
+    /// RFC 3339 UTC time with nanoseconds.
+    pub created_at: String,
+    /// The tree with the entries.
+    pub tree: Hash,
+    /// Tracked roots, `~/`-relative where under `$HOME`.
+    pub roots: Vec<ByteName>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+/// Type of a tree entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+}
+
+impl EntryType {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::File => "file",
+            EntryType::Dir => "dir",
+            EntryType::Symlink => "symlink",
+        }
+    }
+}
+
+/// One file, directory or symlink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Path relative to its root, `/`-separated; empty for the root itself.
+    pub path: ByteName,
+    /// Entry type.
+    #[serde(rename = "type")]
+    pub kind: EntryType,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Size in bytes (files), target length (symlinks), 0 (dirs).
+    pub size: u64,
+    /// SHA-256 of the content (files stored with content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Hash>,
+    /// Symlink target, verbatim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ByteName>,
+    /// Why a file's content was not stored (`secret`, `unreadable`); restore and rollback leave it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<String>,
+}
+
+/// One tracked root and everything under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootTree {
+    /// The root as configured: `~/.zshrc`, `~/.config/nvim`, `/etc/hosts`.
+    pub root: ByteName,
+    /// False when the root did not exist at snapshot time (rollback removes it if it appears later).
+    pub present: bool,
+    /// Entries sorted by path bytes; the root itself (path "") first when present.
+    pub entries: Vec<Entry>,
+}
+
+/// The content of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    /// Object format version.
+    pub version: u32,
+    /// Roots in configured order.
+    pub roots: Vec<RootTree>,
+}
+
+impl Tree {
+    /// Canonical bytes and id.
+    pub fn encode(&self) -> (Hash, Vec<u8>) {
+        let bytes = serde_json::to_vec(self).expect("trees always serialize");
+        (Hash::of(&bytes), bytes)
+    }
+
+    /// Every entry with its root.
+    pub fn entries(&self) -> impl Iterator<Item = (&RootTree, &Entry)> {
+        self.roots
+            .iter()
+            .flat_map(|r| r.entries.iter().map(move |e| (r, e)))
+    }
+}
+
+impl SnapshotRecord {
+    /// Canonical bytes and id.
+    pub fn encode(&self) -> (Hash, Vec<u8>) {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("records always serialize");
+        bytes.push(b'\n');
+        (Hash::of(&bytes), bytes)
+    }
+}
+
+/// A record with its id, as listed.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// SHA-256 of the record file.
+    pub id: Hash,
+    /// The record.
+    pub record: SnapshotRecord,
+}
+
+/// Phases of a bootstrap, in order.
+pub const PHASES: [&str; 6] = [
+    "pre-ansible",
+    "pre-homebrew",
+    "pre-dotfiles",
+    "pre-applications",
+    "post-setup",
+    "bootstrap-complete",
+];
+
+/// Why a label is not acceptable as a manual checkpoint name, if it is not.
+///
+/// Names become part of messages, shell commands users copy, and Ansible
+/// variables, so they are kept to a boring alphabet.
+pub fn invalid_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the name is empty".into());
+    }
+    if name.len() > 64 {
+        return Some(format!(
+            "the name is {} bytes long; at most 64 are allowed",
+            name.len()
+        ));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Some("the name must not start with `.` or `-`".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Some(format!(
+            "the name contains {c:?}; use letters, digits, `.`, `_` and `-` only"
+        ));
+    }
+    if name == "latest" {
+        return Some("`latest` is reserved (it selects the newest snapshot)".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(invalid_name("before-nvim-change").is_none());
+        assert!(invalid_name("v1.2_x").is_none());
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-x",
+            "a\0b",
+            "latest",
+            "sp ace",
+            &"x".repeat(65),
+        ] {
+            assert!(invalid_name(bad).is_some(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn tree_ids_are_stable_and_content_based() {
+        let t = Tree {
+            version: 1,
+            roots: vec![RootTree {
+                root: ByteName::from("~/.zshrc"),
+                present: true,
+                entries: vec![Entry {
+                    path: ByteName::default(),
+                    kind: EntryType::File,
+                    mode: 0o644,
+                    uid: 1,
+                    gid: 1,
+                    mtime_ns: 5,
+                    size: 3,
+                    sha256: Some(Hash::of(b"abc")),
+                    target: None,
+                    omitted: None,
+                }],
+            }],
+        };
+        let (a, bytes) = t.encode();
+        let back: Tree = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.encode().0, a);
+        let mut t2 = t.clone();
+        t2.roots[0].entries[0].mode = 0o600;
+        assert_ne!(t2.encode().0, a);
+    }
+}

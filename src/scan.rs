@@ -1,0 +1,478 @@
+//! Walking tracked roots: what is included, excluded (and why), and each
+//! entry's `lstat` facts. Symlinks are never followed.
+//!
+//! Exclusion uses gitignore syntax through the `ignore` crate's matcher,
+//! rooted at `$HOME`: the config's `exclude` list, the ignore file
+//! (`~/.config/dotfiles-backup/ignore`), directories with a valid
+//! `CACHEDIR.TAG`, and the repository itself. Data classes (public, private,
+//! secret) come from glob patterns over the `~`-relative path.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use serde::Serialize;
+
+use crate::config::{Settings, TrackedRoot};
+use crate::error::{Error, Result};
+use crate::paths::{display_path, ByteName};
+use crate::repo::snapshot::EntryType;
+
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Sensitivity of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataClass {
+    /// Ordinary.
+    Public,
+    /// Personal but storable as is.
+    Private,
+    /// Keys and tokens: never stored in plain text.
+    Secret,
+}
+
+/// One scanned path with its `lstat` facts.
+#[derive(Debug, Clone)]
+pub struct ScanItem {
+    /// Relative to the root, `/`-separated; empty for the root itself.
+    pub rel: Vec<u8>,
+    /// Absolute path.
+    pub abs: PathBuf,
+    /// Type.
+    pub kind: EntryType,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// mtime ns.
+    pub mtime_ns: i64,
+    /// ctime ns.
+    pub ctime_ns: i64,
+    /// Size.
+    pub size: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Device.
+    pub dev: u64,
+    /// Symlink target.
+    pub target: Option<ByteName>,
+    /// Class.
+    pub class: DataClass,
+}
+
+/// A root and what was found under it.
+#[derive(Debug, Clone)]
+pub struct ScannedRoot {
+    /// The root as configured.
+    pub root: TrackedRoot,
+    /// Did it exist?
+    pub present: bool,
+    /// Entries in path order (root first).
+    pub items: Vec<ScanItem>,
+}
+
+/// A path left out, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Excluded {
+    /// `~`-relative path.
+    pub path: String,
+    /// `exclude pattern`, `ignore file`, `CACHEDIR.TAG`, `repository`, `special file`, `too large`.
+    pub reason: String,
+}
+
+/// Everything a scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Roots.
+    pub roots: Vec<ScannedRoot>,
+    /// Paths left out.
+    pub excluded: Vec<Excluded>,
+    /// Per-path problems (unreadable directories); the rest of the scan goes on.
+    pub errors: Vec<Error>,
+}
+
+/// Compiled rules for one run.
+pub struct Rules {
+    ignore: Gitignore,
+    ignore_file: Option<Gitignore>,
+    exclude_caches: bool,
+    repo: PathBuf,
+    secret: GlobSet,
+    private: GlobSet,
+    public: GlobSet,
+    home: Option<PathBuf>,
+    /// Files larger than this are excluded.
+    pub max_file_size: u64,
+}
+
+fn globset(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::usage("bad_config", format!("class pattern {p:?}: {e}")))?;
+        b.add(glob);
+    }
+    b.build()
+        .map_err(|e| Error::usage("bad_config", format!("class patterns: {e}")))
+}
+
+impl Rules {
+    /// Compile the settings' patterns.
+    pub fn new(settings: &Settings) -> Result<Rules> {
+        let base = settings.home.clone().unwrap_or_else(|| PathBuf::from("/"));
+        let mut b = GitignoreBuilder::new(&base);
+        for pat in &settings.excludes {
+            b.add_line(None, pat)
+                .map_err(|e| Error::usage("bad_config", format!("exclude pattern {pat:?}: {e}")))?;
+        }
+        let ignore = b
+            .build()
+            .map_err(|e| Error::usage("bad_config", format!("exclude patterns: {e}")))?;
+        let ignore_file = match &settings.ignore_file {
+            Some(path) if path.is_file() => {
+                let mut b = GitignoreBuilder::new(&base);
+                if let Some(e) = b.add(path) {
+                    return Err(Error::usage(
+                        "bad_ignore_file",
+                        format!("{}: {e}", display_path(path)),
+                    )
+                    .with_path(path));
+                }
+                Some(b.build().map_err(|e| {
+                    Error::usage("bad_ignore_file", format!("{}: {e}", display_path(path)))
+                })?)
+            }
+            _ => None,
+        };
+        Ok(Rules {
+            ignore,
+            ignore_file,
+            exclude_caches: settings.exclude_caches,
+            repo: settings.repo.clone(),
+            secret: globset(&settings.secret_patterns)?,
+            private: globset(&settings.private_patterns)?,
+            public: globset(&settings.public_patterns)?,
+            home: settings.home.clone(),
+            max_file_size: settings.max_file_size,
+        })
+    }
+
+    /// Why `abs` is excluded, if it is.
+    pub fn exclusion(&self, abs: &Path, is_dir: bool) -> Option<&'static str> {
+        if abs == self.repo {
+            return Some("repository");
+        }
+        let under_home = self.home.as_ref().is_some_and(|h| abs.starts_with(h));
+        if under_home || self.home.is_none() {
+            if self.ignore.matched(abs, is_dir).is_ignore() {
+                return Some("exclude pattern");
+            }
+            if let Some(f) = &self.ignore_file {
+                if f.matched(abs, is_dir).is_ignore() {
+                    return Some("ignore file");
+                }
+            }
+        } else if let Some(name) = abs.file_name() {
+            // Outside $HOME, patterns apply to the base name only.
+            if self.ignore.matched(Path::new(name), is_dir).is_ignore() {
+                return Some("exclude pattern");
+            }
+        }
+        if is_dir && self.exclude_caches && has_cachedir_tag(abs) {
+            return Some("CACHEDIR.TAG");
+        }
+        None
+    }
+
+    /// The data class of a path.
+    pub fn class_of(&self, abs: &Path) -> DataClass {
+        let rel = match &self.home {
+            Some(h) => abs.strip_prefix(h).unwrap_or(abs),
+            None => abs,
+        };
+        if self.public.is_match(rel) {
+            DataClass::Public
+        } else if self.secret.is_match(rel) {
+            DataClass::Secret
+        } else if self.private.is_match(rel) {
+            DataClass::Private
+        } else {
+            DataClass::Public
+        }
+    }
+}
+
+fn has_cachedir_tag(dir: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(dir.join("CACHEDIR.TAG")) else {
+        return false;
+    };
+    let mut buf = [0u8; 43];
+    f.read_exact(&mut buf).is_ok() && buf == CACHEDIR_SIGNATURE
+}
+
+fn item_from(
+    rel: Vec<u8>,
+    abs: PathBuf,
+    meta: &std::fs::Metadata,
+    rules: &Rules,
+) -> Option<ScanItem> {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        EntryType::File
+    } else if ft.is_dir() {
+        EntryType::Dir
+    } else if ft.is_symlink() {
+        EntryType::Symlink
+    } else {
+        return None;
+    };
+    let target = if kind == EntryType::Symlink {
+        std::fs::read_link(&abs)
+            .ok()
+            .map(|t| ByteName::from(t.as_os_str()))
+    } else {
+        None
+    };
+    let class = if kind == EntryType::File {
+        rules.class_of(&abs)
+    } else {
+        DataClass::Public
+    };
+    Some(ScanItem {
+        rel,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        size: match kind {
+            EntryType::Dir => 0,
+            _ => meta.len(),
+        },
+        ino: meta.ino(),
+        dev: meta.dev(),
+        target,
+        class,
+        abs,
+    })
+}
+
+fn special_kind(ft: &std::fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "named pipe"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Walk every root.
+pub fn scan(roots: &[TrackedRoot], rules: &Rules) -> ScanResult {
+    let mut out = ScanResult::default();
+    for root in roots {
+        let scanned = scan_root(root, rules, &mut out);
+        out.roots.push(scanned);
+    }
+    out
+}
+
+fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> ScannedRoot {
+    let mut sr = ScannedRoot {
+        root: root.clone(),
+        present: false,
+        items: Vec::new(),
+    };
+    let meta = match std::fs::symlink_metadata(&root.abs) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return sr,
+        Err(e) => {
+            out.errors.push(Error::io("inspecting", &root.abs, &e));
+            return sr;
+        }
+    };
+    sr.present = true;
+    match item_from(Vec::new(), root.abs.clone(), &meta, rules) {
+        Some(item) => {
+            let is_dir = item.kind == EntryType::Dir;
+            if is_dir || admit_file(&item, rules, out) {
+                sr.items.push(item);
+            }
+            if is_dir {
+                walk_dir(&root.abs, &mut Vec::new(), rules, &mut sr.items, out);
+            }
+        }
+        None => {
+            sr.present = false;
+            out.excluded.push(Excluded {
+                path: display_path(&root.abs),
+                reason: special_kind(&meta.file_type()).into(),
+            });
+        }
+    }
+    sr
+}
+
+fn admit_file(item: &ScanItem, rules: &Rules, out: &mut ScanResult) -> bool {
+    if item.kind == EntryType::File && item.size > rules.max_file_size {
+        out.excluded.push(Excluded {
+            path: display_path(&item.abs),
+            reason: format!(
+                "too large ({} bytes > max_file_size {})",
+                item.size, rules.max_file_size
+            ),
+        });
+        return false;
+    }
+    true
+}
+
+fn walk_dir(
+    dir: &Path,
+    rel: &mut Vec<u8>,
+    rules: &Rules,
+    items: &mut Vec<ScanItem>,
+    out: &mut ScanResult,
+) {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            out.errors.push(Error::io("listing directory", dir, &e));
+            return;
+        }
+    };
+    let mut children: Vec<(Vec<u8>, std::fs::DirEntry)> = Vec::new();
+    for entry in listing {
+        match entry {
+            Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e)),
+            Err(e) => out.errors.push(Error::io("listing directory", dir, &e)),
+        }
+    }
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry) in children {
+        let abs = entry.path();
+        // DirEntry::metadata does not follow symlinks.
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // vanished mid-scan
+            Err(e) => {
+                out.errors.push(Error::io("inspecting", &abs, &e));
+                continue;
+            }
+        };
+        let is_dir = meta.is_dir();
+        if let Some(reason) = rules.exclusion(&abs, is_dir) {
+            out.excluded.push(Excluded {
+                path: display_path(&abs),
+                reason: reason.into(),
+            });
+            continue;
+        }
+        let old_len = rel.len();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(&name);
+        match item_from(rel.clone(), abs.clone(), &meta, rules) {
+            Some(item) => {
+                if admit_file(&item, rules, out) {
+                    items.push(item);
+                    if is_dir {
+                        walk_dir(&abs, rel, rules, items, out);
+                    }
+                }
+            }
+            None => out.excluded.push(Excluded {
+                path: display_path(&abs),
+                reason: special_kind(&meta.file_type()).into(),
+            }),
+        }
+        rel.truncate(old_len);
+    }
+}
+
+/// The name of a scanned item for messages.
+pub fn shown(item: &ScanItem) -> String {
+    display_path(&item.abs)
+}
+
+/// Turn bytes into an `OsStr`.
+pub fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn settings(home: &Path, paths: &[&str]) -> Settings {
+        let h = home.to_str().unwrap().to_string();
+        let env = move |k: &str| (k == "HOME").then(|| h.clone());
+        let over = Overrides {
+            paths: paths.iter().map(PathBuf::from).collect(),
+            ..Default::default()
+        };
+        Settings::resolve(&over, &env).unwrap()
+    }
+
+    #[test]
+    fn walks_sorted_excludes_caches_and_classifies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = tmp.path();
+        std::fs::create_dir_all(h.join(".config/nvim/lua")).unwrap();
+        std::fs::write(h.join(".config/nvim/init.lua"), b"x").unwrap();
+        std::fs::write(h.join(".config/nvim/lua/b.lua"), b"y").unwrap();
+        std::fs::create_dir_all(h.join(".config/app/.cache")).unwrap();
+        std::fs::write(h.join(".config/app/.cache/junk"), b"z").unwrap();
+        std::fs::create_dir_all(h.join(".config/tagged")).unwrap();
+        std::fs::write(h.join(".config/tagged/CACHEDIR.TAG"), CACHEDIR_SIGNATURE).unwrap();
+        std::fs::create_dir_all(h.join(".ssh")).unwrap();
+        std::fs::write(h.join(".ssh/id_ed25519"), b"k").unwrap();
+        std::fs::write(h.join(".ssh/id_ed25519.pub"), b"p").unwrap();
+        std::fs::write(h.join(".ssh/config"), b"c").unwrap();
+        std::os::unix::fs::symlink("nvim", h.join(".config/link")).unwrap();
+        let s = settings(h, &["~/.config", "~/.ssh", "~/.missing"]);
+        let rules = Rules::new(&s).unwrap();
+        let res = scan(&s.roots, &rules);
+        assert!(res.errors.is_empty());
+        let rels: Vec<String> = res.roots[0]
+            .items
+            .iter()
+            .map(|i| String::from_utf8_lossy(&i.rel).into_owned())
+            .collect();
+        assert_eq!(
+            rels,
+            vec![
+                "",
+                "app",
+                "link",
+                "nvim",
+                "nvim/init.lua",
+                "nvim/lua",
+                "nvim/lua/b.lua"
+            ]
+        );
+        let reasons: Vec<&str> = res.excluded.iter().map(|e| e.reason.as_str()).collect();
+        assert!(reasons.contains(&"exclude pattern"));
+        assert!(reasons.contains(&"CACHEDIR.TAG"));
+        let ssh = &res.roots[1].items;
+        let class = |n: &str| ssh.iter().find(|i| i.rel == n.as_bytes()).unwrap().class;
+        assert_eq!(class("id_ed25519"), DataClass::Secret);
+        assert_eq!(class("id_ed25519.pub"), DataClass::Public);
+        assert_eq!(class("config"), DataClass::Private);
+        assert!(!res.roots[2].present);
+    }
+}
