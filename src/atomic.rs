@@ -108,6 +108,49 @@ impl Dir {
         file.commit(true)
     }
 
+    /// Open (creating with `mode` when missing) the directory at relative
+    /// path `rel` beneath this one, one component at a time, never following
+    /// a symlink: a planted link anywhere on the way is an error.
+    pub fn open_beneath(&self, rel: &[u8], create: bool, mode: u32) -> Result<Dir> {
+        let mut cur = Dir {
+            fd: rustix::io::dup(&self.fd)
+                .map_err(|e| Error::io("opening", &self.path, &e.into()))?,
+            path: self.path.clone(),
+        };
+        for comp in rel.split(|b| *b == b'/').filter(|c| !c.is_empty()) {
+            let name = OsStr::from_bytes(comp);
+            if comp == b".." || comp == b"." {
+                return Err(Error::new(
+                    crate::exit::ExitCode::Refused,
+                    "unsafe_path",
+                    format!(
+                        "refusing path component {:?} under {}",
+                        name,
+                        self.path.display()
+                    ),
+                ));
+            }
+            match cur.open_child(name) {
+                Ok(next) => cur = next,
+                Err(e) if create && e.code == "not_found" => {
+                    match rustix::fs::mkdirat(&cur.fd, name, Mode::from_raw_mode(mode)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(err) => {
+                            return Err(Error::io(
+                                "creating directory",
+                                &cur.path.join(name),
+                                &err.into(),
+                            ))
+                        }
+                    }
+                    cur = cur.open_child(name)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(cur)
+    }
+
     /// Remove leftover temp files from interrupted writes; returns how many.
     pub fn remove_stale_temps(&self) -> Result<usize> {
         let mut removed = 0;
@@ -164,6 +207,32 @@ impl AtomicFile<'_> {
     /// Change the name the file will get on commit (content-addressed files learn it last).
     pub fn set_final_name(&mut self, name: &OsStr) {
         self.final_name = name.to_os_string();
+    }
+
+    /// Set the modification time (ns since the epoch) before the file becomes visible.
+    pub fn set_mtime(&mut self, mtime_ns: i64) -> Result<()> {
+        let path = self.final_path();
+        let ts = rustix::fs::Timespec {
+            tv_sec: mtime_ns.div_euclid(1_000_000_000),
+            tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        };
+        rustix::fs::futimens(&self.file, &times)
+            .map_err(|e| Error::io("setting time of", &path, &e.into()))
+    }
+
+    /// Set the owner before the file becomes visible (only meaningful as root).
+    pub fn set_owner(&mut self, uid: u32, gid: u32) -> Result<()> {
+        let path = self.final_path();
+        rustix::fs::fchown(
+            &self.file,
+            Some(rustix::process::Uid::from_raw(uid)),
+            Some(rustix::process::Gid::from_raw(gid)),
+        )
+        .map_err(|e| Error::io("setting owner of", &path, &e.into()))
     }
 
     /// Append bytes, naming the final path on error.

@@ -237,3 +237,62 @@ pub fn health(env: &Envelope, _s: &Settings) -> String {
     }
     out
 }
+
+/// `backup-restore` / `backup-rollback`: the plan, then what happened.
+pub fn plan(env: &Envelope, _s: &Settings) -> String {
+    let mut out = String::new();
+    if env.status == Status::Skipped {
+        let _ = writeln!(
+            out,
+            "skipped: {}",
+            env.skip_reason.as_deref().unwrap_or("?")
+        );
+        return out;
+    }
+    if let Some(src) = env.extra.get("source") {
+        let _ = writeln!(
+            out,
+            "{} {} {} {}",
+            if env.dry_run { "plan for" } else { "restoring" },
+            src["short_id"].as_str().unwrap_or("?"),
+            src["kind"].as_str().unwrap_or("?"),
+            src["label"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(Value::Array(actions)) = env.extra.get("plan").and_then(|p| p.get("actions")) {
+        if actions.is_empty() {
+            let _ = writeln!(out, "  nothing to do: everything matches");
+        }
+        for a in actions {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<7} {}  ({})",
+                a["action"].as_str().unwrap_or("?"),
+                a["type"].as_str().unwrap_or("?"),
+                a["path"].as_str().unwrap_or("?"),
+                a["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(s) = &env.snapshot {
+        let _ = writeln!(
+            out,
+            "safety snapshot {} taken first; undo with `backup-rollback --undo`",
+            s.short_id
+        );
+    }
+    if !env.dry_run && env.status != Status::Failed {
+        let g = |k: &str| env.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "created {}, updated {}, deleted {}, re-moded {}, skipped {}, failed {}",
+            g("created"),
+            g("updated"),
+            g("deleted"),
+            g("metadata"),
+            g("skipped"),
+            g("failed")
+        );
+    }
+    out
+}

@@ -1,1 +1,59 @@
-fn main() {}
+//! `backup-rollback`: make the tracked paths exactly as in a checkpoint, or undo the last rollback.
+
+use clap::Parser;
+use dotfiles_backup::cli::{self, CommonArgs};
+use dotfiles_backup::ops::restore::{self, Mode2, RestoreOptions};
+
+/// Put every tracked path back exactly as it was at a checkpoint.
+#[derive(Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:\n  backup-rollback pre-dotfiles --dry-run\n  backup-rollback pre-dotfiles\n  backup-rollback pre-dotfiles --path ~/.zshrc --path ~/.config/nvim\n  backup-rollback --undo\n\nA safety snapshot of the current state is committed before anything changes."
+)]
+struct Args {
+    /// Checkpoint phase, name, id (or prefix), or `latest`
+    #[arg(required_unless_present = "undo", conflicts_with = "undo")]
+    snapshot: Option<String>,
+    /// Go back to the state just before the last rollback or restore
+    #[arg(long)]
+    undo: bool,
+    /// Leave files created since the checkpoint in place
+    #[arg(long)]
+    keep_new: bool,
+    /// Print the plan; change nothing
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Args = cli::parse("backup-rollback");
+    let mut over = args.common.overrides();
+    let only_raw = std::mem::take(&mut over.paths);
+    cli::run(
+        "backup-rollback",
+        &args.common,
+        over,
+        |s, env| {
+            let only = restore::selected_paths(s, &only_raw, None)?;
+            let opts = RestoreOptions {
+                selector: if args.undo {
+                    None
+                } else {
+                    args.snapshot.clone()
+                },
+                mode: Mode2::Rollback {
+                    keep_new: args.keep_new,
+                },
+                only,
+                target: None,
+                dry_run: args.dry_run,
+                command: "backup-rollback".into(),
+            };
+            restore::run(s, &opts, env)
+        },
+        dotfiles_backup::human::plan,
+    )
+}

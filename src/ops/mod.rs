@@ -5,4 +5,5 @@ pub mod backup;
 pub mod checkpoint;
 pub mod health;
 pub mod list;
+pub mod restore;
 pub mod verify;

@@ -1,0 +1,1160 @@
+//! Restore and rollback: plan, safety snapshot, apply.
+//!
+//! Modelled on rustic_core's restore: a pure [`plan`] compares what the
+//! snapshot wants (desired entries) with what is there now (the safety
+//! snapshot's tree, which is the current state hashed) and returns the list
+//! of actions; `--dry-run` prints it; [`apply`] executes exactly it.
+//!
+//! Safety rules, each enforced here:
+//! * a safety snapshot of every root the plan touches is committed before the
+//!   first change, so `backup-rollback --undo` can always go back;
+//! * a path is deleted or overwritten only when the safety snapshot holds its
+//!   current content (secret or unreadable files are left alone);
+//! * every path is resolved beneath its anchor (home, `--target`) one
+//!   component at a time with `O_NOFOLLOW` ([`Dir::open_beneath`]); manifest
+//!   paths with `..`, `.`, empty components or NUL are refused;
+//! * content is checked against its SHA-256 before it becomes visible, and
+//!   written through the crash-safe path with its final mode and mtime.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
+use serde::Serialize;
+
+use crate::atomic::Dir;
+use crate::config::{Settings, TrackedRoot};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::paths::{display_path, expand_tilde, tilde_form, unsafe_relative_path};
+use crate::repo::index::Index;
+use crate::repo::snapshot::{Entry, EntryType, Snapshot, SnapshotKind, Tree};
+use crate::repo::Repository;
+use crate::report::{Envelope, SnapshotInfo, Status, Warning};
+use crate::scan::Rules;
+
+use super::backup::{snapshot_roots, stale_lock_warning, BackupOptions};
+use super::list::select;
+
+/// What restore does with existing paths whose content differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overwrite {
+    /// Refuse and list conflicts (exit 5) — the default.
+    Never,
+    /// Overwrite paths that differ; leave identical ones alone.
+    IfChanged,
+    /// Rewrite every path, even identical ones.
+    Always,
+}
+
+/// Rollback (make roots equal to the snapshot) or restore (copy, never delete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode2 {
+    /// Rollback; `keep_new` leaves paths created since the snapshot.
+    Rollback {
+        /// Leave new paths in place.
+        keep_new: bool,
+    },
+    /// Restore with an overwrite policy.
+    Restore(Overwrite),
+}
+
+/// Kind of action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Remove a path created since the snapshot (deepest first).
+    Delete,
+    /// Create a missing path.
+    Create,
+    /// Rewrite content (or symlink target), or replace a path of another type.
+    Update,
+    /// Only mode or mtime differ.
+    Metadata,
+    /// Left alone, with the reason.
+    Skip,
+    /// Restore would overwrite a different existing path.
+    Conflict,
+}
+
+/// One planned action.
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    /// What.
+    pub action: ActionKind,
+    /// Where (`~`-relative when under home).
+    pub path: String,
+    /// Type of the entry restored (or removed).
+    #[serde(rename = "type")]
+    pub kind: EntryType,
+    /// Why.
+    pub reason: String,
+    /// Bytes to write.
+    pub bytes: u64,
+    /// Absolute path.
+    #[serde(skip)]
+    pub abs: Vec<u8>,
+    /// Desired entry (not for deletes).
+    #[serde(skip)]
+    pub desired: Option<Entry>,
+    /// Current type, if the path exists.
+    #[serde(skip)]
+    pub current: Option<EntryType>,
+}
+
+/// Desired and current states keyed by absolute path bytes.
+pub type State = BTreeMap<Vec<u8>, Entry>;
+
+/// Compare desired (snapshot) with current (safety tree) and list the actions. Pure.
+pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
+    let mut out = Vec::new();
+    let shown = |abs: &[u8]| display_path(Path::new(OsStr::from_bytes(abs)));
+    for (abs, want) in desired {
+        let have = current.get(abs);
+        let mk = |action, reason: &str, bytes| Action {
+            action,
+            path: shown(abs),
+            kind: want.kind,
+            reason: reason.to_string(),
+            bytes,
+            abs: abs.clone(),
+            desired: Some(want.clone()),
+            current: have.map(|h| h.kind),
+        };
+        if want.omitted.is_some() {
+            out.push(mk(
+                ActionKind::Skip,
+                &format!(
+                    "not stored in the snapshot ({}); left as it is",
+                    want.omitted.as_deref().unwrap_or("?")
+                ),
+                0,
+            ));
+            continue;
+        }
+        let bytes = if want.kind == EntryType::File {
+            want.size
+        } else {
+            0
+        };
+        let Some(have) = have else {
+            out.push(mk(ActionKind::Create, "missing now", bytes));
+            continue;
+        };
+        if have.omitted.is_some() {
+            out.push(mk(ActionKind::Skip, "current content is not in the safety snapshot (secret or unreadable); left as it is", 0));
+            continue;
+        }
+        let differs = have.kind != want.kind
+            || match want.kind {
+                EntryType::File => have.sha256 != want.sha256,
+                EntryType::Symlink => have.target != want.target,
+                EntryType::Dir => false,
+            };
+        let meta_differs = have.mode != want.mode
+            || have.mtime_ns != want.mtime_ns
+            || (crate::host::euid() == 0 && (have.uid != want.uid || have.gid != want.gid));
+        let reason = if have.kind != want.kind {
+            format!(
+                "is a {} now, was a {}",
+                have.kind.as_str(),
+                want.kind.as_str()
+            )
+        } else if differs {
+            match want.kind {
+                EntryType::Symlink => "symlink target changed".to_string(),
+                _ => "content changed".to_string(),
+            }
+        } else {
+            "mode or time changed".to_string()
+        };
+        match mode {
+            Mode2::Rollback { .. } | Mode2::Restore(Overwrite::IfChanged) => {
+                if differs {
+                    out.push(mk(ActionKind::Update, &reason, bytes));
+                } else if meta_differs {
+                    out.push(mk(ActionKind::Metadata, &reason, 0));
+                }
+            }
+            Mode2::Restore(Overwrite::Always) => {
+                if differs || want.kind == EntryType::File {
+                    out.push(mk(
+                        ActionKind::Update,
+                        if differs {
+                            &reason
+                        } else {
+                            "rewritten (--overwrite always)"
+                        },
+                        bytes,
+                    ));
+                } else if meta_differs {
+                    out.push(mk(ActionKind::Metadata, &reason, 0));
+                }
+            }
+            Mode2::Restore(Overwrite::Never) => {
+                if differs {
+                    out.push(mk(
+                        ActionKind::Conflict,
+                        &format!("{reason}; pass --overwrite if-changed to replace it"),
+                        bytes,
+                    ));
+                } else if meta_differs {
+                    out.push(mk(ActionKind::Metadata, &reason, 0));
+                }
+            }
+        }
+    }
+    if let Mode2::Rollback { keep_new } = mode {
+        // Paths that exist now but not in the snapshot. A directory can only
+        // go when everything under it goes.
+        let mut kept_dirs: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut deletes = Vec::new();
+        for (abs, have) in current.iter().rev() {
+            let replaced_by_other_type = desired.get(abs).is_some_and(|w| w.kind != have.kind);
+            if desired.contains_key(abs) && !replaced_by_other_type {
+                if have.kind == EntryType::Dir {
+                    mark_parents(abs, &mut kept_dirs);
+                }
+                continue;
+            }
+            let keep_reason = if keep_new && !desired.contains_key(abs) {
+                Some("created since the snapshot; kept (--keep-new)")
+            } else if have.omitted.is_some() {
+                Some("not in the safety snapshot (secret or unreadable); left as it is")
+            } else if have.kind == EntryType::Dir && kept_dirs.contains(abs) {
+                Some("directory still holds paths that are kept")
+            } else {
+                None
+            };
+            match keep_reason {
+                Some(r) => {
+                    mark_parents(abs, &mut kept_dirs);
+                    if !replaced_by_other_type {
+                        deletes.push(Action {
+                            action: ActionKind::Skip,
+                            path: shown(abs),
+                            kind: have.kind,
+                            reason: r.into(),
+                            bytes: 0,
+                            abs: abs.clone(),
+                            desired: None,
+                            current: Some(have.kind),
+                        });
+                    }
+                }
+                None if replaced_by_other_type => {} // the Update replaces it
+                None => deletes.push(Action {
+                    action: ActionKind::Delete,
+                    path: shown(abs),
+                    kind: have.kind,
+                    reason: "created since the snapshot (kept in the safety snapshot)".into(),
+                    bytes: 0,
+                    abs: abs.clone(),
+                    desired: None,
+                    current: Some(have.kind),
+                }),
+            }
+        }
+        // Deepest first is what `current.iter().rev()` produced.
+        deletes.extend(out);
+        return deletes;
+    }
+    out
+}
+
+fn mark_parents(abs: &[u8], kept: &mut BTreeSet<Vec<u8>>) {
+    let mut p = abs;
+    while let Some(i) = p.iter().rposition(|b| *b == b'/') {
+        p = &p[..i];
+        if p.is_empty() || !kept.insert(p.to_vec()) {
+            break;
+        }
+    }
+}
+
+/// Flatten a tree into absolute paths, mapping each root through `place`.
+/// Unsafe entry paths are errors naming the snapshot object.
+pub fn flatten(
+    tree: &Tree,
+    place: &dyn Fn(&Path) -> Result<PathBuf>,
+) -> Result<(State, Vec<PathBuf>)> {
+    let mut state = State::new();
+    let mut roots = Vec::new();
+    for root in &tree.roots {
+        let base = place(root.root.as_path())?;
+        let base_bytes = base.as_os_str().as_bytes().to_vec();
+        roots.push(base.clone());
+        for e in &root.entries {
+            if let Some(why) = unsafe_relative_path(&e.path.0) {
+                return Err(Error::new(
+                    ExitCode::Corrupt,
+                    "unsafe_manifest_path",
+                    format!("snapshot entry {:?} under {} {why}; refusing to restore from it", e.path.lossy(), root.root.lossy()),
+                )
+                .with_hint("this snapshot was not written by this tool or is damaged; run `backup-verify --read-data`"));
+            }
+            if e.kind == EntryType::Symlink
+                && e.target
+                    .as_ref()
+                    .is_some_and(|t| t.0.contains(&0) || t.0.is_empty())
+            {
+                return Err(Error::new(
+                    ExitCode::Corrupt,
+                    "unsafe_manifest_path",
+                    format!("symlink {:?} has an invalid target", e.path.lossy()),
+                ));
+            }
+            let mut abs = base_bytes.clone();
+            if !e.path.is_empty() {
+                abs.push(b'/');
+                abs.extend_from_slice(&e.path.0);
+            }
+            if state.insert(abs, e.clone()).is_some() {
+                return Err(Error::new(
+                    ExitCode::Corrupt,
+                    "duplicate_entry",
+                    format!(
+                        "snapshot lists {:?} under {} twice",
+                        e.path.lossy(),
+                        root.root.lossy()
+                    ),
+                ));
+            }
+        }
+        // A root that is a file cannot have children.
+        if root
+            .entries
+            .first()
+            .is_some_and(|e| e.kind != EntryType::Dir)
+            && root.entries.len() > 1
+        {
+            return Err(Error::new(
+                ExitCode::Corrupt,
+                "unsafe_manifest_path",
+                format!(
+                    "root {} is not a directory but has entries below it",
+                    root.root.lossy()
+                ),
+            ));
+        }
+    }
+    Ok((state, roots))
+}
+
+/// Where a snapshot root goes: under `$HOME` (for `~/`), under `--target`, or
+/// at its absolute path when it is one of the configured roots.
+pub fn placer<'a>(
+    home: Option<&'a Path>,
+    target: Option<&'a Path>,
+    configured: &'a [TrackedRoot],
+) -> impl Fn(&Path) -> Result<PathBuf> + 'a {
+    move |root: &Path| {
+        let bytes = root.as_os_str().as_bytes();
+        let (inner, is_home): (&[u8], bool) = if bytes == b"~" {
+            (b"", true)
+        } else if let Some(rest) = bytes.strip_prefix(b"~/") {
+            (rest, true)
+        } else if let Some(rest) = bytes.strip_prefix(b"/") {
+            (rest, false)
+        } else {
+            return Err(Error::new(
+                ExitCode::Corrupt,
+                "unsafe_manifest_path",
+                format!("snapshot root {:?} is neither `~/...` nor absolute", root),
+            ));
+        };
+        if inner.is_empty() && !is_home {
+            return Err(Error::new(
+                ExitCode::Corrupt,
+                "unsafe_manifest_path",
+                "snapshot root is `/`".to_string(),
+            ));
+        }
+        if let Some(why) = unsafe_relative_path(inner) {
+            return Err(Error::new(
+                ExitCode::Corrupt,
+                "unsafe_manifest_path",
+                format!("snapshot root {:?} {why}", root),
+            ));
+        }
+        let inner = Path::new(OsStr::from_bytes(inner));
+        if let Some(t) = target {
+            return Ok(if inner.as_os_str().is_empty() {
+                t.to_path_buf()
+            } else {
+                t.join(inner)
+            });
+        }
+        if is_home {
+            let home = home.ok_or_else(|| {
+                Error::usage(
+                    "home_not_set",
+                    "the snapshot's paths are under ~ but $HOME is not set",
+                )
+                .with_hint("set HOME, or pass --target DIR")
+            })?;
+            return Ok(if inner.as_os_str().is_empty() {
+                home.to_path_buf()
+            } else {
+                home.join(inner)
+            });
+        }
+        let abs = Path::new("/").join(inner);
+        if configured.iter().any(|r| r.abs == abs) {
+            Ok(abs)
+        } else {
+            Err(Error::new(
+                ExitCode::Refused,
+                "outside_home_refused",
+                format!(
+                    "the snapshot root {} is outside $HOME and not in the current configuration",
+                    abs.display()
+                ),
+            )
+            .with_hint("restore it with --target DIR, or add it to track.config"))
+        }
+    }
+}
+
+/// Options for restore and rollback.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Snapshot selector; `None` means undo (newest safety snapshot).
+    pub selector: Option<String>,
+    /// Rollback or restore.
+    pub mode: Mode2,
+    /// Only these paths (absolute).
+    pub only: Vec<PathBuf>,
+    /// Restore under this directory.
+    pub target: Option<PathBuf>,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Binary name.
+    pub command: String,
+}
+
+/// Counters reported in `stats`.
+#[derive(Debug, Default, Serialize)]
+pub struct ApplyStats {
+    /// Paths created.
+    pub created: u64,
+    /// Paths rewritten.
+    pub updated: u64,
+    /// Paths removed.
+    pub deleted: u64,
+    /// Mode/time only.
+    pub metadata: u64,
+    /// Paths already right.
+    pub unchanged: u64,
+    /// Paths left alone on purpose.
+    pub skipped: u64,
+    /// Paths that failed.
+    pub failed: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+}
+
+/// Restore, rollback or undo, filling the envelope.
+pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Result<()> {
+    env.dry_run = opts.dry_run;
+    let repo = Repository::open(&settings.repo)?;
+    let guard = if opts.dry_run {
+        None
+    } else {
+        Some(repo.lock(&opts.command, settings.lock_wait)?)
+    };
+    if let Some(stale) = guard.as_ref().and_then(|g| g.stale.as_ref()) {
+        env.warnings.push(stale_lock_warning(stale));
+    }
+    let snapshots = repo.snapshots()?;
+    let chosen: &Snapshot = match &opts.selector {
+        Some(sel) => select(&snapshots, sel, None)?,
+        None => snapshots
+            .iter()
+            .rev()
+            .find(|s| s.record.kind == SnapshotKind::Safety)
+            .ok_or_else(|| {
+                Error::new(
+                    ExitCode::Failed,
+                    "nothing_to_undo",
+                    "there is no safety snapshot to go back to",
+                )
+                .with_hint(
+                    "a safety snapshot is taken by every rollback and restore; none has run yet",
+                )
+            })?,
+    };
+    env.put("source", SnapshotInfo::from_snapshot(chosen, false));
+    let tree = repo.tree(&chosen.record.tree)?;
+    let place = placer(
+        settings.home.as_deref(),
+        opts.target.as_deref(),
+        &settings.roots,
+    );
+    let (mut desired, mut roots) = flatten(&tree, &place)?;
+    if !opts.only.is_empty() {
+        let keep = |p: &[u8]| {
+            opts.only
+                .iter()
+                .any(|o| Path::new(OsStr::from_bytes(p)).starts_with(o))
+        };
+        desired.retain(|k, _| keep(k));
+        let mapped: Vec<PathBuf> = opts
+            .only
+            .iter()
+            .filter(|o| roots.iter().any(|r| o.starts_with(r)))
+            .cloned()
+            .collect();
+        if mapped.is_empty() {
+            return Err(Error::usage(
+                "path_not_in_snapshot",
+                format!(
+                    "none of the --path values is inside the snapshot's roots ({})",
+                    tree.roots
+                        .iter()
+                        .map(|r| r.root.lossy())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        roots = mapped;
+    }
+    // Current state = a safety snapshot of the same roots (committed unless dry run).
+    let tracked: Vec<TrackedRoot> = roots
+        .iter()
+        .map(|abs| TrackedRoot {
+            shown: tilde_form(abs, settings.home.as_deref()),
+            abs: abs.clone(),
+        })
+        .collect();
+    let rules = Rules::new(settings)?;
+    let label = match (&opts.selector, opts.mode) {
+        (None, _) => "before-undo",
+        (_, Mode2::Rollback { .. }) => "before-rollback",
+        (_, Mode2::Restore(_)) => "before-restore",
+    };
+    let safety_opts = BackupOptions {
+        kind: SnapshotKind::Safety,
+        label: label.into(),
+        tags: vec![format!("for:{}", chosen.id.short())],
+        dry_run: true,
+        command: opts.command.clone(),
+    };
+    let current_report = snapshot_roots(Some(&repo), &tracked, &rules, &safety_opts)?;
+    let (current, _) = flatten(&current_report.tree, &|root: &Path| {
+        Ok(expand_tilde(root, settings.home.as_deref()).unwrap_or_else(|| root.to_path_buf()))
+    })?;
+    let actions = plan(&desired, &current, opts.mode);
+    let mut stats = ApplyStats::default();
+    let changing = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.action,
+                ActionKind::Create | ActionKind::Update | ActionKind::Delete | ActionKind::Metadata
+            )
+        })
+        .count();
+    stats.unchanged =
+        (desired.len() - actions.iter().filter(|a| a.desired.is_some()).count()) as u64;
+    env.put("plan", serde_json::json!({ "actions": &actions }));
+    let conflicts: Vec<&Action> = actions
+        .iter()
+        .filter(|a| a.action == ActionKind::Conflict)
+        .collect();
+    if !conflicts.is_empty() {
+        let e = Error::new(
+            ExitCode::Refused,
+            "conflicts",
+            format!("{} existing path(s) differ from the snapshot, e.g. {}; nothing was changed", conflicts.len(), conflicts[0].path),
+        )
+        .with_hint("pass --overwrite if-changed to replace them (a safety snapshot is taken first), or --target DIR to restore elsewhere");
+        return Err(e);
+    }
+    let need: u64 = actions.iter().map(|a| a.bytes).sum();
+    if let Some(free) =
+        crate::ops::health::free_bytes(roots.first().map(|p| p.as_path()).unwrap_or(Path::new("/")))
+    {
+        if need.saturating_add(crate::ops::health::DISK_RED_BYTES / 10) > free {
+            return Err(Error::new(
+                ExitCode::Refused,
+                "insufficient_space",
+                format!(
+                    "the plan writes {} but only {} are free; nothing was changed",
+                    crate::cli::human_bytes(need),
+                    crate::cli::human_bytes(free)
+                ),
+            )
+            .with_hint("free space on the target file system and run again"));
+        }
+    }
+    if opts.dry_run || changing == 0 {
+        for a in &actions {
+            count(&mut stats, a.action, false);
+        }
+        env.changed = false;
+        env.stats = to_map(&stats);
+        if changing == 0 && !opts.dry_run {
+            env.warnings.push(Warning::new(
+                "nothing_to_do",
+                "everything already matches the snapshot",
+            ));
+        }
+        return Ok(());
+    }
+    // Commit the safety snapshot before the first change.
+    let safety_commit = BackupOptions {
+        dry_run: false,
+        ..safety_opts
+    };
+    let safety = snapshot_roots(Some(&repo), &tracked, &rules, &safety_commit)?;
+    if !safety.errors.is_empty() {
+        // Unreadable paths are recorded as omitted, and the planner already leaves them alone.
+        for e in &safety.errors {
+            env.warnings.push(Warning::at(
+                "safety_incomplete",
+                e.path.clone().unwrap_or_default(),
+                e.message.clone(),
+            ));
+        }
+    }
+    env.snapshot = safety
+        .snapshot
+        .as_ref()
+        .map(|s| SnapshotInfo::from_snapshot(s, safety.reused));
+    let index = repo.index()?;
+    let anchor = opts.target.clone();
+    let mut errors = Vec::new();
+    apply(
+        &repo,
+        &index,
+        &actions,
+        settings.home.as_deref(),
+        anchor.as_deref(),
+        &mut stats,
+        &mut errors,
+    );
+    prune_safety(&repo, settings.safety_keep, env);
+    env.changed = stats.created + stats.updated + stats.deleted + stats.metadata > 0;
+    env.stats = to_map(&stats);
+    if !errors.is_empty() {
+        for e in &errors {
+            env.errors.push(e.into());
+        }
+        env.status = Status::Partial;
+        env.set_exit(ExitCode::Partial);
+        env.put("can_retry", errors.iter().any(|e| e.retryable));
+    }
+    drop(guard);
+    Ok(())
+}
+
+fn to_map(stats: &ApplyStats) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(stats) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => Default::default(),
+    }
+}
+
+fn count(stats: &mut ApplyStats, kind: ActionKind, done: bool) {
+    let _ = done;
+    match kind {
+        ActionKind::Create => stats.created += 1,
+        ActionKind::Update => stats.updated += 1,
+        ActionKind::Delete => stats.deleted += 1,
+        ActionKind::Metadata => stats.metadata += 1,
+        ActionKind::Skip | ActionKind::Conflict => stats.skipped += 1,
+    }
+}
+
+/// Keep the newest `keep` safety snapshots; remove older records (their data goes at the next prune).
+fn prune_safety(repo: &Repository, keep: usize, env: &mut Envelope) {
+    let Ok(snaps) = repo.snapshots() else { return };
+    let safety: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| s.record.kind == SnapshotKind::Safety)
+        .collect();
+    if safety.len() <= keep {
+        return;
+    }
+    let mut removed = 0u64;
+    for s in &safety[..safety.len() - keep] {
+        if std::fs::remove_file(repo.snapshot_path(&s.id)).is_ok() {
+            removed += 1;
+        }
+    }
+    if let Ok(d) = Dir::open(&repo.sub("snapshots")) {
+        let _ = d.sync();
+    }
+    env.stat("safety_snapshots_removed", removed);
+}
+
+/// Split an absolute path into (anchor, relative bytes).
+fn anchor_of<'p>(abs: &'p [u8], home: Option<&Path>, target: Option<&Path>) -> (PathBuf, &'p [u8]) {
+    for base in [target, home].into_iter().flatten() {
+        let b = base.as_os_str().as_bytes();
+        if abs == b {
+            return (base.to_path_buf(), b"");
+        }
+        if abs.starts_with(b) && abs.get(b.len()) == Some(&b'/') {
+            return (base.to_path_buf(), &abs[b.len() + 1..]);
+        }
+    }
+    (PathBuf::from("/"), abs.strip_prefix(b"/").unwrap_or(abs))
+}
+
+fn split_name(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (b"", rel),
+    }
+}
+
+fn ts(ns: i64) -> Timespec {
+    Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    }
+}
+
+/// Execute a plan. Per-path failures are collected; everything else proceeds.
+pub fn apply(
+    repo: &Repository,
+    index: &Index,
+    actions: &[Action],
+    home: Option<&Path>,
+    target: Option<&Path>,
+    stats: &mut ApplyStats,
+    errors: &mut Vec<Error>,
+) {
+    if let Some(t) = target {
+        if let Err(e) = std::fs::create_dir_all(t) {
+            errors.push(Error::io("creating target", t, &e));
+            return;
+        }
+    }
+    let mut dirs_to_sync: BTreeMap<(PathBuf, Vec<u8>), ()> = BTreeMap::new();
+    let mut dir_times: Vec<(PathBuf, Vec<u8>, Entry)> = Vec::new();
+    let is_root = crate::host::euid() == 0;
+    for a in actions {
+        if matches!(a.action, ActionKind::Skip | ActionKind::Conflict) {
+            stats.skipped += 1;
+            continue;
+        }
+        let (anchor, rel) = anchor_of(&a.abs, home, target);
+        let shown_path = Path::new(OsStr::from_bytes(&a.abs)).to_path_buf();
+        let result = (|| -> Result<()> {
+            let base = Dir::open(&anchor)?;
+            if rel.is_empty() {
+                // The anchor itself (e.g. a snapshot of ~ restored onto ~): only metadata.
+                if let Some(want) = &a.desired {
+                    if want.kind == EntryType::Dir {
+                        dir_times.push((anchor.clone(), Vec::new(), want.clone()));
+                    }
+                }
+                return Ok(());
+            }
+            let (parent_rel, name) = split_name(rel);
+            let name = OsStr::from_bytes(name);
+            let parent = base.open_beneath(parent_rel, a.action != ActionKind::Delete, 0o700)?;
+            dirs_to_sync.insert((anchor.clone(), parent_rel.to_vec()), ());
+            match a.action {
+                ActionKind::Delete => remove_path(&parent, name, a.current == Some(EntryType::Dir)),
+                ActionKind::Create | ActionKind::Update | ActionKind::Metadata => {
+                    let want = a
+                        .desired
+                        .as_ref()
+                        .expect("non-delete actions carry the entry");
+                    if a.action == ActionKind::Create {
+                        // Never overwrite something the safety snapshot did not see (e.g. excluded now).
+                        if rustix::fs::statat(parent.fd(), name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+                        {
+                            return Err(Error::new(ExitCode::Refused, "exists_unscanned", format!("{} exists but was not in the safety snapshot (excluded?); left as it is", display_path(&shown_path))).with_path(&shown_path));
+                        }
+                    }
+                    if a.action == ActionKind::Update && a.current.is_some_and(|c| c != want.kind) {
+                        remove_path(&parent, name, a.current == Some(EntryType::Dir))?;
+                    }
+                    match want.kind {
+                        EntryType::File if a.action == ActionKind::Metadata => {
+                            set_meta_at(&parent, name, want, is_root, &shown_path)
+                        }
+                        EntryType::File => {
+                            let id = want.sha256.ok_or_else(|| {
+                                Error::new(
+                                    ExitCode::Corrupt,
+                                    "corrupt_tree",
+                                    "file entry without content hash",
+                                )
+                            })?;
+                            let loc = index.get(&id).ok_or_else(|| {
+                                Error::corrupt(
+                                    "missing_blob",
+                                    &shown_path,
+                                    format!(
+                                        "the content of {} ({}) is missing from the repository",
+                                        display_path(&shown_path),
+                                        id.short()
+                                    ),
+                                )
+                            })?;
+                            let data = repo.read_blob(&id, loc).map_err(|mut e| {
+                                e.message = format!(
+                                    "{}: not restored: {}",
+                                    display_path(&shown_path),
+                                    e.message
+                                );
+                                e
+                            })?;
+                            let mut f = parent.create_atomic(name, want.mode)?;
+                            f.write_all_ctx(&data)?;
+                            if is_root {
+                                f.set_owner(want.uid, want.gid)?;
+                            }
+                            f.set_mtime(want.mtime_ns)?;
+                            f.commit(false)?;
+                            stats.bytes_written += data.len() as u64;
+                            Ok(())
+                        }
+                        EntryType::Symlink => {
+                            let target = want.target.as_ref().ok_or_else(|| {
+                                Error::new(
+                                    ExitCode::Corrupt,
+                                    "corrupt_tree",
+                                    "symlink without target",
+                                )
+                            })?;
+                            if a.action != ActionKind::Metadata {
+                                let tmp = format!(
+                                    "{}.{}.link",
+                                    crate::atomic::TEMP_PREFIX,
+                                    std::process::id()
+                                );
+                                let _ = rustix::fs::unlinkat(
+                                    parent.fd(),
+                                    tmp.as_str(),
+                                    AtFlags::empty(),
+                                );
+                                rustix::fs::symlinkat(
+                                    target.as_os_str(),
+                                    parent.fd(),
+                                    tmp.as_str(),
+                                )
+                                .map_err(|e| {
+                                    Error::io("creating symlink", &shown_path, &e.into())
+                                })?;
+                                rustix::fs::renameat(parent.fd(), tmp.as_str(), parent.fd(), name)
+                                    .map_err(|e| {
+                                        Error::io(
+                                            "renaming symlink into place",
+                                            &shown_path,
+                                            &e.into(),
+                                        )
+                                    })?;
+                            }
+                            let t = ts(want.mtime_ns);
+                            let _ = rustix::fs::utimensat(
+                                parent.fd(),
+                                name,
+                                &Timestamps {
+                                    last_access: t,
+                                    last_modification: t,
+                                },
+                                AtFlags::SYMLINK_NOFOLLOW,
+                            );
+                            if is_root {
+                                let _ = rustix::fs::chownat(
+                                    parent.fd(),
+                                    name,
+                                    Some(rustix::process::Uid::from_raw(want.uid)),
+                                    Some(rustix::process::Gid::from_raw(want.gid)),
+                                    AtFlags::SYMLINK_NOFOLLOW,
+                                );
+                            }
+                            Ok(())
+                        }
+                        EntryType::Dir => {
+                            match rustix::fs::mkdirat(parent.fd(), name, Mode::from_raw_mode(0o700))
+                            {
+                                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                                Err(e) => {
+                                    return Err(Error::io(
+                                        "creating directory",
+                                        &shown_path,
+                                        &e.into(),
+                                    ))
+                                }
+                            }
+                            // Mode and time are set after the children are written (deepest first).
+                            dir_times.push((anchor.clone(), rel.to_vec(), want.clone()));
+                            Ok(())
+                        }
+                    }
+                }
+                ActionKind::Skip | ActionKind::Conflict => Ok(()),
+            }
+        })();
+        match result {
+            Ok(()) => count(stats, a.action, true),
+            Err(e) => {
+                stats.failed += 1;
+                errors.push(e);
+            }
+        }
+    }
+    // Directory modes and times, deepest first, after all children changed.
+    dir_times.sort_by_key(|d| std::cmp::Reverse(d.1.len()));
+    for (anchor, rel, want) in dir_times {
+        let res = Dir::open(&anchor)
+            .and_then(|b| b.open_beneath(&rel, false, 0o700))
+            .and_then(|d| {
+                rustix::fs::fchmod(d.fd(), Mode::from_raw_mode(want.mode))
+                    .map_err(|e| Error::io("setting mode of", d.path(), &e.into()))?;
+                if is_root {
+                    let _ = rustix::fs::fchown(
+                        d.fd(),
+                        Some(rustix::process::Uid::from_raw(want.uid)),
+                        Some(rustix::process::Gid::from_raw(want.gid)),
+                    );
+                }
+                let t = ts(want.mtime_ns);
+                rustix::fs::futimens(
+                    d.fd(),
+                    &Timestamps {
+                        last_access: t,
+                        last_modification: t,
+                    },
+                )
+                .map_err(|e| Error::io("setting time of", d.path(), &e.into()))?;
+                d.sync()
+            });
+        if let Err(e) = res {
+            errors.push(e);
+        }
+    }
+    for ((anchor, rel), ()) in dirs_to_sync {
+        if let Ok(d) = Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
+            let _ = d.sync();
+        }
+    }
+}
+
+fn set_meta_at(
+    parent: &Dir,
+    name: &OsStr,
+    want: &Entry,
+    is_root: bool,
+    shown: &Path,
+) -> Result<()> {
+    let fd = rustix::fs::openat(
+        parent.fd(),
+        name,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("opening", shown, &e.into()))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(want.mode))
+        .map_err(|e| Error::io("setting mode of", shown, &e.into()))?;
+    if is_root {
+        let _ = rustix::fs::fchown(
+            &fd,
+            Some(rustix::process::Uid::from_raw(want.uid)),
+            Some(rustix::process::Gid::from_raw(want.gid)),
+        );
+    }
+    let t = ts(want.mtime_ns);
+    rustix::fs::futimens(
+        &fd,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    )
+    .map_err(|e| Error::io("setting time of", shown, &e.into()))
+}
+
+/// Remove a file, symlink, or (empty, or emptied by earlier deletes) directory.
+fn remove_path(parent: &Dir, name: &OsStr, is_dir: bool) -> Result<()> {
+    let path = parent.path().join(name);
+    let flags = if is_dir {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    match rustix::fs::unlinkat(parent.fd(), name, flags) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::io("removing", &path, &e.into())),
+    }
+}
+
+/// Resolve `--path` values (`~/x`, relative, absolute) to absolute paths,
+/// mapped under `target` when restoring elsewhere.
+pub fn selected_paths(
+    settings: &Settings,
+    raw: &[PathBuf],
+    target: Option<&Path>,
+) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in raw {
+        let abs = expand_tilde(p, settings.home.as_deref())
+            .map(|e| crate::config::absolutize(&e))
+            .ok_or_else(|| {
+                Error::usage(
+                    "home_not_set",
+                    format!("--path {} needs $HOME", p.display()),
+                )
+            })?;
+        let mapped = match target {
+            None => abs,
+            Some(t) => {
+                let shown = tilde_form(&abs, settings.home.as_deref());
+                let b = shown.as_os_str().as_bytes();
+                let inner = b
+                    .strip_prefix(b"~/")
+                    .or_else(|| b.strip_prefix(b"/"))
+                    .unwrap_or(b);
+                t.join(OsStr::from_bytes(inner))
+            }
+        };
+        out.push(mapped);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hash;
+    use crate::paths::ByteName;
+
+    fn file(content: &[u8], mode: u32) -> Entry {
+        Entry {
+            path: ByteName::default(),
+            kind: EntryType::File,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+            size: content.len() as u64,
+            sha256: Some(Hash::of(content)),
+            target: None,
+            omitted: None,
+        }
+    }
+    fn dir() -> Entry {
+        Entry {
+            kind: EntryType::Dir,
+            sha256: None,
+            size: 0,
+            ..file(b"", 0o755)
+        }
+    }
+    fn st(items: &[(&str, Entry)]) -> State {
+        items
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+            .collect()
+    }
+    fn kinds(actions: &[Action]) -> Vec<(ActionKind, String)> {
+        actions
+            .iter()
+            .map(|a| (a.action, String::from_utf8_lossy(&a.abs).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn rollback_plans_create_update_delete_in_safe_order() {
+        let desired = st(&[
+            ("/h/c", dir()),
+            ("/h/c/a", file(b"a", 0o644)),
+            ("/h/c/gone", file(b"g", 0o600)),
+        ]);
+        let current = st(&[
+            ("/h/c", dir()),
+            ("/h/c/a", file(b"A", 0o644)),
+            ("/h/c/new", dir()),
+            ("/h/c/new/x", file(b"x", 0o644)),
+        ]);
+        let p = plan(&desired, &current, Mode2::Rollback { keep_new: false });
+        assert_eq!(
+            kinds(&p),
+            vec![
+                (ActionKind::Delete, "/h/c/new/x".into()),
+                (ActionKind::Delete, "/h/c/new".into()),
+                (ActionKind::Update, "/h/c/a".into()),
+                (ActionKind::Create, "/h/c/gone".into()),
+            ]
+        );
+        let keep = plan(&desired, &current, Mode2::Rollback { keep_new: true });
+        assert!(keep.iter().all(|a| a.action != ActionKind::Delete));
+    }
+
+    #[test]
+    fn restore_never_deletes_and_reports_conflicts() {
+        let desired = st(&[("/t/a", file(b"a", 0o644))]);
+        let current = st(&[("/t/a", file(b"b", 0o644)), ("/t/extra", file(b"e", 0o644))]);
+        let p = plan(&desired, &current, Mode2::Restore(Overwrite::Never));
+        assert_eq!(kinds(&p), vec![(ActionKind::Conflict, "/t/a".into())]);
+        let p = plan(&desired, &current, Mode2::Restore(Overwrite::IfChanged));
+        assert_eq!(kinds(&p), vec![(ActionKind::Update, "/t/a".into())]);
+    }
+
+    #[test]
+    fn omitted_current_content_is_never_touched() {
+        let mut secret = file(b"", 0o600);
+        secret.sha256 = None;
+        secret.omitted = Some("secret".into());
+        let desired = st(&[("/h/d", dir())]);
+        let current = st(&[("/h/d", dir()), ("/h/d/id_rsa", secret)]);
+        let p = plan(&desired, &current, Mode2::Rollback { keep_new: false });
+        assert_eq!(kinds(&p), vec![(ActionKind::Skip, "/h/d/id_rsa".into())]);
+    }
+
+    #[test]
+    fn type_change_is_one_update_not_a_delete() {
+        let mut link = file(b"", 0o777);
+        link.kind = EntryType::Symlink;
+        link.sha256 = None;
+        link.target = Some(ByteName::from("x"));
+        let desired = st(&[("/h/f", file(b"f", 0o644))]);
+        let current = st(&[("/h/f", link)]);
+        let p = plan(&desired, &current, Mode2::Rollback { keep_new: false });
+        assert_eq!(kinds(&p), vec![(ActionKind::Update, "/h/f".into())]);
+    }
+
+    #[test]
+    fn crafted_paths_are_refused() {
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "."] {
+            let mut e = file(b"x", 0o644);
+            e.path = ByteName::from(bad);
+            let tree = Tree {
+                version: 1,
+                roots: vec![crate::repo::snapshot::RootTree {
+                    root: ByteName::from("~/d"),
+                    present: true,
+                    entries: vec![dir(), e],
+                }],
+            };
+            let place = |_: &Path| Ok(PathBuf::from("/h/d"));
+            assert!(flatten(&tree, &place).is_err(), "{bad} accepted");
+        }
+        let configured = vec![];
+        let p = placer(Some(Path::new("/h")), None, &configured);
+        assert!(p(Path::new("~/../etc")).is_err());
+        assert!(p(Path::new("/etc/passwd")).is_err());
+        assert!(p(Path::new("relative")).is_err());
+        assert_eq!(
+            p(Path::new("~/.zshrc")).unwrap(),
+            PathBuf::from("/h/.zshrc")
+        );
+        let t = placer(Some(Path::new("/h")), Some(Path::new("/t")), &configured);
+        assert_eq!(
+            t(Path::new("/etc/hosts")).unwrap(),
+            PathBuf::from("/t/etc/hosts")
+        );
+    }
+}
