@@ -258,11 +258,43 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                 }),
             }
         }
+        // A directory that must stay (it holds kept paths) cannot become a file or symlink.
+        demote_kept_dirs(
+            &mut out,
+            &kept_dirs,
+            "directory holds paths that are kept; cannot replace it",
+        );
         // Deepest first is what `current.iter().rev()` produced.
         deletes.extend(out);
         return deletes;
     }
+    // Restore never deletes, so a non-empty directory cannot be replaced.
+    let mut nonempty: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for abs in current.keys() {
+        if let Some(i) = abs.iter().rposition(|b| *b == b'/') {
+            nonempty.insert(abs[..i].to_vec());
+        }
+    }
+    demote_kept_dirs(
+        &mut out,
+        &nonempty,
+        "is a non-empty directory now and restore never deletes; use backup-rollback to replace it",
+    );
     out
+}
+
+fn demote_kept_dirs(actions: &mut [Action], keep: &BTreeSet<Vec<u8>>, reason: &str) {
+    for a in actions.iter_mut() {
+        let replaces_dir = a.current == Some(EntryType::Dir) && a.kind != EntryType::Dir;
+        if replaces_dir
+            && matches!(a.action, ActionKind::Update | ActionKind::Conflict)
+            && keep.contains(&a.abs)
+        {
+            a.action = ActionKind::Skip;
+            a.reason = reason.to_string();
+            a.bytes = 0;
+        }
+    }
 }
 
 fn mark_parents(abs: &[u8], kept: &mut BTreeSet<Vec<u8>>) {
