@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::{Settings, TrackedRoot};
@@ -307,11 +308,14 @@ fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> Scanned
     match item_from(Vec::new(), root.abs.clone(), &meta, rules) {
         Some(item) => {
             let is_dir = item.kind == EntryType::Dir;
-            if is_dir || admit_file(&item, rules, out) {
+            if is_dir || admit_file(&item, rules, &mut out.excluded) {
                 sr.items.push(item);
             }
             if is_dir {
-                walk_dir(&root.abs, &mut Vec::new(), rules, &mut sr.items, out);
+                let walk = walk_dir(&root.abs, b"", rules, 0);
+                sr.items.extend(walk.items);
+                out.excluded.extend(walk.excluded);
+                out.errors.extend(walk.errors);
             }
         }
         None => {
@@ -325,9 +329,9 @@ fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> Scanned
     sr
 }
 
-fn admit_file(item: &ScanItem, rules: &Rules, out: &mut ScanResult) -> bool {
+fn admit_file(item: &ScanItem, rules: &Rules, excluded: &mut Vec<Excluded>) -> bool {
     if item.kind == EntryType::File && item.size > rules.max_file_size {
-        out.excluded.push(Excluded {
+        excluded.push(Excluded {
             path: display_path(&item.abs),
             reason: format!(
                 "too large ({} bytes > max_file_size {})",
@@ -339,68 +343,94 @@ fn admit_file(item: &ScanItem, rules: &Rules, out: &mut ScanResult) -> bool {
     true
 }
 
-fn walk_dir(
-    dir: &Path,
-    rel: &mut Vec<u8>,
-    rules: &Rules,
-    items: &mut Vec<ScanItem>,
-    out: &mut ScanResult,
-) {
+/// What one directory subtree contributed.
+#[derive(Default)]
+struct Walk {
+    items: Vec<ScanItem>,
+    excluded: Vec<Excluded>,
+    errors: Vec<Error>,
+}
+
+impl Walk {
+    fn append(&mut self, mut other: Walk) {
+        self.items.append(&mut other.items);
+        self.excluded.append(&mut other.excluded);
+        self.errors.append(&mut other.errors);
+    }
+}
+
+/// Subtrees this shallow are walked on all cores (rayon keeps the order).
+const PARALLEL_DEPTH: usize = 3;
+
+fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
+    let mut walk = Walk::default();
     let listing = match std::fs::read_dir(dir) {
         Ok(l) => l,
         Err(e) => {
-            out.errors.push(Error::io("listing directory", dir, &e));
-            return;
+            walk.errors.push(Error::io("listing directory", dir, &e));
+            return walk;
         }
     };
     let mut children: Vec<(Vec<u8>, std::fs::DirEntry)> = Vec::new();
     for entry in listing {
         match entry {
             Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e)),
-            Err(e) => out.errors.push(Error::io("listing directory", dir, &e)),
+            Err(e) => walk.errors.push(Error::io("listing directory", dir, &e)),
         }
     }
     children.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, entry) in children {
+    let visit = |(name, entry): (Vec<u8>, std::fs::DirEntry)| -> Walk {
+        let mut w = Walk::default();
         let abs = entry.path();
         // DirEntry::metadata does not follow symlinks.
         let meta = match entry.metadata() {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // vanished mid-scan
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return w, // vanished mid-scan
             Err(e) => {
-                out.errors.push(Error::io("inspecting", &abs, &e));
-                continue;
+                w.errors.push(Error::io("inspecting", &abs, &e));
+                return w;
             }
         };
         let is_dir = meta.is_dir();
         if let Some(reason) = rules.exclusion(&abs, is_dir) {
-            out.excluded.push(Excluded {
+            w.excluded.push(Excluded {
                 path: display_path(&abs),
                 reason: reason.into(),
             });
-            continue;
+            return w;
         }
-        let old_len = rel.len();
+        let mut child_rel = Vec::with_capacity(rel.len() + 1 + name.len());
+        child_rel.extend_from_slice(rel);
         if !rel.is_empty() {
-            rel.push(b'/');
+            child_rel.push(b'/');
         }
-        rel.extend_from_slice(&name);
-        match item_from(rel.clone(), abs.clone(), &meta, rules) {
+        child_rel.extend_from_slice(&name);
+        match item_from(child_rel.clone(), abs.clone(), &meta, rules) {
             Some(item) => {
-                if admit_file(&item, rules, out) {
-                    items.push(item);
+                if admit_file(&item, rules, &mut w.excluded) {
+                    w.items.push(item);
                     if is_dir {
-                        walk_dir(&abs, rel, rules, items, out);
+                        let sub = walk_dir(&abs, &child_rel, rules, depth + 1);
+                        w.append(sub);
                     }
                 }
             }
-            None => out.excluded.push(Excluded {
+            None => w.excluded.push(Excluded {
                 path: display_path(&abs),
                 reason: special_kind(&meta.file_type()).into(),
             }),
         }
-        rel.truncate(old_len);
+        w
+    };
+    let parts: Vec<Walk> = if depth < PARALLEL_DEPTH && children.len() > 1 {
+        children.into_par_iter().map(visit).collect()
+    } else {
+        children.into_iter().map(visit).collect()
+    };
+    for part in parts {
+        walk.append(part);
     }
+    walk
 }
 
 /// The name of a scanned item for messages.
