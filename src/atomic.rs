@@ -151,15 +151,35 @@ impl Dir {
         Ok(cur)
     }
 
-    /// Remove leftover temp files from interrupted writes; returns how many.
+    /// Remove temp files left by interrupted writes of processes that are
+    /// gone (the pid is part of the name); returns how many were removed.
     pub fn remove_stale_temps(&self) -> Result<usize> {
         let mut removed = 0;
         let entries = std::fs::read_dir(&self.path).ctx("listing", &self.path)?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
-                let _ = rustix::fs::unlinkat(&self.fd, &name, rustix::fs::AtFlags::empty());
-                removed += 1;
+            let Some(rest) = name.as_bytes().strip_prefix(TEMP_PREFIX.as_bytes()) else {
+                continue;
+            };
+            let pid: Option<i32> = rest
+                .strip_prefix(b".")
+                .and_then(|r| r.split(|b| *b == b'.').next())
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .and_then(|p| p.parse().ok());
+            let alive = pid.is_some_and(|p| {
+                p == std::process::id() as i32
+                    || rustix::process::Pid::from_raw(p)
+                        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+            });
+            if pid.is_some() && !alive {
+                let flags = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    rustix::fs::AtFlags::REMOVEDIR
+                } else {
+                    rustix::fs::AtFlags::empty()
+                };
+                if rustix::fs::unlinkat(&self.fd, &name, flags).is_ok() {
+                    removed += 1;
+                }
             }
         }
         Ok(removed)

@@ -392,6 +392,14 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
             }
         };
         let is_dir = meta.is_dir();
+        if name.starts_with(crate::atomic::TEMP_PREFIX.as_bytes()) {
+            // A write of ours that was interrupted; never back it up. Restore cleans it.
+            w.excluded.push(Excluded {
+                path: display_path(&abs),
+                reason: "temp file of an interrupted write".into(),
+            });
+            return w;
+        }
         if let Some(reason) = rules.exclusion(&abs, is_dir) {
             w.excluded.push(Excluded {
                 path: display_path(&abs),

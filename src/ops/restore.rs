@@ -970,6 +970,8 @@ pub fn apply(
     }
     for ((anchor, rel), ()) in dirs_to_sync {
         if let Ok(d) = Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
+            // Temp files of an earlier run that was killed mid-write.
+            let _ = d.remove_stale_temps();
             let _ = d.sync();
         }
     }
