@@ -7,6 +7,7 @@ use dotfiles_backup::ops::{checkpoint, health};
 /// Take a checkpoint of your configuration before a bootstrap phase or an experiment.
 #[derive(Parser)]
 #[command(
+    name = "backup-checkpoint",
     version,
     about,
     after_help = "Examples:\n  backup-checkpoint auto pre-dotfiles\n  backup-checkpoint manual before-nvim-change\n  backup-checkpoint --health-check --json\n\nPhases: pre-ansible pre-homebrew pre-dotfiles pre-applications post-setup bootstrap-complete"

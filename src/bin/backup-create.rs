@@ -7,6 +7,7 @@ use dotfiles_backup::ops::checkpoint;
 /// Back up every configured path (dotfiles, ~/.config, and data paths).
 #[derive(Parser)]
 #[command(
+    name = "backup-create",
     version,
     about,
     after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop"

@@ -15,6 +15,7 @@ enum Kind {
 /// List snapshots, or the files of one snapshot.
 #[derive(Parser)]
 #[command(
+    name = "backup-list",
     version,
     about,
     after_help = "Examples:\n  backup-list\n  backup-list pre-dotfiles --files\n  backup-list latest --json"

@@ -16,6 +16,7 @@ enum OverwriteArg {
 /// Restore files from a snapshot onto their original place or under --target.
 #[derive(Parser)]
 #[command(
+    name = "backup-restore",
     version,
     about,
     after_help = "Examples:\n  backup-restore pre-dotfiles --dry-run\n  backup-restore latest --path ~/.zshrc --overwrite if-changed\n  backup-restore 8c5115f2 --target /tmp/restored\n\nA safety snapshot of everything the restore touches is taken first; `backup-rollback --undo` takes the restore back."

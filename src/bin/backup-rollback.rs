@@ -7,6 +7,7 @@ use dotfiles_backup::ops::restore::{self, Mode2, RestoreOptions};
 /// Put every tracked path back exactly as it was at a checkpoint.
 #[derive(Parser)]
 #[command(
+    name = "backup-rollback",
     version,
     about,
     after_help = "Examples:\n  backup-rollback pre-dotfiles --dry-run\n  backup-rollback pre-dotfiles\n  backup-rollback pre-dotfiles --path ~/.zshrc --path ~/.config/nvim\n  backup-rollback --undo\n\nA safety snapshot of the current state is committed before anything changes."

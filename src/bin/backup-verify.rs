@@ -6,6 +6,7 @@ use dotfiles_backup::cli::{self, CommonArgs};
 /// Check that every snapshot's data is present and intact.
 #[derive(Parser)]
 #[command(
+    name = "backup-verify",
     version,
     about,
     after_help = "Examples:\n  backup-verify\n  backup-verify --read-data --json"
