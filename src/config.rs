@@ -109,6 +109,45 @@ struct FileConfig {
     classes: ClassesSection,
     #[serde(default)]
     safety: SafetySection,
+    #[serde(default)]
+    retention: RetentionSection,
+}
+
+/// `[retention]`: what `backup-prune` keeps. See `docs/retention.md`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Backups: always keep the newest N.
+    pub keep_last: usize,
+    /// Backups: newest in each of the last N days that have one.
+    pub keep_daily: usize,
+    /// Backups: newest in each of the last N ISO weeks that have one.
+    pub keep_weekly: usize,
+    /// Backups: newest in each of the last N months that have one.
+    pub keep_monthly: usize,
+    /// Backups: newest in each of the last N years that have one.
+    pub keep_yearly: usize,
+    /// Phase checkpoints: newest N per phase.
+    pub keep_per_phase: usize,
+    /// Manual checkpoints: removed only when older than this many days (0: never).
+    pub manual_max_age_days: u64,
+    /// Repack a pack when more than this percent of its bytes are garbage.
+    pub repack_garbage_percent: u8,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            keep_last: 3,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 12,
+            keep_yearly: 3,
+            keep_per_phase: 3,
+            manual_max_age_days: 0,
+            repack_garbage_percent: 50,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +241,8 @@ pub struct Settings {
     pub public_patterns: Vec<String>,
     /// Safety snapshots kept.
     pub safety_keep: usize,
+    /// Retention policy for prune.
+    pub retention: RetentionSection,
     /// `BACKUP_DISABLED` or config.
     pub disabled: bool,
     /// `BACKUP_LOCAL_ONLY` or config.
@@ -446,6 +487,7 @@ impl Settings {
             private_patterns: pick(&file.classes.private, DEFAULT_PRIVATE_PATTERNS),
             public_patterns: pick(&file.classes.public, DEFAULT_PUBLIC_PATTERNS),
             safety_keep: file.safety.keep.unwrap_or(5),
+            retention: file.retention.clone(),
             disabled,
             local_only,
             lock_wait: Duration::from_secs_f64(wait),

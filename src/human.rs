@@ -296,3 +296,47 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
     }
     out
 }
+
+/// `backup-prune`.
+pub fn prune(env: &Envelope, _s: &Settings) -> String {
+    let mut out = String::new();
+    if let Some(Value::Array(ds)) = env.extra.get("decisions") {
+        for d in ds {
+            let _ = writeln!(
+                out,
+                "{:<6} {}  {:<10} {:<22} {}",
+                if d["keep"].as_bool() == Some(true) {
+                    "keep"
+                } else {
+                    "remove"
+                },
+                d["short_id"].as_str().unwrap_or("?"),
+                d["kind"].as_str().unwrap_or("?"),
+                d["label"].as_str().unwrap_or("?"),
+                d["reasons"]
+                    .as_array()
+                    .map(|r| r
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let g = |k: &str| env.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{} {} snapshot(s), {} pack(s) deleted, {} repacked; {} freed",
+        if env.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
+        g("snapshots_removed"),
+        g("packs_deleted"),
+        g("packs_repacked"),
+        human_bytes(g("bytes_freed"))
+    );
+    out
+}

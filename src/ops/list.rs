@@ -21,7 +21,13 @@ pub fn select<'a>(
         .filter(|s| kinds.is_none_or(|k| k.contains(&s.record.kind)))
         .collect();
     if selector == "latest" {
-        return pool.last().copied().ok_or_else(|| {
+        // The newest checkpoint or backup: safety snapshots are selected by id or label.
+        let newest = pool
+            .iter()
+            .rev()
+            .find(|s| s.record.kind != SnapshotKind::Safety)
+            .or(pool.last());
+        return newest.copied().ok_or_else(|| {
             Error::new(
                 ExitCode::Failed,
                 "no_snapshots",

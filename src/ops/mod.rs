@@ -5,5 +5,6 @@ pub mod backup;
 pub mod checkpoint;
 pub mod health;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod verify;

@@ -33,8 +33,11 @@ SYSCALLS = [
 ]
 
 
+EXTRA_ENV = {}
+
+
 def run(bins, args, home, repo, strace=None, check=False):
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "BACKUP_REPO": repo}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "BACKUP_REPO": repo, **EXTRA_ENV}
     cmd = [os.path.join(bins, args[0])] + args[1:]
     if strace:
         cmd = ["strace", "-f", "-qq", "-o", "/dev/null"] + strace + cmd
@@ -71,7 +74,7 @@ def tree_state(root):
 
 def count_calls(bins, args, home, repo):
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as tmp:
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "BACKUP_REPO": repo}
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "BACKUP_REPO": repo, **EXTRA_ENV}
         subprocess.run(["strace", "-f", "-qq", "-c", "-o", tmp.name, "-e", "trace=" + ",".join(SYSCALLS),
                         os.path.join(bins, args[0])] + args[1:], env=env, capture_output=True)
         text = tmp.read()
@@ -225,6 +228,48 @@ def crash_rollback(bins, work, results, quick):
     results.append({"operation": "rollback", "points": len(points), "failures": len(failures), "details": failures[:20]})
 
 
+def crash_prune(bins, work, results, quick):
+    base_dir = os.path.join(work, "pr")
+    home, repo = os.path.join(base_dir, "home"), os.path.join(base_dir, "repo")
+    make_home(home)
+    config = os.path.join(work, "prune.toml")
+    with open(config, "w") as f:
+        f.write("[retention]\nkeep_per_phase = 1\nrepack_garbage_percent = 10\n")
+    EXTRA_ENV["BACKUP_CONFIG"] = config
+    try:
+        for i in range(3):
+            with open(os.path.join(home, ".config/app/f0"), "wb") as f:
+                f.write(b"generation %d\n" % i * 50)
+            run(bins, ["backup-checkpoint", "auto", "pre-dotfiles", "-q"] + PATHS, home, repo, check=True)
+        newest_state = tracked_state(home)
+        run(bins, ["backup-checkpoint", "manual", "keepme", "-q"] + PATHS, home, repo, check=True)
+        template = os.path.join(work, "pr-template")
+        shutil.copytree(base_dir, template, symlinks=True)
+        args = ["backup-prune", "-q"]
+        counts = count_calls(bins, args, home, repo)
+        points = [(sc, i) for sc, n in sorted(counts.items()) for i in range(1, n + 1)]
+        failures = []
+        for sc, i in points:
+            shutil.rmtree(base_dir, ignore_errors=True)
+            shutil.copytree(template, base_dir, symlinks=True)
+            where = f"prune kill before {sc}#{i}"
+            run(bins, args, home, repo, strace=["-e", f"trace={sc}", "-e", f"inject={sc}:signal=KILL:when={i}"])
+            problems = []
+            labels = check_repo(bins, home, repo, ["pre-dotfiles", "keepme"], problems, where)
+            if labels is not None:
+                restore_equals(bins, home, repo, "pre-dotfiles", newest_state, problems, where)
+                restore_equals(bins, home, repo, "keepme", newest_state, problems, where)
+            p = run(bins, args + ["--json"], home, repo)
+            if p.returncode != 0:
+                problems.append(f"{where}: rerun of prune failed {p.returncode}: {p.stdout[-300:]}")
+            check_repo(bins, home, repo, ["pre-dotfiles", "keepme"], problems, where + " (after rerun)")
+            failures.extend(problems)
+        shutil.rmtree(template, ignore_errors=True)
+        results.append({"operation": "prune", "points": len(points), "failures": len(failures), "details": failures[:20]})
+    finally:
+        EXTRA_ENV.pop("BACKUP_CONFIG", None)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", default="target/debug")
@@ -239,6 +284,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="dfb-crash-") as work:
         crash_checkpoint(bins, work, results, a.quick)
         crash_rollback(bins, work, results, a.quick)
+        crash_prune(bins, work, results, a.quick)
     print(f"{'operation':<12} {'points':>7} {'failures':>9}")
     for r in results:
         print(f"{r['operation']:<12} {r['points']:>7} {r['failures']:>9}")

@@ -1,0 +1,47 @@
+//! `backup-prune`: apply the retention policy and collect garbage.
+
+use clap::Parser;
+use dotfiles_backup::cli::{self, CommonArgs};
+use dotfiles_backup::ops::prune::{self, PruneOptions};
+
+/// Remove snapshots the retention policy does not keep, then free their space.
+#[derive(Parser)]
+#[command(
+    name = "backup-prune",
+    version,
+    about,
+    after_help = "Examples:\n  backup-prune --dry-run          # every snapshot with keep/remove and why\n  backup-prune\n  backup-prune --pin pre-dotfiles  # keep forever\n  backup-prune --forget before-experiment\n\nPolicy: [retention] in the config; see docs/retention.md."
+)]
+struct Args {
+    /// Show what would be kept and removed; change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Pin a snapshot (id, prefix, label): kept forever (repeatable)
+    #[arg(long, value_name = "SNAPSHOT")]
+    pin: Vec<String>,
+    /// Unpin a snapshot (repeatable)
+    #[arg(long, value_name = "SNAPSHOT")]
+    unpin: Vec<String>,
+    /// Remove this snapshot whatever the policy says (repeatable; pinned ones are refused)
+    #[arg(long, value_name = "SNAPSHOT")]
+    forget: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Args = cli::parse("backup-prune");
+    let opts = PruneOptions {
+        dry_run: args.dry_run,
+        pin: args.pin.clone(),
+        unpin: args.unpin.clone(),
+        forget: args.forget.clone(),
+    };
+    cli::run(
+        "backup-prune",
+        &args.common,
+        args.common.overrides(),
+        |s, env| prune::run(s, &opts, env),
+        dotfiles_backup::human::prune,
+    )
+}
