@@ -111,6 +111,39 @@ struct FileConfig {
     safety: SafetySection,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    space: SpaceSection,
+}
+
+/// `[space]`: the free-space guard and the repository quota (sizes in MiB).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpaceSection {
+    /// Warn when free space is below this.
+    pub warn_below_mb: u64,
+    /// Warn more strongly below this.
+    pub strong_warn_below_mb: u64,
+    /// Refuse to write below this (or when the estimated new data does not fit).
+    pub refuse_below_mb: u64,
+    /// Largest repository size; 0 means no quota.
+    pub max_repo_mb: u64,
+    /// Warn about single files at least this large (size report).
+    pub large_file_warn_mb: u64,
+    /// Warn strongly about files at least this large.
+    pub large_file_strong_mb: u64,
+}
+
+impl Default for SpaceSection {
+    fn default() -> Self {
+        SpaceSection {
+            warn_below_mb: 1024,
+            strong_warn_below_mb: 500,
+            refuse_below_mb: 100,
+            max_repo_mb: 0,
+            large_file_warn_mb: 10,
+            large_file_strong_mb: 100,
+        }
+    }
 }
 
 /// `[retention]`: what `backup-prune` keeps. See `docs/retention.md`.
@@ -243,6 +276,8 @@ pub struct Settings {
     pub safety_keep: usize,
     /// Retention policy for prune.
     pub retention: RetentionSection,
+    /// Free-space guard and quota.
+    pub space: SpaceSection,
     /// `BACKUP_DISABLED` or config.
     pub disabled: bool,
     /// `BACKUP_LOCAL_ONLY` or config.
@@ -488,6 +523,7 @@ impl Settings {
             public_patterns: pick(&file.classes.public, DEFAULT_PUBLIC_PATTERNS),
             safety_keep: file.safety.keep.unwrap_or(5),
             retention: file.retention.clone(),
+            space: file.space.clone(),
             disabled,
             local_only,
             lock_wait: Duration::from_secs_f64(wait),

@@ -18,4 +18,5 @@ pub mod paths;
 pub mod repo;
 pub mod report;
 pub mod scan;
+pub mod space;
 pub mod time;

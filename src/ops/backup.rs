@@ -63,6 +63,8 @@ pub struct BackupOptions {
     pub dry_run: bool,
     /// Binary name (for the lock record).
     pub command: String,
+    /// Free-space guard and quota; `None` skips the checks (used by tests).
+    pub space: Option<crate::config::SpaceSection>,
 }
 
 /// Counters for `stats`.
@@ -229,6 +231,15 @@ pub fn snapshot_roots(
         }
     }
 
+    // Free space and quota, before anything is written.
+    if let (Some(r), Some(space)) = (repo, &opts.space) {
+        let estimate: u64 = work
+            .iter()
+            .map(|w| scanned_roots[w.root].items[w.item].size)
+            .sum();
+        warnings.extend(crate::space::check_before_write(r, estimate, space)?);
+    }
+
     // Read, hash and pack what is needed.
     let mut new_packs = Vec::new();
     let mut pack_dir = None;
@@ -346,7 +357,18 @@ pub fn snapshot_roots(
             let (id, _) = record.encode();
             Some(Snapshot { id, record })
         }
-        (Some(r), false, None) => Some(commit(r, &new_packs, tree_id, &tree_bytes, record)?),
+        (Some(r), false, None) => match commit(r, &new_packs, tree_id, &tree_bytes, record) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // Nothing refers to this run's packs yet; do not leave them
+                // behind on what may be a full disk.
+                for p in &new_packs {
+                    let _ =
+                        std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
+                }
+                return Err(e);
+            }
+        },
     };
     let reused = snapshot
         .as_ref()

@@ -76,6 +76,7 @@ pub fn checkpoint(
         tags: tags.to_vec(),
         dry_run,
         command: env.command.clone(),
+        space: Some(settings.space.clone()),
     };
     let report = run_backup(settings, &opts)?;
     fill(env, report, dry_run);
@@ -98,6 +99,7 @@ pub fn create(
         tags: tags.to_vec(),
         dry_run,
         command: env.command.clone(),
+        space: Some(settings.space.clone()),
     };
     let report = run_backup(settings, &opts)?;
     fill(env, report, dry_run);

@@ -575,6 +575,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         tags: vec![format!("for:{}", chosen.id.short())],
         dry_run: true,
         command: opts.command.clone(),
+        space: Some(settings.space.clone()),
     };
     let current_report = snapshot_roots(Some(&repo), &tracked, &rules, &safety_opts)?;
     let (current, _) = flatten(&current_report.tree, &|root: &Path| {
