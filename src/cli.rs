@@ -149,6 +149,9 @@ pub fn run(
         env.set_exit(ExitCode::Partial);
     }
     env.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(s) = &settings {
+        crate::runlog::record(&s.repo, &mut env);
+    }
     emit(&env, common, settings.as_ref(), human);
     env.exit().into()
 }

@@ -144,6 +144,18 @@ pub fn list(env: &Envelope, _s: &Settings) -> String {
             );
             return out;
         }
+        let g = |k: &str| env.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let would_free = match g("prune_would_free") {
+            0 => String::new(),
+            n => format!("; `backup-prune` would free {}", human_bytes(n)),
+        };
+        let _ = writeln!(
+            out,
+            "repository {}: {} snapshot(s), {} on disk{would_free}",
+            env.repository.as_deref().unwrap_or("?"),
+            snaps.len(),
+            human_bytes(g("repository_bytes")),
+        );
         let _ = writeln!(
             out,
             "{:<8}  {:<10}  {:<22}  {:>7}  {:>7}  {:>10}  {:>10}",

@@ -17,6 +17,7 @@ pub mod ops;
 pub mod paths;
 pub mod repo;
 pub mod report;
+pub mod runlog;
 pub mod scan;
 pub mod space;
 pub mod time;

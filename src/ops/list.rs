@@ -100,6 +100,41 @@ pub struct ListOptions {
     pub kind: Option<SnapshotKind>,
 }
 
+/// Bytes `backup-prune` would free now (0 when the policy removes nothing).
+fn prune_would_free(settings: &Settings, repo: &Repository, snapshots: &[Snapshot]) -> u64 {
+    use crate::ops::prune;
+    let decisions = prune::decide(
+        snapshots,
+        &prune::pins(repo),
+        &settings.retention,
+        settings.safety_keep,
+        jiff::Timestamp::now(),
+        &jiff::tz::TimeZone::system(),
+    );
+    if decisions.iter().all(|d| d.keep) {
+        return 0;
+    }
+    let keep: Vec<&Snapshot> = snapshots
+        .iter()
+        .filter(|s| decisions.iter().any(|d| d.keep && d.id == s.id.to_hex()))
+        .collect();
+    let remove: Vec<&Snapshot> = snapshots
+        .iter()
+        .filter(|s| decisions.iter().any(|d| !d.keep && d.id == s.id.to_hex()))
+        .collect();
+    let mut scratch = Vec::new();
+    prune::collect_garbage(
+        repo,
+        &keep,
+        &remove,
+        settings.retention.repack_garbage_percent,
+        true,
+        &mut scratch,
+    )
+    .map(|g| g.bytes_freed)
+    .unwrap_or(0)
+}
+
 /// Run `backup-list`.
 pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Result<()> {
     let repo = Repository::open(&settings.repo)?;
@@ -113,6 +148,11 @@ pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Resu
                 .map(|s| SnapshotInfo::from_snapshot(s, false))
                 .collect();
             env.stat("snapshots", infos.len() as u64);
+            env.stat("repository_bytes", crate::ops::prune::repo_size(&repo));
+            env.stat(
+                "prune_would_free",
+                prune_would_free(settings, &repo, &snapshots),
+            );
             env.put("snapshots", infos);
         }
         Some(sel) => {
