@@ -285,6 +285,9 @@ pub fn snapshot_roots(
         roots: Vec::with_capacity(scanned_roots.len()),
     };
     let mut new_cache = FilesCache::default();
+    new_cache
+        .entries
+        .reserve(old_cache.entries.len().max(stats.files_scanned as usize));
     for (ri, root) in scanned_roots.iter().enumerate() {
         let mut entries = Vec::with_capacity(root.items.len());
         for (ii, item) in root.items.iter().enumerate() {

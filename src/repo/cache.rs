@@ -12,8 +12,9 @@
 //! start may still be changed in the same timestamp tick after we read it,
 //! so it is not cached and will be read again next time.
 
-use std::collections::HashMap;
 use std::path::Path;
+
+use rustc_hash::FxHashMap;
 
 use crate::hash::Hash;
 
@@ -38,11 +39,12 @@ pub struct StatKey {
     pub dev: u64,
 }
 
-/// Absolute path bytes → (stat facts, content hash).
+/// Absolute path bytes → (stat facts, content hash). FxHash: the keys are
+/// our own paths, not attacker-chosen, and SipHash showed up in profiles.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct FilesCache {
     /// Entries.
-    pub entries: HashMap<Vec<u8>, (StatKey, Hash)>,
+    pub entries: FxHashMap<Vec<u8>, (StatKey, Hash)>,
 }
 
 impl FilesCache {
@@ -56,7 +58,7 @@ impl FilesCache {
             return None;
         }
         let mut pos = 8;
-        let mut entries = HashMap::new();
+        let mut entries = FxHashMap::with_capacity_and_hasher(body.len() / 100, Default::default());
         let take = |pos: &mut usize, n: usize| -> Option<&[u8]> {
             let s = body.get(*pos..*pos + n)?;
             *pos += n;
