@@ -674,3 +674,32 @@ mod property {
         }
     }
 }
+
+#[test]
+fn a_root_absent_at_the_checkpoint_is_removed_by_rollback_and_back_after_undo() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config/nvim")).unwrap();
+    std::fs::write(e.home.join(".config/nvim/init.lua"), b"x").unwrap();
+    e.checkpoint("pre", &["~/.zshrc", "~/.config/nvim"]);
+    std::fs::write(e.home.join(".zshrc"), b"created by the phase").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["pre", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        v["plan"]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "delete" && a["path"] == "~/.zshrc"),
+        "{v}"
+    );
+    // Selecting an ancestor of the roots selects them whole.
+    let (rc, v) = e.run("backup-rollback", &["pre", "--path", "~"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(!e.home.join(".zshrc").exists());
+    let (rc, _) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0);
+    assert_eq!(
+        std::fs::read(e.home.join(".zshrc")).unwrap(),
+        b"created by the phase"
+    );
+}

@@ -534,12 +534,22 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
                 .any(|o| Path::new(OsStr::from_bytes(p)).starts_with(o))
         };
         desired.retain(|k, _| keep(k));
-        let mapped: Vec<PathBuf> = opts
-            .only
-            .iter()
-            .filter(|o| roots.iter().any(|r| o.starts_with(r)))
-            .cloned()
-            .collect();
+        // A selected path inside a root narrows it; one that contains a root selects the whole root.
+        let mut mapped: Vec<PathBuf> = Vec::new();
+        for r in &roots {
+            for o in &opts.only {
+                let pick = if o.starts_with(r) {
+                    Some(o.clone())
+                } else if r.starts_with(o) {
+                    Some(r.clone())
+                } else {
+                    None
+                };
+                if let Some(p) = pick.filter(|p| !mapped.contains(p)) {
+                    mapped.push(p);
+                }
+            }
+        }
         if mapped.is_empty() {
             return Err(Error::usage(
                 "path_not_in_snapshot",
