@@ -17,6 +17,8 @@ use crate::report::{Envelope, Status};
 pub const DISK_RED_BYTES: u64 = 100 << 20;
 /// Free space below this is yellow.
 pub const DISK_YELLOW_BYTES: u64 = 1 << 30;
+/// Repositories up to this size are fully re-hashed by the health check.
+pub const QUICK_VERIFY_MAX_BYTES: u64 = 256 << 20;
 /// A newest checkpoint older than this is yellow.
 pub const STALE_CHECKPOINT_SECS: i64 = 30 * 86400;
 
@@ -213,11 +215,16 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             }
             Err(e) => out.push(check("last_checkpoint", Level::Red, e.message)),
         }
-        match crate::ops::verify::verify(repo, false) {
+        // Re-hash every byte when that is quick; otherwise check structure only.
+        let read_data = crate::ops::prune::repo_size(repo) <= QUICK_VERIFY_MAX_BYTES;
+        match crate::ops::verify::verify(repo, read_data) {
+            Ok(r) if r.problems.is_empty() && read_data => {
+                out.push(check("verify", Level::Green, "every byte re-hashed and intact"))
+            }
             Ok(r) if r.problems.is_empty() => out.push(check(
                 "verify",
                 Level::Green,
-                "structure intact (run `backup-verify --read-data` to re-hash every byte)",
+                "structure intact (too large for a quick full check: run `backup-verify --read-data`)",
             )),
             Ok(r) => out.push(check(
                 "verify",

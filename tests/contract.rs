@@ -1,0 +1,531 @@
+//! The output contract through the real binaries: every envelope validates
+//! against `docs/schema/envelope.schema.json`; exit codes and error codes for
+//! each bad input; `changed` semantics for idempotent runs; secrets never
+//! reach the repository; locking; permissions under `umask 000`; and insta
+//! snapshots of the main envelopes (ids, times, paths redacted).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn schema() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/schema/envelope.schema.json"
+        ))
+        .unwrap();
+        jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+    })
+}
+
+struct Env {
+    tmp: tempfile::TempDir,
+    home: PathBuf,
+    repo: PathBuf,
+}
+
+fn exe(bin: &str) -> &'static str {
+    match bin {
+        "backup-checkpoint" => env!("CARGO_BIN_EXE_backup-checkpoint"),
+        "backup-create" => env!("CARGO_BIN_EXE_backup-create"),
+        "backup-list" => env!("CARGO_BIN_EXE_backup-list"),
+        "backup-verify" => env!("CARGO_BIN_EXE_backup-verify"),
+        "backup-restore" => env!("CARGO_BIN_EXE_backup-restore"),
+        "backup-rollback" => env!("CARGO_BIN_EXE_backup-rollback"),
+        "backup-prune" => env!("CARGO_BIN_EXE_backup-prune"),
+        other => panic!("{other}"),
+    }
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(home.join(".config/nvim")).unwrap();
+        std::fs::write(home.join(".zshrc"), b"export EDITOR=nvim\n").unwrap();
+        std::fs::write(home.join(".config/nvim/init.lua"), b"vim.o.number = true\n").unwrap();
+        // Fixed modes so snapshots do not depend on the umask of the machine.
+        for (p, m) in [
+            (".config", 0o755),
+            (".config/nvim", 0o755),
+            (".zshrc", 0o644),
+            (".config/nvim/init.lua", 0o644),
+        ] {
+            std::fs::set_permissions(home.join(p), std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        let repo = tmp.path().join("repo");
+        Env { tmp, home, repo }
+    }
+
+    fn cmd(&self, bin: &str, args: &[&str], extra_env: &[(&str, &str)]) -> (i32, Value, String) {
+        let out = Command::new(exe(bin))
+            .args(args)
+            .arg("--json")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("BACKUP_REPO", &self.repo)
+            .envs(extra_env.iter().copied())
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("stdout is not exactly one JSON document ({e}):\n{text}"));
+        let errors: Vec<String> = schema()
+            .iter_errors(&v)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "envelope violates the schema: {errors:?}\n{v:#}"
+        );
+        let code = out.status.code().unwrap();
+        assert_eq!(
+            v["exit_code"], code,
+            "exit_code field equals the process exit code"
+        );
+        (code, v, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn run(&self, bin: &str, args: &[&str]) -> (i32, Value) {
+        let (c, v, _) = self.cmd(bin, args, &[]);
+        (c, v)
+    }
+}
+
+const PATHS: [&str; 4] = ["--path", "~/.zshrc", "--path", "~/.config"];
+
+fn with_paths<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(PATHS);
+    v
+}
+
+#[test]
+fn idempotent_checkpoints_report_changed_only_for_new_content() {
+    let e = Env::new();
+    let (rc, first) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    assert_eq!(rc, 0, "{first}");
+    assert_eq!(first["changed"], true);
+    assert_eq!(first["snapshot"]["kind"], "checkpoint");
+    let (_, again) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(
+        again["snapshot"]["id"], first["snapshot"]["id"],
+        "same label, same content: nothing written"
+    );
+    assert_eq!(again["snapshot"]["reused"], true);
+    let (_, other) = e.run("backup-checkpoint", &with_paths(&["auto", "post-setup"]));
+    assert_eq!(
+        other["changed"], false,
+        "content already stored under another label"
+    );
+    assert_ne!(other["snapshot"]["id"], first["snapshot"]["id"]);
+    assert_eq!(other["snapshot"]["tree"], first["snapshot"]["tree"]);
+    std::fs::write(e.home.join(".zshrc"), b"changed\n").unwrap();
+    let (_, changed) = e.run("backup-checkpoint", &with_paths(&["auto", "post-setup"]));
+    assert_eq!(changed["changed"], true);
+    assert_eq!(changed["snapshot"]["new_bytes"], 8);
+}
+
+#[test]
+fn dry_run_writes_nothing_not_even_the_repository() {
+    let e = Env::new();
+    let (rc, v) = e.run(
+        "backup-create",
+        &with_paths(&["--config-only", "--dry-run"]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["dry_run"], true);
+    assert!(v["roots"].is_array() && v["excluded"].is_array());
+    assert!(!e.repo.exists(), "a dry run must not create the repository");
+}
+
+#[test]
+fn listing_files_reports_true_hashes_modes_and_sizes() {
+    let e = Env::new();
+    std::fs::set_permissions(
+        e.home.join(".zshrc"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let (_, cp) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["manual", "before-nvim-change"]),
+    );
+    let prefix = &cp["snapshot"]["id"].as_str().unwrap()[..6];
+    for sel in ["before-nvim-change", prefix, "latest"] {
+        let (rc, v) = e.run("backup-list", &[sel, "--files"]);
+        assert_eq!(rc, 0, "{v}");
+        let z = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["path"] == "~/.zshrc")
+            .unwrap()
+            .clone();
+        assert_eq!(z["mode"], "0640");
+        assert_eq!(z["size"], 19);
+        assert_eq!(
+            z["sha256"],
+            dotfiles_backup::hash::Hash::of(b"export EDITOR=nvim\n").to_hex()
+        );
+    }
+    let (_, list) = e.run("backup-list", &[]);
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 1);
+    assert!(list["stats"]["repository_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bad_inputs_get_distinct_codes_and_clear_messages() {
+    let e = Env::new();
+    let (rc, v) = e.run("backup-checkpoint", &["auto", "pre-bogus"]);
+    assert_eq!(rc, 2);
+    assert_eq!(v["errors"][0]["code"], "unknown_phase");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("pre-dotfiles"),
+        "lists valid phases"
+    );
+    for bad in ["../x", "", "a/b", ".hidden", "-dash"] {
+        let (rc, v) = e.run("backup-checkpoint", &["manual", bad]);
+        assert_eq!(rc, 2, "{bad:?}: {v}");
+        assert!(v["status"] == "failed");
+    }
+    // A usage error from the argument parser still yields exactly one envelope.
+    let (rc, v) = e.run("backup-list", &["--no-such-flag"]);
+    assert_eq!(rc, 2);
+    assert_eq!(v["errors"][0]["code"], "usage");
+    // Repository path that is a file.
+    let file = e.tmp.path().join("file");
+    std::fs::write(&file, b"not a repo").unwrap();
+    let (rc, v, _) = e.cmd(
+        "backup-checkpoint",
+        &with_paths(&["manual", "x"]),
+        &[("BACKUP_REPO", file.to_str().unwrap())],
+    );
+    assert_eq!(rc, 2, "{v}");
+    assert_eq!(v["errors"][0]["code"], "repository_not_a_directory");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a repo");
+    // Unknown config key names the key and the file.
+    let cfg = e.tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[track]\nconfg = []\n").unwrap();
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &["manual", "x", "--config", cfg.to_str().unwrap()],
+    );
+    assert_eq!(rc, 2);
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("confg") && msg.contains("c.toml"), "{msg}");
+    // Newer repository format: refused, file untouched.
+    e.run("backup-checkpoint", &with_paths(&["manual", "x"]));
+    let cfg_path = e.repo.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 99");
+    std::fs::write(&cfg_path, &text).unwrap();
+    let (rc, v) = e.run("backup-checkpoint", &with_paths(&["manual", "y"]));
+    assert_eq!(rc, 6, "{v}");
+    assert_eq!(v["errors"][0]["code"], "unsupported_format");
+    assert_eq!(std::fs::read_to_string(&cfg_path).unwrap(), text);
+}
+
+#[test]
+fn verify_detects_every_kind_of_damage_and_names_snapshots_and_paths() {
+    let damage: [(&str, fn(&Path)); 7] = [
+        ("flip a pack byte", |repo| {
+            mutate_first(repo, "packs", |b| {
+                b[8] ^= 1;
+            })
+        }),
+        ("flip a byte of the trailer", |repo| {
+            mutate_first(repo, "packs", |b| {
+                let i = b.len() - 30;
+                b[i] ^= 1;
+            })
+        }),
+        ("truncate a pack", |repo| {
+            mutate_first(repo, "packs", |b| {
+                b.truncate(b.len() - 20);
+            })
+        }),
+        ("delete a pack", |repo| {
+            let p = first(repo, "packs");
+            std::fs::remove_file(p).unwrap();
+        }),
+        ("flip an index byte", |repo| {
+            mutate_first(repo, "index", |b| {
+                let i = b.len() - 3;
+                b[i] ^= 1;
+            })
+        }),
+        ("edit a snapshot record", |repo| {
+            mutate_first(repo, "snapshots", |b| {
+                b[10] = b'X';
+            })
+        }),
+        ("edit a tree", |repo| {
+            mutate_first(repo, "trees", |b| {
+                b[5] ^= 1;
+            })
+        }),
+    ];
+    for (what, f) in damage {
+        let e = Env::new();
+        e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+        let (rc, v) = e.run("backup-verify", &["--read-data"]);
+        assert_eq!(rc, 0, "{v}");
+        f(&e.repo);
+        let (rc, v) = e.run("backup-verify", &["--read-data"]);
+        assert_eq!(rc, 6, "{what}: {v}");
+        assert_eq!(v["errors"][0]["code"], "repository_corrupt");
+        let problems = v["problems"].as_array().unwrap();
+        assert!(!problems.is_empty(), "{what}");
+        // Data damage names the snapshots and paths; trailer-only damage (blob data intact) names the pack.
+        if what == "flip a pack byte" || what == "delete a pack" {
+            assert!(
+                problems.iter().any(|p| p["snapshots"][0]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("pre-dotfiles")),
+                "{what}: {v}"
+            );
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| !p["paths"].as_array().unwrap().is_empty()),
+                "{what}: names paths: {v}"
+            );
+        }
+        let (rc, h) = e.run("backup-checkpoint", &["--health-check"]);
+        assert_eq!(rc, 1, "{what}: health must be red: {h}");
+        assert_eq!(h["health"], "red");
+    }
+}
+
+fn first(repo: &Path, sub: &str) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo.join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v.remove(0)
+}
+
+fn mutate_first(repo: &Path, sub: &str, f: impl Fn(&mut Vec<u8>)) {
+    let p = first(repo, sub);
+    let mut b = std::fs::read(&p).unwrap();
+    f(&mut b);
+    std::fs::write(&p, b).unwrap();
+}
+
+#[test]
+fn health_check_is_green_on_a_good_repository() {
+    let e = Env::new();
+    e.run("backup-checkpoint", &with_paths(&["auto", "pre-ansible"]));
+    let (rc, v) = e.run("backup-checkpoint", &["--health-check"]);
+    assert_eq!(rc, 0, "{v}");
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "version",
+        "config",
+        "repository",
+        "writable",
+        "lock",
+        "disk_space",
+        "last_checkpoint",
+        "verify",
+    ] {
+        assert!(names.contains(&n), "missing check {n}");
+    }
+}
+
+#[test]
+fn secrets_are_skipped_with_a_warning_and_never_stored() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".ssh")).unwrap();
+    let key: Vec<u8> = (0..400u32).map(|i| (i * 7 + 13) as u8).collect();
+    std::fs::write(e.home.join(".ssh/id_ed25519"), &key).unwrap();
+    std::fs::write(e.home.join(".ssh/config"), b"Host *\n").unwrap();
+    let (rc, v) = e.run("backup-checkpoint", &["manual", "s", "--path", "~/.ssh"]);
+    assert_eq!(rc, 0, "{v}");
+    let w = v["warnings"].as_array().unwrap();
+    assert!(
+        w.iter()
+            .any(|w| w["code"] == "secret_skipped" && w["path"] == "~/.ssh/id_ed25519"),
+        "{v}"
+    );
+    let mut stored = Vec::new();
+    for entry in walk(&e.repo) {
+        stored.extend(std::fs::read(entry).unwrap());
+    }
+    for window in key.windows(16) {
+        assert!(
+            !stored.windows(16).any(|s| s == window),
+            "secret bytes found in the repository"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn disabled_is_skipped_with_exit_0_and_creates_nothing() {
+    let e = Env::new();
+    let (rc, v, _) = e.cmd(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-ansible"]),
+        &[("BACKUP_DISABLED", "true")],
+    );
+    assert_eq!(rc, 0);
+    assert_eq!(v["status"], "skipped");
+    assert_eq!(v["skip_reason"], "disabled");
+    assert_eq!(v["degradation"], "disabled");
+    assert!(!e.repo.exists());
+    let (_, v, _) = e.cmd("backup-list", &[], &[("BACKUP_LOCAL_ONLY", "true")]);
+    assert_eq!(v["degradation"], "local-only");
+}
+
+#[test]
+fn a_held_lock_gives_lock_busy_naming_the_holder() {
+    let e = Env::new();
+    e.run("backup-checkpoint", &with_paths(&["auto", "pre-ansible"]));
+    let guard = dotfiles_backup::repo::lock::acquire(
+        &e.repo.join("lock"),
+        "backup-create",
+        std::time::Duration::ZERO,
+    )
+    .unwrap();
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-dotfiles", "--wait", "0.2"]),
+    );
+    assert_eq!(rc, 4, "{v}");
+    assert_eq!(v["errors"][0]["code"], "lock_busy");
+    assert_eq!(v["errors"][0]["retryable"], true);
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("backup-create"));
+    // Readers do not wait for writers.
+    let (rc, _) = e.run("backup-list", &[]);
+    assert_eq!(rc, 0);
+    drop(guard);
+    let (rc, _) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn repository_is_private_even_under_umask_000() {
+    let e = Env::new();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec '{}' manual u --path '~/.zshrc' --path '~/.config' -q",
+            exe("backup-checkpoint")
+        ))
+        .env("HOME", &e.home)
+        .env("BACKUP_REPO", &e.repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&e.repo), 0o700);
+    for p in walk(&e.repo) {
+        assert_eq!(mode(&p) & 0o077, 0, "{} is readable by others", p.display());
+    }
+}
+
+#[test]
+fn unreadable_file_gives_partial_with_the_path() {
+    if rustix::process::geteuid().is_root() {
+        eprintln!("note: running as root, where chmod 000 does not stop reads; partial-read path not exercised here");
+        return;
+    }
+    let e = Env::new();
+    let p = e.home.join(".config/nvim/secret-ish");
+    std::fs::write(&p, b"x").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let (rc, v) = e.run("backup-checkpoint", &with_paths(&["manual", "p"]));
+    assert_eq!(rc, 3, "{v}");
+    assert_eq!(v["status"], "partial");
+    assert!(v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["path"] == "~/.config/nvim/secret-ish"));
+}
+
+fn redacted(v: &Value) -> Value {
+    let mut v = v.clone();
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, val) in m.iter_mut() {
+                    match k.as_str() {
+                        "id" | "tree" | "parent" | "short_id" | "created_at" | "host"
+                        | "repository" | "duration_ms" | "mtime_ns" | "version" => {
+                            if !val.is_null() {
+                                *val = Value::String(format!("[{k}]"));
+                            }
+                        }
+                        "message"
+                            if val
+                                .as_str()
+                                .is_some_and(|s| s.contains(" free on ") || s.contains("/tmp")) =>
+                        {
+                            *val = Value::String(
+                                "[message with machine-specific path or size]".into(),
+                            );
+                        }
+                        k if k.ends_with("_ms") => *val = Value::String("[ms]".into()),
+                        _ => walk(val),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+#[test]
+fn envelopes_match_their_snapshots() {
+    let e = Env::new();
+    let (_, cp) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    insta::assert_json_snapshot!("checkpoint", redacted(&cp));
+    let (_, again) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    insta::assert_json_snapshot!("checkpoint_reused", redacted(&again));
+    let (_, files) = e.run("backup-list", &["pre-dotfiles", "--files"]);
+    insta::assert_json_snapshot!("list_files", redacted(&files));
+    let (_, usage) = e.run("backup-checkpoint", &["auto", "pre-bogus"]);
+    insta::assert_json_snapshot!("unknown_phase", redacted(&usage));
+    std::fs::write(e.home.join(".zshrc"), b"broken\n").unwrap();
+    let (_, plan) = e.run("backup-rollback", &["pre-dotfiles", "--dry-run"]);
+    insta::assert_json_snapshot!("rollback_plan", redacted(&plan));
+}
