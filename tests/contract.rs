@@ -239,7 +239,8 @@ fn bad_inputs_get_distinct_codes_and_clear_messages() {
 
 #[test]
 fn verify_detects_every_kind_of_damage_and_names_snapshots_and_paths() {
-    let damage: [(&str, fn(&Path)); 7] = [
+    type Damage = (&'static str, fn(&Path));
+    let damage: [Damage; 7] = [
         ("flip a pack byte", |repo| {
             mutate_first(repo, "packs", |b| {
                 b[8] ^= 1;
