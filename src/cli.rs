@@ -52,6 +52,8 @@ impl CommonArgs {
             paths: self.paths.clone(),
             wait_secs: self.wait,
             config_only: false,
+            excludes: Vec::new(),
+            sizes: false,
         }
     }
 }

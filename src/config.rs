@@ -166,6 +166,8 @@ pub struct RetentionSection {
     pub manual_max_age_days: u64,
     /// Repack a pack when more than this percent of its bytes are garbage.
     pub repack_garbage_percent: u8,
+    /// Prune checkpoints and safety snapshots by this policy after each successful write.
+    pub auto: bool,
 }
 
 impl Default for RetentionSection {
@@ -179,6 +181,7 @@ impl Default for RetentionSection {
             keep_per_phase: 3,
             manual_max_age_days: 0,
             repack_garbage_percent: 50,
+            auto: true,
         }
     }
 }
@@ -236,6 +239,10 @@ pub struct Overrides {
     pub wait_secs: Option<f64>,
     /// `--config-only`.
     pub config_only: bool,
+    /// `--exclude` patterns added for this run.
+    pub excludes: Vec<String>,
+    /// `--sizes`: report large files even when not a dry run.
+    pub sizes: bool,
 }
 
 /// A tracked root: as configured (`~/.zshrc`) and resolved (`/home/u/.zshrc`).
@@ -278,6 +285,8 @@ pub struct Settings {
     pub retention: RetentionSection,
     /// Free-space guard and quota.
     pub space: SpaceSection,
+    /// Report per-root sizes and large files (`--sizes`, and every dry run).
+    pub report_sizes: bool,
     /// `BACKUP_DISABLED` or config.
     pub disabled: bool,
     /// `BACKUP_LOCAL_ONLY` or config.
@@ -450,6 +459,7 @@ impl Settings {
             None => DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
         };
         excludes.extend(file.track.extra_exclude.clone().unwrap_or_default());
+        excludes.extend(over.excludes.iter().cloned());
         let ignore_file = match &file.track.ignore_file {
             Some(p) => Some(expand(p, "track.ignore_file")?),
             None => expand_tilde(Path::new(DEFAULT_IGNORE_FILE), home.as_deref()),
@@ -524,6 +534,7 @@ impl Settings {
             safety_keep: file.safety.keep.unwrap_or(5),
             retention: file.retention.clone(),
             space: file.space.clone(),
+            report_sizes: over.sizes,
             disabled,
             local_only,
             lock_wait: Duration::from_secs_f64(wait),

@@ -70,7 +70,18 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
         human_bytes(new_bytes),
         env.duration_ms
     );
-    if env.dry_run {
+    if let Some(Value::Array(large)) = env.extra.get("large_files") {
+        for f in large {
+            let _ = writeln!(
+                out,
+                "  large file {} {} ({})",
+                f["path"].as_str().unwrap_or("?"),
+                human_bytes(f["bytes"].as_u64().unwrap_or(0)),
+                f["level"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if env.extra.contains_key("roots") {
         if let Some(Value::Array(roots)) = env.extra.get("roots") {
             for r in roots {
                 let _ = writeln!(

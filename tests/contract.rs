@@ -530,3 +530,138 @@ fn envelopes_match_their_snapshots() {
     let (_, plan) = e.run("backup-rollback", &["pre-dotfiles", "--dry-run"]);
     insta::assert_json_snapshot!("rollback_plan", redacted(&plan));
 }
+
+#[test]
+fn size_report_lists_large_files_and_exclusions_and_exclude_flag_works() {
+    let e = Env::new();
+    std::fs::write(e.home.join(".config/nvim/big.bin"), vec![1u8; 11 << 20]).unwrap();
+    std::fs::create_dir_all(e.home.join(".config/nvim/.cache")).unwrap();
+    std::fs::write(e.home.join(".config/nvim/.cache/x"), b"cache").unwrap();
+    std::fs::write(e.home.join(".config/nvim/debug.log"), b"log").unwrap();
+    // The ignore file (gitignore syntax, relative to $HOME).
+    std::fs::create_dir_all(e.home.join(".config/dotfiles-backup")).unwrap();
+    std::fs::write(
+        e.home.join(".config/dotfiles-backup/ignore"),
+        b".config/nvim/*.log\n",
+    )
+    .unwrap();
+    let (rc, v) = e.run(
+        "backup-create",
+        &with_paths(&["--dry-run", "--exclude", "scratch/"]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    let large = v["large_files"].as_array().unwrap();
+    assert_eq!(large.len(), 1, "{v}");
+    assert_eq!(large[0]["path"], "~/.config/nvim/big.bin");
+    assert_eq!(large[0]["level"], "warn");
+    let reasons: Vec<(String, String)> = v["excluded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["path"].as_str().unwrap().to_string(),
+                x["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons.contains(&("~/.config/nvim/.cache".into(), "exclude pattern".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("~/.config/nvim/debug.log".into(), "ignore file".into())),
+        "{reasons:?}"
+    );
+    std::fs::create_dir_all(e.home.join(".config/scratch")).unwrap();
+    let (_, v) = e.run(
+        "backup-create",
+        &with_paths(&["--dry-run", "--exclude", "scratch/"]),
+    );
+    assert!(
+        v["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["path"] == "~/.config/scratch"),
+        "{v}"
+    );
+}
+
+#[test]
+fn quota_prunes_by_policy_first_then_refuses_with_the_size_needed() {
+    let e = Env::new();
+    let cfg = e.tmp.path().join("q.toml");
+    std::fs::write(
+        &cfg,
+        "[space]\nmax_repo_mb = 1\n[retention]\nkeep_per_phase = 1\nauto = false\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let data = |seed: u8| -> Vec<u8> {
+        (0..400_000u32)
+            .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+            .collect()
+    };
+    std::fs::write(e.home.join(".config/nvim/a.bin"), data(3)).unwrap();
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    std::fs::write(e.home.join(".config/nvim/a.bin"), data(5)).unwrap();
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    // A third version would exceed 1 MiB: the older pre-dotfiles checkpoints are pruned first.
+    std::fs::write(e.home.join(".config/nvim/a.bin"), data(7)).unwrap();
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "quota_pruned"),
+        "{v}"
+    );
+    // Content that can never fit is refused, naming how much must be freed.
+    std::fs::write(e.home.join(".config/nvim/huge.bin"), vec![9u8; 2 << 20]).unwrap();
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 5, "{v}");
+    assert_eq!(v["errors"][0]["code"], "quota_exceeded");
+    assert!(v["errors"][0]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("free at least"));
+    let (rc, _) = e.run("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn checkpoints_beyond_the_policy_are_pruned_automatically() {
+    let e = Env::new();
+    let cfg = e.tmp.path().join("a.toml");
+    std::fs::write(&cfg, "[retention]\nkeep_per_phase = 2\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    for i in 0..4 {
+        std::fs::write(e.home.join(".zshrc"), format!("version {i}\n")).unwrap();
+        let (rc, v) = e.run(
+            "backup-checkpoint",
+            &with_paths(&["auto", "pre-dotfiles", "--config", c]),
+        );
+        assert_eq!(rc, 0, "{v}");
+    }
+    let (_, list) = e.run("backup-list", &[]);
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 2, "{list}");
+    let (rc, _) = e.run("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0);
+}

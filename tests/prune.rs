@@ -166,7 +166,9 @@ proptest! {
 
 #[test]
 fn repack_keeps_live_blobs_and_frees_dead_ones() {
-    let e = Env::new(TIGHT);
+    // Automatic pruning off, so that the explicit prune below does the work.
+    let e =
+        Env::new("[retention]\nkeep_per_phase = 1\nrepack_garbage_percent = 10\nauto = false\n");
     write(&e.home.join(".config/app/keep"), &vec![7u8; 200_000]);
     write(&e.home.join(".config/app/drop"), &vec![9u8; 200_000]);
     let (rc, _) = e.run(

@@ -21,6 +21,12 @@ struct Args {
     /// Show what would be stored; write nothing
     #[arg(long, global = true)]
     dry_run: bool,
+    /// Also exclude paths matching this gitignore-style pattern (repeatable)
+    #[arg(long = "exclude", value_name = "PATTERN", global = true)]
+    excludes: Vec<String>,
+    /// Report per-root sizes, large files and exclusions
+    #[arg(long, global = true)]
+    sizes: bool,
     /// Tag the checkpoint (repeatable)
     #[arg(long = "tag", value_name = "TAG", global = true)]
     tags: Vec<String>,
@@ -44,7 +50,9 @@ enum What {
 
 fn main() -> std::process::ExitCode {
     let args: Args = cli::parse("backup-checkpoint");
-    let over = args.common.overrides();
+    let mut over = args.common.overrides();
+    over.excludes = args.excludes.clone();
+    over.sizes = args.sizes;
     if args.health_check {
         return cli::run(
             "backup-checkpoint",

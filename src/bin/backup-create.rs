@@ -19,6 +19,12 @@ struct Args {
     /// Show what would be stored; write nothing
     #[arg(long)]
     dry_run: bool,
+    /// Also exclude paths matching this gitignore-style pattern (repeatable)
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    excludes: Vec<String>,
+    /// Report per-root sizes, large files and exclusions
+    #[arg(long)]
+    sizes: bool,
     /// Label (default `backup`)
     #[arg(long)]
     label: Option<String>,
@@ -33,6 +39,8 @@ fn main() -> std::process::ExitCode {
     let args: Args = cli::parse("backup-create");
     let mut over = args.common.overrides();
     over.config_only = args.config_only;
+    over.excludes = args.excludes.clone();
+    over.sizes = args.sizes;
     cli::run(
         "backup-create",
         &args.common,

@@ -98,6 +98,10 @@ pub struct BackupStats {
     pub read_ms: u64,
     /// Time committing.
     pub commit_ms: u64,
+    /// Snapshots removed by the automatic prune after this run.
+    pub auto_pruned_snapshots: u64,
+    /// Bytes freed by the automatic prune.
+    pub auto_pruned_bytes: u64,
 }
 
 /// The result of a snapshot run.
@@ -134,9 +138,41 @@ pub fn run_backup(settings: &Settings, opts: &BackupOptions) -> Result<BackupRep
     }
     let (repo, _created) = Repository::open_or_create(&settings.repo)?;
     let guard = repo.lock(&opts.command, settings.lock_wait)?;
-    let mut report = snapshot_roots(Some(&repo), &settings.roots, &rules, opts)?;
+    let mut pre_warnings = Vec::new();
+    let mut report = match snapshot_roots(Some(&repo), &settings.roots, &rules, opts) {
+        // Over the quota: prune by policy (every kind), then try once more.
+        Err(e) if e.code == "quota_exceeded" => {
+            let (removed, freed) =
+                crate::ops::prune::auto_prune(&repo, settings, None, &mut pre_warnings)?;
+            pre_warnings.push(Warning::new(
+                "quota_pruned",
+                format!(
+                    "the repository was over its quota; pruned {removed} snapshot(s) by the retention policy, freeing {freed} bytes"
+                ),
+            ));
+            snapshot_roots(Some(&repo), &settings.roots, &rules, opts)?
+        }
+        other => other?,
+    };
+    report.warnings.splice(0..0, pre_warnings);
     if let Some(stale) = &guard.stale {
         report.warnings.push(stale_lock_warning(stale));
+    }
+    if settings.retention.auto && report.errors.is_empty() {
+        let kinds = [SnapshotKind::Checkpoint, SnapshotKind::Safety];
+        match crate::ops::prune::auto_prune(&repo, settings, Some(&kinds), &mut report.warnings) {
+            Ok((removed, freed)) => {
+                report.stats.auto_pruned_snapshots = removed;
+                report.stats.auto_pruned_bytes = freed;
+            }
+            Err(e) => report.warnings.push(Warning::new(
+                "auto_prune_failed",
+                format!(
+                    "{}; the new snapshot is committed, run `backup-prune` later",
+                    e.message
+                ),
+            )),
+        }
     }
     drop(guard);
     Ok(report)

@@ -79,7 +79,7 @@ pub fn checkpoint(
         space: Some(settings.space.clone()),
     };
     let report = run_backup(settings, &opts)?;
-    fill(env, report, dry_run);
+    fill(env, report, dry_run, settings);
     Ok(())
 }
 
@@ -102,12 +102,12 @@ pub fn create(
         space: Some(settings.space.clone()),
     };
     let report = run_backup(settings, &opts)?;
-    fill(env, report, dry_run);
+    fill(env, report, dry_run, settings);
     Ok(())
 }
 
 /// Copy a backup report into the envelope.
-pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool) {
+pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool, settings: &Settings) {
     env.dry_run = dry_run;
     env.changed = report.changed && !report.reused;
     env.snapshot = report
@@ -118,10 +118,42 @@ pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool) {
         env.stats = map;
     }
     env.warnings.extend(report.warnings);
-    if dry_run {
+    if dry_run || settings.report_sizes {
         env.put("excluded", &report.excluded);
+        let warn = settings.space.large_file_warn_mb << 20;
+        let strong = settings.space.large_file_strong_mb << 20;
+        let mut large = Vec::new();
+        for (root, e) in report.tree.entries() {
+            if e.kind == crate::repo::snapshot::EntryType::File && e.size >= warn {
+                let mut path = root.root.lossy();
+                if !e.path.is_empty() {
+                    path = format!("{path}/{}", e.path.lossy());
+                }
+                let level = if e.size >= strong { "strong" } else { "warn" };
+                env.warnings.push(crate::report::Warning::at(
+                    "large_file",
+                    path.clone(),
+                    format!(
+                        "{path} is {} ({} threshold {} MiB); exclude it if it is not configuration",
+                        crate::cli::human_bytes(e.size),
+                        if level == "strong" {
+                            "above the strong"
+                        } else {
+                            "above the"
+                        },
+                        if level == "strong" {
+                            settings.space.large_file_strong_mb
+                        } else {
+                            settings.space.large_file_warn_mb
+                        }
+                    ),
+                ));
+                large.push(serde_json::json!({"path": path, "bytes": e.size, "level": level}));
+            }
+        }
+        env.put("large_files", large);
     }
-    if dry_run {
+    if dry_run || settings.report_sizes {
         let roots: Vec<serde_json::Value> = report
             .tree
             .roots

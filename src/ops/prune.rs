@@ -341,6 +341,46 @@ pub fn run(settings: &Settings, opts: &PruneOptions, env: &mut Envelope) -> Resu
     Ok(())
 }
 
+/// Apply the policy to `kinds` only (all kinds when `None`) and collect the
+/// garbage, while the caller holds the lock. Returns (snapshots removed, bytes freed).
+pub fn auto_prune(
+    repo: &Repository,
+    settings: &Settings,
+    kinds: Option<&[SnapshotKind]>,
+    warnings: &mut Vec<Warning>,
+) -> Result<(u64, u64)> {
+    let snaps = repo.snapshots()?;
+    let decisions = decide(
+        &snaps,
+        &pins(repo),
+        &settings.retention,
+        settings.safety_keep,
+        Timestamp::now(),
+        &TimeZone::system(),
+    );
+    let removable = |s: &Snapshot| kinds.is_none_or(|k| k.contains(&s.record.kind));
+    let remove: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| removable(s) && decisions.iter().any(|d| !d.keep && d.id == s.id.to_hex()))
+        .collect();
+    if remove.is_empty() {
+        return Ok((0, 0));
+    }
+    let keep: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| !remove.iter().any(|r| r.id == s.id))
+        .collect();
+    let stats = collect_garbage(
+        repo,
+        &keep,
+        &remove,
+        settings.retention.repack_garbage_percent,
+        false,
+        warnings,
+    )?;
+    Ok((stats.snapshots_removed, stats.bytes_freed))
+}
+
 /// Size of every regular file under the repository.
 pub fn repo_size(repo: &Repository) -> u64 {
     let mut total = 0;
@@ -750,6 +790,58 @@ mod tests {
             .len(),
             1
         );
+    }
+
+    #[test]
+    fn dst_change_does_not_split_or_merge_days() {
+        // Europe/Berlin leaves DST on 2026-10-25 at 03:00 local (01:00 UTC): 00:30 and 23:30
+        // local that day are 25 hours apart but one calendar day.
+        let Ok(berlin) = TimeZone::get("Europe/Berlin") else {
+            eprintln!("note: no tz database here; DST case skipped");
+            return;
+        };
+        let s = vec![
+            snap(
+                1,
+                SnapshotKind::Backup,
+                "b",
+                "2026-10-24T22:30:00.000000000Z",
+            ), // 00:30 CEST on the 25th
+            snap(
+                2,
+                SnapshotKind::Backup,
+                "b",
+                "2026-10-25T22:30:00.000000000Z",
+            ), // 23:30 CET on the 25th
+            snap(
+                3,
+                SnapshotKind::Backup,
+                "b",
+                "2026-10-25T23:30:00.000000000Z",
+            ), // 00:30 CET on the 26th
+        ];
+        let p = RetentionSection {
+            keep_last: 0,
+            keep_daily: 5,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_yearly: 0,
+            ..Default::default()
+        };
+        let d = decide(&s, &HashSet::new(), &p, 5, Timestamp::now(), &berlin);
+        let reasons: Vec<String> = d
+            .iter()
+            .filter(|d| d.keep)
+            .flat_map(|d| d.reasons.clone())
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "daily 2026-10-25".to_string(),
+                "daily 2026-10-26".to_string()
+            ]
+        );
+        assert!(!d[0].keep, "the earlier snapshot of the 25th goes");
     }
 
     #[test]

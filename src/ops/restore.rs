@@ -681,7 +681,17 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         &mut stats,
         &mut errors,
     );
-    prune_safety(&repo, settings.safety_keep, env);
+    if settings.retention.auto {
+        let kinds = [SnapshotKind::Checkpoint, SnapshotKind::Safety];
+        match crate::ops::prune::auto_prune(&repo, settings, Some(&kinds), &mut env.warnings) {
+            Ok((removed, _)) => env.stat("safety_snapshots_removed", removed),
+            Err(e) => env
+                .warnings
+                .push(Warning::new("auto_prune_failed", e.message)),
+        }
+    } else {
+        prune_safety(&repo, settings.safety_keep, env);
+    }
     env.changed = stats.created + stats.updated + stats.deleted + stats.metadata > 0;
     env.stats = to_map(&stats);
     if !errors.is_empty() {
