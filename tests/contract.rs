@@ -665,3 +665,130 @@ fn checkpoints_beyond_the_policy_are_pruned_automatically() {
     let (rc, _) = e.run("backup-verify", &["--read-data"]);
     assert_eq!(rc, 0);
 }
+
+mod listing_property {
+    use super::*;
+    use proptest::prelude::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(b'x'),
+                Just(b'y'),
+                Just(0xe9u8),
+                Just(0xffu8),
+                Just(b' ')
+            ],
+            1..5,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, .. ProptestConfig::default() })]
+        /// Any tree checkpointed and listed back has every entry with the right type, mode, size, hash and target.
+        #[test]
+        fn every_entry_is_listed_with_its_true_facts(
+            files in prop::collection::btree_map(name(), (prop::collection::vec(any::<u8>(), 0..2000), 0u32..4), 1..10),
+            links in prop::collection::btree_map(name(), name(), 0..4),
+            empty_dirs in prop::collection::btree_set(name(), 0..3),
+        ) {
+            let e = Env::new();
+            let root = e.home.join("t");
+            std::fs::create_dir_all(root.join("sub")).unwrap();
+            let modes = [0o644, 0o600, 0o755, 0o440];
+            for (n, (content, m)) in &files {
+                let p = root.join(OsStr::from_bytes(n));
+                std::fs::write(&p, content).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(modes[*m as usize])).unwrap();
+            }
+            for (n, t) in &links {
+                let p = root.join("sub").join(OsStr::from_bytes(n));
+                std::os::unix::fs::symlink(OsStr::from_bytes(t), &p).unwrap();
+            }
+            for d in &empty_dirs {
+                let _ = std::fs::create_dir(root.join("sub").join(OsStr::from_bytes(d)).with_extension("d"));
+            }
+            let (rc, v) = e.run("backup-checkpoint", &["manual", "p", "--path", "~/t"]);
+            prop_assert_eq!(rc, 0, "{}", v);
+            let (_, listed) = e.run("backup-list", &["p", "--files"]);
+            let entries = listed["entries"].as_array().unwrap();
+            let by_path = |bytes: &[u8]| -> Option<&Value> {
+                entries.iter().find(|x| match x["path_b64"].as_str() {
+                    Some(b) => {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(b).unwrap() == bytes
+                    }
+                    None => x["path"].as_str().unwrap().as_bytes() == bytes,
+                })
+            };
+            for (n, (content, m)) in &files {
+                let mut full = b"~/t/".to_vec();
+                full.extend_from_slice(n);
+                let x = by_path(&full).unwrap_or_else(|| panic!("{:?} not listed", String::from_utf8_lossy(&full)));
+                prop_assert_eq!(&x["type"], "file");
+                prop_assert_eq!(x["size"].as_u64().unwrap(), content.len() as u64);
+                prop_assert_eq!(x["mode"].as_str().unwrap(), format!("{:04o}", modes[*m as usize]));
+                prop_assert_eq!(x["sha256"].as_str().unwrap(), dotfiles_backup::hash::Hash::of(content).to_hex());
+            }
+            for (n, t) in &links {
+                let mut full = b"~/t/sub/".to_vec();
+                full.extend_from_slice(n);
+                let x = by_path(&full).unwrap();
+                prop_assert_eq!(&x["type"], "symlink");
+                prop_assert_eq!(x["size"].as_u64().unwrap(), t.len() as u64);
+            }
+            let dirs = entries.iter().filter(|x| x["type"] == "dir").count();
+            prop_assert_eq!(dirs, 2 + empty_dirs.len());
+        }
+    }
+}
+
+#[test]
+fn shell_helper_skips_or_fails_like_the_role() {
+    let e = Env::new();
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/checkpoint-or-skip");
+    let run = |label: &str, extra: &[(&str, &str)]| {
+        Command::new("sh")
+            .arg(helper)
+            .arg(label)
+            .args(["--path", "~/.zshrc", "-q"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &e.home)
+            .env("BACKUP_REPO", &e.repo)
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let none = e.tmp.path().join("no-bin");
+    let out = run("pre-ansible", &[("BACKUP_BIN_DIR", none.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "backup tool not yet installed, skipping pre-ansible checkpoint"
+    );
+    let out = run(
+        "pre-dotfiles",
+        &[("BACKUP_BIN_DIR", none.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/install"));
+    let out = run("pre-dotfiles", &[("BACKUP_DISABLED", "true")]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!e.repo.exists());
+    let bins = Path::new(exe("backup-checkpoint")).parent().unwrap();
+    let out = run(
+        "pre-dotfiles",
+        &[("BACKUP_BIN_DIR", bins.to_str().unwrap())],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, list) = e.run("backup-list", &[]);
+    assert_eq!(list["snapshots"][0]["label"], "pre-dotfiles");
+}
