@@ -114,14 +114,7 @@ fn prune_would_free(settings: &Settings, repo: &Repository, snapshots: &[Snapsho
     if decisions.iter().all(|d| d.keep) {
         return 0;
     }
-    let keep: Vec<&Snapshot> = snapshots
-        .iter()
-        .filter(|s| decisions.iter().any(|d| d.keep && d.id == s.id.to_hex()))
-        .collect();
-    let remove: Vec<&Snapshot> = snapshots
-        .iter()
-        .filter(|s| decisions.iter().any(|d| !d.keep && d.id == s.id.to_hex()))
-        .collect();
+    let (keep, remove) = prune::partition(snapshots, &decisions);
     let mut scratch = Vec::new();
     prune::collect_garbage(
         repo,

@@ -209,6 +209,21 @@ pub fn decide(
         .collect()
 }
 
+/// Split snapshots into (kept, removed) by their decisions.
+pub fn partition<'a>(
+    snaps: &'a [Snapshot],
+    decisions: &[Decision],
+) -> (Vec<&'a Snapshot>, Vec<&'a Snapshot>) {
+    let kept: HashSet<&str> = decisions
+        .iter()
+        .filter(|d| d.keep)
+        .map(|d| d.id.as_str())
+        .collect();
+    snaps
+        .iter()
+        .partition(|s| kept.contains(s.id.to_hex().as_str()))
+}
+
 /// Pinned snapshot ids (`<repo>/pins/<id>`).
 pub fn pins(repo: &Repository) -> HashSet<Hash> {
     let mut out = HashSet::new();
@@ -311,14 +326,7 @@ pub fn run(settings: &Settings, opts: &PruneOptions, env: &mut Envelope) -> Resu
             d.reasons = vec!["removed on request (--forget)".into()];
         }
     }
-    let keep: Vec<&Snapshot> = snaps
-        .iter()
-        .filter(|s| decisions.iter().any(|d| d.keep && d.id == s.id.to_hex()))
-        .collect();
-    let remove: Vec<&Snapshot> = snaps
-        .iter()
-        .filter(|s| decisions.iter().any(|d| !d.keep && d.id == s.id.to_hex()))
-        .collect();
+    let (keep, remove) = partition(&snaps, &decisions);
     let stats = collect_garbage(
         &repo,
         &keep,
