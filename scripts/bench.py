@@ -630,10 +630,9 @@ class Project(Tool):
         return self._cmd("backup-checkpoint", ["manual", label, "--path", home.path, "--repo", repo, "--json"], home)
 
     def restore(self, home, repo, target):
-        # The newest checkpoint by its label, not `latest`: every restore commits a
-        # safety snapshot, which `latest` would select in the next repetition.
-        label = self.last.get(str(repo), "latest")
-        cmd = self._cmd("backup-restore", [label, "--target", target, "--repo", repo, "--json"], home)
+        # `latest` is the newest checkpoint or backup (never a safety snapshot, which
+        # every restore commits); the comparison after each run would catch a regression.
+        cmd = self._cmd("backup-restore", ["latest", "--target", target, "--repo", repo, "--json"], home)
         return cmd, None  # root found after the run (target itself or target/<abs home>)
 
     def rollback(self, home, repo):
