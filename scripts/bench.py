@@ -476,6 +476,18 @@ class Runner:
         self._pid = None
         self._timed_out = False
         signal.signal(signal.SIGALRM, self._alarm)
+        signal.signal(signal.SIGTERM, self._terminate)
+
+    def _terminate(self, _signum, _frame):
+        self.kill_child()
+        raise KeyboardInterrupt
+
+    def kill_child(self):
+        if self._pid:
+            try:
+                os.killpg(self._pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def _alarm(self, _signum, _frame):
         self._timed_out = True
@@ -519,6 +531,10 @@ class Runner:
         signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
             _, status, ru = os.wait4(pid, 0)
+        except KeyboardInterrupt:
+            self.kill_child()
+            os.waitpid(pid, 0)
+            raise
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self._pid = None
@@ -1708,7 +1724,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"generator seed (default {DEFAULT_SEED})")
     p.add_argument("--version-runs", type=int, default=None, help="spawns per rep for --version (default 20)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before one command is killed (default 900)")
-    p.add_argument("--out", default=None, help="output directory (default target/bench)")
+    p.add_argument("--out", default=None, help="output directory (default target/bench; --quick: target/bench/quick)")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install missing peers")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build --release")
     p.add_argument("--allow-missing", action="store_true",
@@ -1730,13 +1746,23 @@ def parse_args(argv):
         p.error("--quick does not combine with --scaling")
     if a.out is None:
         tdir = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
-        a.out = str((tdir if tdir.is_absolute() else ROOT / tdir) / "bench")
+        # --quick (run by scripts/test) gets its own directory so it cannot wipe a full run in progress.
+        a.out = str((tdir if tdir.is_absolute() else ROOT / tdir) / "bench" / ("quick" if a.quick else ""))
     return a
 
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    return Bench(args).main()
+    bench = Bench(args)
+    try:
+        return bench.main()
+    except KeyboardInterrupt:
+        print("interrupted: partial results in " + str(bench.out / "results.json"), file=sys.stderr)
+        try:
+            bench.save()
+        except Exception:
+            pass
+        return 130
 
 
 if __name__ == "__main__":
