@@ -512,7 +512,12 @@ fn read_small(path: &Path) -> Result<(Hash, Vec<u8>, StatKey)> {
         let mut f = open_nofollow(path).ctx("opening", path)?;
         let before = fstat_key(&f.metadata().ctx("inspecting", path)?);
         let mut data = Vec::with_capacity(before.size as usize);
-        f.read_to_end(&mut data).ctx("reading", path)?;
+        // `take` keeps std from re-statting and seeking for a size hint we already
+        // have (two syscalls per file); one byte more than expected reveals growth.
+        (&mut f)
+            .take(before.size + 1)
+            .read_to_end(&mut data)
+            .ctx("reading", path)?;
         let after = fstat_key(&f.metadata().ctx("inspecting", path)?);
         if before == after && data.len() as u64 == after.size {
             return Ok((Hash::of(&data), data, after));
