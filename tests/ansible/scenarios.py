@@ -28,6 +28,7 @@ PATHS = '{"backup_checkpoint_paths": ["~/.zshrc", "~/.config"]}'
 ORIGINAL_ZSHRC = b"# the user's own zshrc\nalias gs='git status'\n"
 PHASES = ["pre-ansible", "pre-homebrew", "pre-dotfiles", "pre-applications", "post-setup", "bootstrap-complete"]
 SKIP_MSG = "backup tool not yet installed, skipping {} checkpoint"
+DISABLED_MSG = "backup checkpoints are disabled, skipping {} checkpoint"
 TOOLS = ["backup-checkpoint", "backup-create", "backup-list", "backup-verify", "backup-restore",
          "backup-rollback", "backup-prune"]
 
@@ -230,17 +231,16 @@ def scenario_tool_absent(h):
                                        for p, c in rep.items()),
            f"every phase skipped with the message: {rep}", r)
 
-    # The shell helper prints the same message and has the same exit semantics.
-    empty = os.path.join(h.dir, "empty-bin")
-    os.makedirs(empty)
-    env = {"HOME": h.home, "PATH": "/usr/bin:/bin", "BACKUP_BIN_DIR": empty}
+    # The shell helper prints the same messages and has the same exit semantics.
+    env = {"HOME": h.home, "PATH": "/usr/bin:/bin"}
     helper = os.path.join(ROOT, "scripts", "checkpoint-or-skip")
     p = subprocess.run(["sh", helper, "pre-ansible"], env=env, capture_output=True, text=True)
     expect(p.returncode == 0 and p.stdout.strip() == SKIP_MSG.format("pre-ansible"),
            f"checkpoint-or-skip pre-ansible: exit {p.returncode}, {p.stdout!r}")
     p = subprocess.run(["sh", helper, "pre-homebrew"], env=env, capture_output=True, text=True)
-    expect(p.returncode == 1 and "scripts/install" in p.stderr,
-           f"checkpoint-or-skip pre-homebrew: exit {p.returncode}, {p.stderr!r}")
+    first = hb["message"].split(". ")[0]
+    expect(p.returncode == 1 and p.stderr.startswith(first) and "scripts/install" in p.stderr,
+           f"checkpoint-or-skip pre-homebrew: exit {p.returncode}, {p.stderr!r}; the role says {first!r}")
 
 
 def _disabled(h, label, env, extra):
@@ -248,8 +248,8 @@ def _disabled(h, label, env, extra):
     succeeded(r, label)
     rep = report(r)
     expect(list(rep) == PHASES and all(c["status"] == "skipped" and c["reason"] == "disabled"
-                                       and "disabled" in c["message"] for c in rep.values()),
-           f"{label}: every checkpoint skipped as disabled: {rep}", r)
+                                       and c["message"] == DISABLED_MSG.format(p) for p, c in rep.items()),
+           f"{label}: every checkpoint skipped as disabled, with the message: {rep}", r)
     expect(ran(r, "Run backup-checkpoint") == [] and ran(r, "Look for the checkpoint tool") == [],
            f"{label}: no checkpoint task ran: {ran(r, 'Run backup-checkpoint')}", r)
     expect(not os.path.exists(h.repo), f"{label}: no repository created")
@@ -258,6 +258,13 @@ def _disabled(h, label, env, extra):
 def scenario_disabled_by_env(h):
     """BACKUP_DISABLED=true: every checkpoint task skipped with a message, the play succeeds."""
     _disabled(h, "BACKUP_DISABLED=true", {"BACKUP_DISABLED": "true"}, [])
+    # The shell helper says the same and exits 0, even with the tool installed.
+    p = subprocess.run(["sh", os.path.join(ROOT, "scripts", "checkpoint-or-skip"), "pre-dotfiles"],
+                       env={"HOME": h.home, "PATH": "/usr/bin:/bin", "BACKUP_DISABLED": "true",
+                            "BACKUP_BIN_DIR": h.bins}, capture_output=True, text=True)
+    expect(p.returncode == 0 and p.stdout.strip() == DISABLED_MSG.format("pre-dotfiles"),
+           f"checkpoint-or-skip with BACKUP_DISABLED: exit {p.returncode}, {p.stdout!r}")
+    expect(not os.path.exists(h.repo), "the helper wrote nothing")
 
 
 def scenario_disabled_by_role_flag(h):
