@@ -273,15 +273,12 @@ def scenario_disabled_by_role_flag(h):
 
 
 def scenario_degradation_levels(h):
-    """The tool's own answers: local-only (warn, continue) and disabled by its config (skipped)."""
+    """Local-only (backup_checkpoint_local_only: warn, continue); disabled by the tool's own config (skipped)."""
     os.makedirs(h.path("cfg"))
-    with open(h.path("cfg/local-only.toml"), "w") as f:
-        f.write("[general]\nlocal_only = true\n")
     with open(h.path("cfg/disabled.toml"), "w") as f:
         f.write("[general]\ndisabled = true\n")
     book = "tests/ansible/playbooks/role-main.yml"
-    r = h.play(book, "-e", "backup_checkpoint_phase=pre-dotfiles",
-               "-e", f"backup_checkpoint_config={h.path('cfg/local-only.toml')}")
+    r = h.play(book, "-e", "backup_checkpoint_phase=pre-dotfiles", "-e", "backup_checkpoint_local_only=true")
     succeeded(r, "local-only")
     c = report(r)["pre-dotfiles"]
     expect(c["status"] == "created" and c["degradation"] == "local-only", f"local-only: stored, degraded: {c}", r)
