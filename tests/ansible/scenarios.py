@@ -196,8 +196,12 @@ def scenario_bootstrap_then_idempotent(h):
            f"backup-verify --read-data is clean: rc={rc} {v.get('problems')} {v.get('errors')}")
     expect(all(os.access(h.path(f".local/bin/{t}"), os.X_OK) for t in TOOLS), "every tool installed, executable")
 
-    r2 = h.play("bootstrap.yml")
+    report_file = os.path.join(h.dir, "report.json")
+    r2 = h.play("bootstrap.yml", "-e", f"backup_checkpoint_report_file={report_file}")
     succeeded(r2, "second bootstrap")
+    with open(report_file) as f:
+        expect(json.load(f) == {"checkpoints": r2["custom"]["backup_checkpoint_report"]},
+               "backup_checkpoint_report_file holds the same report as set_stats", r2)
     changed = [t["task"] for t in r2["tasks"] if t["changed"]]
     expect(stats(r2)["changed"] == 0, f"the second run reports changed=0: {stats(r2)}; changed tasks: {changed}", r2)
     rep2 = report(r2)
@@ -424,6 +428,10 @@ def scenario_role_entry_point_and_arguments(h):
 
     r = h.play(book, "-e", json.dumps({"backup_checkpoint_retries": "many"}), "-e", "backup_checkpoint_phase=pre-dotfiles")
     expect(r["rc"] != 0 and "arg spec" in r["failures"][0]["task"], "a non-integer retry count is rejected", r)
+
+    r = h.play(book, "-e", "backup_checkpoint_name=x", "-e", f"backup_checkpoint_install_src={h.dir}/no-such-dir")
+    expect(r["rc"] != 0 and r["failures"][0]["task"] == "Explain how to get the binaries"
+           and "scripts/install" in r["failures"][0]["msg"], f"install without binaries says how: {r['failures']}", r)
 
     r = h.play(book, "-e", "backup_checkpoint_name=before-nvim-change")
     succeeded(r, "manual checkpoint through main")
