@@ -528,6 +528,23 @@ def run_one(sc, bins, keep):
     return sc, ok, dt, detail, h.dir
 
 
+def real_home_state():
+    """What the playbooks would write if `~` ever resolved to the real home (it once did:
+    a local connection expands `~` through the passwd entry, not $HOME)."""
+    import pwd
+    real = pwd.getpwuid(os.getuid()).pw_dir
+    names = [".zshrc", ".config/packages.txt", ".config/app.json", ".config/git.conf"]
+    names += [f".local/bin/{t}" for t in TOOLS]
+    state = {}
+    for n in names:
+        try:
+            st = os.lstat(os.path.join(real, n))
+            state[n] = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            state[n] = None
+    return real, state
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
@@ -548,6 +565,7 @@ def main():
         shutil.copy2(src, dst)
     chosen = [s for s in SCENARIOS if not a.only or any(o in s.__name__ for o in a.only)]
     passed, failed = a.prior
+    real, real_before = real_home_state()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
         futures = [pool.submit(run_one, sc, bins, a.keep) for sc in chosen]
         for fut in concurrent.futures.as_completed(futures):
@@ -559,6 +577,14 @@ def main():
                 failed += 1
                 print(f"FAIL {sc.__name__} ({dt:.1f} s; files kept in {d})\n    {sc.__doc__}\n{detail}", flush=True)
     shutil.rmtree(bins, ignore_errors=True)
+    _, real_after = real_home_state()
+    touched = sorted(n for n in real_before if real_before[n] != real_after[n])
+    if touched:
+        failed += 1
+        print(f"FAIL the real home {real} was written: {touched}")
+    else:
+        passed += 1
+        print(f"PASS the real home {real} was not touched")
     print(f"ansible: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
