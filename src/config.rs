@@ -113,6 +113,39 @@ struct FileConfig {
     retention: RetentionSection,
     #[serde(default)]
     space: SpaceSection,
+    #[serde(default)]
+    secrets: SecretsSection,
+}
+
+/// `[secrets]` as written in the file; see [`SecretSettings`] for the resolved form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsSection {
+    recipients: Option<Vec<String>>,
+    recipients_file: Option<String>,
+    identity_file: Option<String>,
+}
+
+/// Default file of age recipients (one public key per line), read when it exists.
+pub const DEFAULT_RECIPIENTS_FILE: &str = "~/.config/dotfiles-backup/recipients.txt";
+/// Default age identity file (the private key), needed only to restore secrets.
+pub const DEFAULT_IDENTITY_FILE: &str = "~/.config/dotfiles-backup/identity.txt";
+/// Where the plaintext secret-id keys live: outside the repository, so a copy of
+/// the repository (an external drive, a cloud remote) never carries them.
+pub const DEFAULT_KEY_DIR: &str = "~/.local/state/dotfiles-backup/keys";
+
+/// How secret-class files are handled: encrypted to `recipients`, or skipped
+/// when there are none. See `src/secrets.rs` and `docs/secrets.md`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretSettings {
+    /// age recipients (`age1…`), validated; empty means secrets are skipped.
+    pub recipients: Vec<String>,
+    /// The recipients file that was read or would be read (also where `--init-secrets` writes).
+    pub recipients_file: Option<PathBuf>,
+    /// Identity file for decryption (may not exist).
+    pub identity_file: Option<PathBuf>,
+    /// Directory of plaintext secret-id keys (outside the repository).
+    pub key_dir: Option<PathBuf>,
 }
 
 /// `[space]`: the free-space guard and the repository quota (sizes in MiB).
@@ -293,6 +326,8 @@ pub struct Settings {
     pub local_only: bool,
     /// How long a writer waits for the lock.
     pub lock_wait: Duration,
+    /// Encryption of secret-class files.
+    pub secrets: SecretSettings,
     /// Where each setting came from.
     pub sources: BTreeMap<&'static str, String>,
 }
@@ -519,6 +554,7 @@ impl Settings {
                 format!("{}: safety.keep must be at least 1", file_src()),
             ));
         }
+        let secrets = resolve_secrets(&file.secrets, env, &expand, &mut sources, &file_src())?;
         Ok(Settings {
             home,
             repo,
@@ -538,9 +574,96 @@ impl Settings {
             disabled,
             local_only,
             lock_wait: Duration::from_secs_f64(wait),
+            secrets,
             sources,
         })
     }
+}
+
+/// `[secrets]` + `BACKUP_AGE_RECIPIENTS` / `BACKUP_AGE_IDENTITY`: recipients are
+/// validated here so a typo fails every command at once, naming the key.
+fn resolve_secrets(
+    section: &SecretsSection,
+    env: EnvLookup<'_>,
+    expand: &dyn Fn(&str, &str) -> Result<PathBuf>,
+    sources: &mut BTreeMap<&'static str, String>,
+    file_src: &str,
+) -> Result<SecretSettings> {
+    let optional = |p: &str, what: &str| -> Result<Option<PathBuf>> {
+        match expand(p, what) {
+            Ok(path) => Ok(Some(path)),
+            Err(e) if e.code == "home_not_set" => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let recipients_file = match &section.recipients_file {
+        Some(p) => Some(expand(p, "secrets.recipients_file")?),
+        None => optional(DEFAULT_RECIPIENTS_FILE, "the default recipients file")?,
+    };
+    let mut recipients: Vec<(String, String)> = Vec::new();
+    if let Some(list) = env("BACKUP_AGE_RECIPIENTS").filter(|s| !s.trim().is_empty()) {
+        sources.insert("secrets.recipients", "env BACKUP_AGE_RECIPIENTS".into());
+        for r in list.split([',', ' ', '\n']).filter(|r| !r.is_empty()) {
+            recipients.push((r.to_string(), "BACKUP_AGE_RECIPIENTS".into()));
+        }
+    } else {
+        for r in section.recipients.iter().flatten() {
+            sources.insert("secrets.recipients", file_src.to_string());
+            recipients.push((r.clone(), format!("{file_src}: secrets.recipients")));
+        }
+        if let Some(path) = &recipients_file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    for (n, line) in text.lines().enumerate() {
+                        let line = line.trim();
+                        if line.is_empty() || line.starts_with('#') {
+                            continue;
+                        }
+                        sources.insert("secrets.recipients", format!("file {}", display_path(path)));
+                        recipients.push((line.to_string(), format!("{} line {}", display_path(path), n + 1)));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && section.recipients_file.is_none() => {}
+                Err(e) => {
+                    return Err(Error::io("reading recipients file", path, &e)
+                        .with_hint("fix secrets.recipients_file in the config, or create the file with `backup-create --init-secrets`"))
+                }
+            }
+        }
+    }
+    let mut valid: Vec<String> = Vec::new();
+    for (r, origin) in recipients {
+        if r.parse::<age::x25519::Recipient>().is_err() {
+            return Err(Error::usage(
+                "bad_config",
+                format!("{origin}: {r:?} is not an age recipient (expected a public key starting with `age1`)"),
+            )
+            .with_hint("generate a key pair with `backup-create --init-secrets` (or `age-keygen`) and list its public key"));
+        }
+        if !valid.contains(&r) {
+            valid.push(r);
+        }
+    }
+    let identity_file = match env("BACKUP_AGE_IDENTITY").filter(|s| !s.is_empty()) {
+        Some(p) => {
+            sources.insert("secrets.identity_file", "env BACKUP_AGE_IDENTITY".into());
+            Some(expand(&p, "BACKUP_AGE_IDENTITY")?)
+        }
+        None => match &section.identity_file {
+            Some(p) => Some(expand(p, "secrets.identity_file")?),
+            None => optional(DEFAULT_IDENTITY_FILE, "the default identity file")?,
+        },
+    };
+    let key_dir = match env("BACKUP_KEY_DIR").filter(|s| !s.is_empty()) {
+        Some(p) => Some(expand(&p, "BACKUP_KEY_DIR")?),
+        None => optional(DEFAULT_KEY_DIR, "the secret-id key directory")?,
+    };
+    Ok(SecretSettings {
+        recipients: valid,
+        recipients_file,
+        identity_file,
+        key_dir,
+    })
 }
 
 /// Make a path absolute against the current directory and normalize it lexically.

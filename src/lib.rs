@@ -19,5 +19,6 @@ pub mod repo;
 pub mod report;
 pub mod runlog;
 pub mod scan;
+pub mod secrets;
 pub mod space;
 pub mod time;

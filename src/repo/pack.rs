@@ -33,6 +33,9 @@ pub const TRAILER_MAGIC: &[u8; 8] = b"DFBTRLR1";
 pub const TRAILER_RECORD: usize = 32 + 1 + 8 + 8;
 /// Blob stored as plain bytes; its id is the SHA-256 of those bytes.
 pub const FLAG_PLAIN: u8 = 0;
+/// Blob stored as an age file (a secret-class file encrypted to the configured
+/// recipients); its id is a keyed hash of the plaintext (see `src/secrets.rs`).
+pub const FLAG_AGE: u8 = 1;
 
 /// Packs are closed once they reach this size (a single larger blob makes a larger pack).
 pub const PACK_TARGET_SIZE: u64 = 32 << 20;
