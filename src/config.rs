@@ -59,7 +59,7 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     ".local/share/Trash/",
 ];
 
-/// Secret class: stored only encrypted (not yet available: skipped with a warning).
+/// Secret class: stored only age-encrypted, or skipped with a warning when no recipient is configured.
 pub const DEFAULT_SECRET_PATTERNS: &[&str] = &[
     "**/.ssh/id_*",
     "**/*.pem",
@@ -78,6 +78,7 @@ pub const DEFAULT_SECRET_PATTERNS: &[&str] = &[
     "**/.config/gcloud/credentials.db",
     "**/.config/gcloud/application_default_credentials.json",
     "**/.gnupg/private-keys-v1.d/**",
+    "**/.config/sops/age/keys.txt",
 ];
 
 /// Private class: stored, listed as private.

@@ -363,3 +363,38 @@ pub fn prune(env: &Envelope, _s: &Settings) -> String {
     );
     out
 }
+
+/// `backup-create --init-secrets`.
+pub fn secrets_initialized(env: &Envelope, _s: &Settings) -> String {
+    let mut out = String::new();
+    let p = env.extra.get("secrets").cloned().unwrap_or_default();
+    let text = |k: &str| p[k].as_str().unwrap_or("?").to_string();
+    let verb = |done: bool| match (done, env.dry_run) {
+        (true, true) => "would create",
+        (true, false) => "created",
+        (false, _) => "kept",
+    };
+    let _ = writeln!(
+        out,
+        "{} identity   {}",
+        verb(p["created_identity"] == true),
+        text("identity_file")
+    );
+    let _ = writeln!(
+        out,
+        "{} recipient  {} in {}",
+        if p["added_recipient"] == true {
+            if env.dry_run {
+                "would add"
+            } else {
+                "added"
+            }
+        } else {
+            "has"
+        },
+        text("recipient"),
+        text("recipients_file")
+    );
+    let _ = writeln!(out, "secret-class files are now stored encrypted to this recipient; restoring them needs the identity file");
+    out
+}

@@ -110,6 +110,8 @@ pub struct Rules {
     home: Option<PathBuf>,
     /// Files larger than this are excluded.
     pub max_file_size: u64,
+    /// How secret-class files are stored (encrypted to recipients, or skipped).
+    pub secrets: crate::config::SecretSettings,
 }
 
 fn globset(patterns: &[String]) -> Result<GlobSet> {
@@ -163,6 +165,7 @@ impl Rules {
             public: globset(&settings.public_patterns)?,
             home: settings.home.clone(),
             max_file_size: settings.max_file_size,
+            secrets: settings.secrets.clone(),
         })
     }
 
@@ -170,6 +173,19 @@ impl Rules {
     pub fn exclusion(&self, abs: &Path, is_dir: bool) -> Option<&'static str> {
         if abs == self.repo {
             return Some("repository");
+        }
+        // The private key that decrypts the secrets: storing it beside them
+        // would defeat the encryption, and rollback must never touch it.
+        if self.secrets.identity_file.as_deref() == Some(abs) {
+            return Some("age identity (never stored)");
+        }
+        if self
+            .secrets
+            .key_dir
+            .as_deref()
+            .is_some_and(|k| abs.starts_with(k))
+        {
+            return Some("secret-id keys (never stored)");
         }
         let under_home = self.home.as_ref().is_some_and(|h| abs.starts_with(h));
         if under_home || self.home.is_none() {

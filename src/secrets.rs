@@ -549,6 +549,29 @@ pub fn init(settings: &SecretSettings, dry_run: bool) -> Result<InitReport> {
     })
 }
 
+/// `backup-create --init-secrets`: fill the envelope.
+pub fn run_init(
+    settings: &crate::config::Settings,
+    dry_run: bool,
+    env: &mut crate::report::Envelope,
+) -> Result<()> {
+    env.dry_run = dry_run;
+    let report = init(&settings.secrets, dry_run)?;
+    env.changed = report.created_identity || report.added_recipient;
+    if report.created_identity {
+        env.warnings.push(crate::report::Warning::at(
+            "identity_created",
+            report.identity_file.clone(),
+            format!(
+                "{} holds the only key that can restore your encrypted secrets: keep a copy somewhere safe (a password manager), not only on this machine",
+                report.identity_file
+            ),
+        ));
+    }
+    env.put("secrets", &report);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

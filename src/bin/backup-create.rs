@@ -10,7 +10,7 @@ use dotfiles_backup::ops::checkpoint;
     name = "backup-create",
     version,
     about,
-    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop"
+    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop\n  backup-create --init-secrets   # then secret files (~/.ssh/id_*, tokens) are stored encrypted"
 )]
 struct Args {
     /// Only the configuration class (`track.config`), not `track.data`
@@ -31,6 +31,10 @@ struct Args {
     /// Tag (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// Create an age identity (if there is none) and add its public key to the
+    /// recipients file, so secret-class files are stored encrypted; no backup is taken
+    #[arg(long)]
+    init_secrets: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -41,6 +45,15 @@ fn main() -> std::process::ExitCode {
     over.config_only = args.config_only;
     over.excludes = args.excludes.clone();
     over.sizes = args.sizes;
+    if args.init_secrets {
+        return cli::run(
+            "backup-create",
+            &args.common,
+            over,
+            |s, env| dotfiles_backup::secrets::run_init(s, args.dry_run, env),
+            dotfiles_backup::human::secrets_initialized,
+        );
+    }
     cli::run(
         "backup-create",
         &args.common,

@@ -36,14 +36,15 @@ use crate::hash::Hash;
 use crate::paths::ByteName;
 use crate::repo::cache::{FilesCache, StatKey, RACY_WINDOW_NS};
 use crate::repo::index::{self, Index};
-use crate::repo::pack::{PackWriter, FLAG_PLAIN};
+use crate::repo::pack::{PackWriter, FLAG_AGE, FLAG_PLAIN};
 use crate::repo::snapshot::{
-    Entry, EntryType, RootTree, Snapshot, SnapshotKind, SnapshotRecord, Summary, Tree,
+    Entry, EntryType, RootTree, Sealed, Snapshot, SnapshotKind, SnapshotRecord, Summary, Tree,
     OBJECT_VERSION,
 };
 use crate::repo::Repository;
 use crate::report::Warning;
 use crate::scan::{self, DataClass, Excluded, Rules, ScanItem};
+use crate::secrets::{SealUnavailable, Sealer};
 
 /// Files up to this size are read whole into memory on a worker thread.
 const SMALL_FILE_MAX: u64 = 4 << 20;
@@ -98,6 +99,8 @@ pub struct BackupStats {
     pub read_ms: u64,
     /// Time committing.
     pub commit_ms: u64,
+    /// Secret-class files read and stored encrypted (new or deduplicated).
+    pub secrets_sealed: u64,
     /// Snapshots removed by the automatic prune after this run.
     pub auto_pruned_snapshots: u64,
     /// Bytes freed by the automatic prune.
@@ -225,6 +228,20 @@ pub fn snapshot_roots(
         }
     };
 
+    // Secret-class files are stored only encrypted; without recipients (or
+    // the key) they are skipped, never stored in plain text.
+    let has_secrets = scanned_roots.iter().any(|r| {
+        r.items
+            .iter()
+            .any(|i| i.kind == EntryType::File && i.class == DataClass::Secret)
+    });
+    let sealer = if has_secrets {
+        Some(Sealer::prepare(repo, &rules.secrets, opts.dry_run)?)
+    } else {
+        None
+    };
+    let mut secret_work: Vec<FileWork> = Vec::new();
+
     // Decide per file: cached, omitted, or to be read.
     let t1 = Instant::now();
     let mut hashes: Vec<Vec<Option<Hash>>> = scanned_roots
@@ -245,15 +262,19 @@ pub fn snapshot_roots(
                     stats.files_scanned += 1;
                     stats.bytes_scanned += item.size;
                     if item.class == DataClass::Secret {
-                        omitted[ri][ii] = Some("secret");
-                        warnings.push(Warning::at(
-                            "secret_skipped",
-                            scan::shown(item),
-                            format!(
-                                "{} is in the secret class and was not stored: encryption is not configured in this version, and secrets are never stored in plain text",
-                                scan::shown(item)
-                            ),
-                        ));
+                        if let Some(Err(SealUnavailable(why))) = &sealer {
+                            omitted[ri][ii] = Some("secret");
+                            warnings.push(Warning::at(
+                                "secret_skipped",
+                                scan::shown(item),
+                                format!(
+                                    "{} is in the secret class and was not stored: {why}",
+                                    scan::shown(item)
+                                ),
+                            ));
+                        } else {
+                            secret_work.push(FileWork { root: ri, item: ii });
+                        }
                         continue;
                     }
                     if let Some(h) = old_cache.lookup(&item.abs, &stat_key(item)) {
@@ -311,6 +332,32 @@ pub fn snapshot_roots(
             new_packs = w.finish()?;
         }
     }
+    let mut sealed: Vec<Vec<Option<Sealed>>> = scanned_roots
+        .iter()
+        .map(|r| vec![None; r.items.len()])
+        .collect();
+    if let Some(Ok(sealer)) = &sealer {
+        if !secret_work.is_empty() {
+            let (outcome, packs) = seal_secrets(
+                repo,
+                sealer,
+                &mut scanned_roots,
+                &secret_work,
+                opts.dry_run,
+                &mut stats,
+            )?;
+            new_packs.extend(packs);
+            for (w, res) in secret_work.iter().zip(outcome) {
+                match res {
+                    Ok(s) => sealed[w.root][w.item] = Some(s),
+                    Err(e) => {
+                        omitted[w.root][w.item] = Some("unreadable");
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+    }
     stats.read_ms = t1.elapsed().as_millis() as u64;
 
     // Build the tree.
@@ -358,6 +405,11 @@ pub fn snapshot_roots(
                 sha256: if omit.is_some() { None } else { sha256 },
                 target: item.target.clone(),
                 omitted: omit.map(str::to_string),
+                sealed: if omit.is_some() {
+                    None
+                } else {
+                    sealed[ri][ii].take()
+                },
             });
         }
         tree.roots.push(RootTree {
@@ -604,6 +656,65 @@ fn read_and_pack<'w>(
         }
     }
     Ok(results)
+}
+
+/// Read, encrypt and pack secret-class files (few and small: sequential, never
+/// cached, so a changed recipient set can never pair a path with a stale id).
+/// Outer error: the pack failed; inner: this file could not be read.
+fn seal_secrets(
+    repo: Option<&Repository>,
+    sealer: &Sealer,
+    roots: &mut [scan::ScannedRoot],
+    work: &[FileWork],
+    dry_run: bool,
+    stats: &mut BackupStats,
+) -> Result<(Vec<Result<Sealed>>, Vec<crate::repo::pack::FinishedPack>)> {
+    let index = match repo {
+        Some(r) => r.index()?,
+        None => Index::default(),
+    };
+    let pack_dir = match (repo, dry_run) {
+        (Some(r), false) => Some(Dir::open(&r.sub("packs"))?),
+        _ => None,
+    };
+    let mut writer = pack_dir.as_ref().map(PackWriter::new);
+    let mut seen: HashSet<Hash> = HashSet::new();
+    let mut out = Vec::with_capacity(work.len());
+    for w in work {
+        let item = &mut roots[w.root].items[w.item];
+        let (_, data, key) = match read_small(&item.abs) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        apply_key(item, key);
+        stats.files_read += 1;
+        stats.bytes_read += data.len() as u64;
+        stats.secrets_sealed += 1;
+        let id = sealer.id(&data);
+        if !index.contains(&id) && seen.insert(id) {
+            let ciphertext = sealer.seal(&data)?;
+            if let Some(wr) = writer.as_mut() {
+                wr.add(id, FLAG_AGE, &ciphertext)?;
+            }
+            stats.new_blobs += 1;
+            stats.new_bytes += ciphertext.len() as u64;
+        }
+        out.push(Ok(Sealed {
+            id,
+            key: sealer.key_name.clone(),
+        }));
+    }
+    let packs = match writer {
+        Some(w) => {
+            stats.pack_bytes += w.bytes_written();
+            w.finish()?
+        }
+        None => Vec::new(),
+    };
+    Ok((out, packs))
 }
 
 fn apply_key(item: &mut ScanItem, key: StatKey) {

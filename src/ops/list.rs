@@ -85,6 +85,8 @@ pub struct ListedEntry {
     pub target: Option<String>,
     /// Why content is missing.
     pub omitted: Option<String>,
+    /// Content stored age-encrypted (secret class); `sha256` is then null.
+    pub encrypted: bool,
     /// mtime ns.
     pub mtime_ns: i64,
 }
@@ -176,6 +178,7 @@ pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Resu
                         sha256: e.sha256.map(|h| h.to_hex()),
                         target: e.target.as_ref().map(|t| t.lossy()),
                         omitted: e.omitted.clone(),
+                        encrypted: e.sealed.is_some(),
                         mtime_ns: e.mtime_ns,
                     });
                 }

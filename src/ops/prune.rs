@@ -424,7 +424,7 @@ pub fn collect_garbage(
         if live_trees.insert(s.record.tree) {
             let tree = repo.tree(&s.record.tree)?;
             for (_, e) in tree.entries() {
-                if let Some(h) = e.sha256 {
+                if let Some(h) = e.content_id() {
                     if !index.contains(&h) {
                         return Err(Error::corrupt("missing_blob", &repo.tree_path(&s.record.tree), format!("snapshot {} references blob {} that is in no pack; refusing to prune", s.id.short(), h.short())));
                     }

@@ -34,6 +34,7 @@ use crate::repo::snapshot::{Entry, EntryType, Snapshot, SnapshotKind, Tree};
 use crate::repo::Repository;
 use crate::report::{Envelope, SnapshotInfo, Status, Warning};
 use crate::scan::Rules;
+use crate::secrets::Opener;
 
 use super::backup::{snapshot_roots, stale_lock_warning, BackupOptions};
 use super::list::select;
@@ -150,7 +151,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
         }
         let differs = have.kind != want.kind
             || match want.kind {
-                EntryType::File => have.sha256 != want.sha256,
+                EntryType::File => have.content_id() != want.content_id(),
                 EntryType::Symlink => have.target != want.target,
                 EntryType::Dir => false,
             };
@@ -344,6 +345,11 @@ pub fn flatten(
                 abs.push(b'/');
                 abs.extend_from_slice(&e.path.0);
             }
+            let mut e = e.clone();
+            if e.sealed.is_some() {
+                // Secrets come back readable by their owner only.
+                e.mode &= 0o700;
+            }
             if state.insert(abs, e.clone()).is_some() {
                 return Err(Error::new(
                     ExitCode::Corrupt,
@@ -487,6 +493,77 @@ pub struct ApplyStats {
     pub failed: u64,
     /// Bytes written.
     pub bytes_written: u64,
+    /// Encrypted (secret-class) files decrypted and written.
+    pub secrets_decrypted: u64,
+}
+
+/// The identity for sealed content, or why there is none (each sealed file
+/// that must be written then fails with `secret_not_decrypted`; the rest goes on).
+pub type SecretAccess = std::result::Result<Opener, String>;
+
+/// Load the identity only when the plan writes sealed content.
+pub fn secret_access(settings: &Settings, actions: &[Action]) -> SecretAccess {
+    let needed = actions.iter().any(|a| {
+        matches!(a.action, ActionKind::Create | ActionKind::Update)
+            && a.desired.as_ref().is_some_and(|d| d.sealed.is_some())
+    });
+    if !needed {
+        return Err("no encrypted file in the plan".into());
+    }
+    match Opener::load(&settings.secrets) {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => Err(match &settings.secrets.identity_file {
+            Some(p) => format!(
+                "it is encrypted and the identity file {} does not exist",
+                display_path(p)
+            ),
+            None => "it is encrypted and no identity file is configured".into(),
+        }),
+        Err(e) => Err(format!(
+            "it is encrypted and the identity cannot be used: {}{}",
+            e.message,
+            e.hint.map(|h| format!(" ({h})")).unwrap_or_default()
+        )),
+    }
+}
+
+/// Read, decrypt and check a sealed file's content.
+fn open_sealed(
+    repo: &Repository,
+    index: &Index,
+    want: &Entry,
+    secrets: &SecretAccess,
+    shown_path: &Path,
+) -> Result<Vec<u8>> {
+    let sealed = want.sealed.as_ref().expect("caller checked");
+    let opener = secrets.as_ref().map_err(|why| {
+        Error::new(
+            ExitCode::Partial,
+            "secret_not_decrypted",
+            format!("{}: not restored: {why}", display_path(shown_path)),
+        )
+        .with_path(shown_path)
+        .with_hint("point secrets.identity_file (or BACKUP_AGE_IDENTITY) at the identity whose public key was a recipient, and run again")
+    })?;
+    let loc = index.get(&sealed.id).ok_or_else(|| {
+        Error::corrupt(
+            "missing_blob",
+            shown_path,
+            format!(
+                "the encrypted content of {} ({}) is missing from the repository",
+                display_path(shown_path),
+                sealed.id.short()
+            ),
+        )
+    })?;
+    let ciphertext = repo.read_stored(loc)?;
+    opener
+        .open(repo, &sealed.key, &sealed.id, &ciphertext)
+        .map_err(|mut e| {
+            e.message = format!("{}: not restored: {}", display_path(shown_path), e.message);
+            e.path = Some(display_path(shown_path));
+            e
+        })
 }
 
 /// Restore, rollback or undo, filling the envelope.
@@ -676,8 +753,8 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         &repo,
         &index,
         &actions,
-        settings.home.as_deref(),
-        anchor.as_deref(),
+        (settings.home.as_deref(), anchor.as_deref()),
+        &secret_access(settings, &actions),
         &mut stats,
         &mut errors,
     );
@@ -779,8 +856,8 @@ pub fn apply(
     repo: &Repository,
     index: &Index,
     actions: &[Action],
-    home: Option<&Path>,
-    target: Option<&Path>,
+    (home, target): (Option<&Path>, Option<&Path>),
+    secrets: &SecretAccess,
     stats: &mut ApplyStats,
     errors: &mut Vec<Error>,
 ) {
@@ -835,6 +912,19 @@ pub fn apply(
                     match want.kind {
                         EntryType::File if a.action == ActionKind::Metadata => {
                             set_meta_at(&parent, name, want, is_root, &shown_path)
+                        }
+                        EntryType::File if want.sealed.is_some() => {
+                            let data = open_sealed(repo, index, want, secrets, &shown_path)?;
+                            let mut f = parent.create_atomic(name, want.mode & 0o700)?;
+                            f.write_all_ctx(&data)?;
+                            if is_root {
+                                f.set_owner(want.uid, want.gid)?;
+                            }
+                            f.set_mtime(want.mtime_ns)?;
+                            f.commit(false)?;
+                            stats.bytes_written += data.len() as u64;
+                            stats.secrets_decrypted += 1;
+                            Ok(())
                         }
                         EntryType::File => {
                             let id = want.sha256.ok_or_else(|| {
@@ -1098,6 +1188,7 @@ mod tests {
             sha256: Some(Hash::of(content)),
             target: None,
             omitted: None,
+            sealed: None,
         }
     }
     fn dir() -> Entry {

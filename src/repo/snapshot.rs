@@ -143,6 +143,26 @@ pub struct Entry {
     /// Why a file's content was not stored (`secret`, `unreadable`); restore and rollback leave it alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub omitted: Option<String>,
+    /// A secret-class file stored age-encrypted: no plain hash is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
+}
+
+/// Where an encrypted file's content is: a keyed blob id and the key that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    /// HMAC-SHA256 of the plaintext under the secret-id key `key`; the blob's id.
+    pub id: Hash,
+    /// Name of the secret-id key (16 hex digits; `keys/<key>.age`).
+    pub key: String,
+}
+
+impl Entry {
+    /// The id of the blob holding this file's content, plain or sealed.
+    pub fn content_id(&self) -> Option<Hash> {
+        self.sha256.or(self.sealed.as_ref().map(|s| s.id))
+    }
 }
 
 /// One tracked root and everything under it.
@@ -282,6 +302,7 @@ mod tests {
                     sha256: Some(Hash::of(b"abc")),
                     target: None,
                     omitted: None,
+                    sealed: None,
                 }],
             }],
         };

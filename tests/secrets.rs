@@ -1,0 +1,476 @@
+//! Secret-class files: stored only age-encrypted, named by a keyed hash,
+//! restored with the identity (mode 0600), reported per path without it,
+//! and never present as plaintext anywhere in the repository (issue 7).
+
+mod common;
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{all_file_bytes, noise, TestEnv};
+use serde_json::Value;
+
+/// Secret files (relative to home) with distinct, incompressible content.
+fn secret_files() -> Vec<(&'static str, Vec<u8>)> {
+    let mut key = b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec();
+    key.extend(noise(2000, 11));
+    vec![
+        (".ssh/id_ed25519", key),
+        (".ssh/id_rsa", noise(3000, 12)),
+        (".netrc", {
+            let mut v = b"machine api.example.com login me password ".to_vec();
+            v.extend(noise(40, 13));
+            v
+        }),
+        (".aws/credentials", noise(300, 14)),
+        (".config/gh/hosts.yml", noise(200, 15)),
+        (".config/tool/api.token", noise(64, 16)),
+        (".config/tls/server.pem", noise(1500, 17)),
+    ]
+}
+
+fn config(env: &TestEnv) {
+    env.write(
+        ".config/dotfiles-backup/config.toml",
+        b"[track]\nconfig = [\"~/.ssh\", \"~/.netrc\", \"~/.aws\", \"~/.config\", \"~/.zshrc\"]\n",
+        0o644,
+    );
+}
+
+/// A home with ordinary dotfiles, secrets, and a config tracking them.
+fn home_with_secrets() -> TestEnv {
+    let env = TestEnv::with_dotfiles();
+    for (rel, bytes) in secret_files() {
+        env.write(rel, &bytes, 0o600);
+    }
+    env.write(".ssh/config", b"Host *\n  IdentitiesOnly yes\n", 0o644);
+    env.write(".ssh/id_ed25519.pub", b"ssh-ed25519 AAAA test\n", 0o644);
+    config(&env);
+    env
+}
+
+fn init_secrets(env: &TestEnv) -> String {
+    let (code, v) = env.json("backup-create", &["--init-secrets"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["changed"], true);
+    v["secrets"]["recipient"].as_str().unwrap().to_string()
+}
+
+fn checkpoint(env: &TestEnv, label: &str) -> Value {
+    let (code, v) = env.json("backup-checkpoint", &["manual", "--", label]);
+    assert_eq!(code, 0, "{v:#}");
+    v
+}
+
+/// Every 16-byte window of every secret.
+fn windows(secrets: &[(&str, Vec<u8>)]) -> HashSet<[u8; 16]> {
+    let mut set = HashSet::new();
+    for (_, bytes) in secrets {
+        for w in bytes.windows(16) {
+            set.insert(<[u8; 16]>::try_from(w).unwrap());
+        }
+    }
+    set
+}
+
+/// Files under `dir` containing any of the windows.
+fn leaks(dir: &Path, windows: &HashSet<[u8; 16]>) -> Vec<PathBuf> {
+    all_file_bytes(dir)
+        .into_iter()
+        .filter(|(_, bytes)| {
+            bytes
+                .windows(16)
+                .any(|w| windows.contains(&<[u8; 16]>::try_from(w).unwrap()))
+        })
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn listed(env: &TestEnv, selector: &str) -> Vec<Value> {
+    let (code, v) = env.json("backup-list", &[selector, "--files"]);
+    assert_eq!(code, 0, "{v:#}");
+    v["entries"].as_array().unwrap().clone()
+}
+
+#[test]
+fn secrets_are_stored_encrypted_and_never_as_plaintext() {
+    let env = home_with_secrets();
+    init_secrets(&env);
+    let first = checkpoint(&env, "one");
+    assert!(
+        first["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["code"] != "secret_skipped"),
+        "{first:#}"
+    );
+    assert_eq!(first["stats"]["secrets_sealed"], 7, "{first:#}");
+    // Change one secret, add one, and checkpoint again.
+    env.write(".ssh/id_rsa", &noise(3000, 99), 0o600);
+    env.write(".config/tool/second.key", &noise(128, 98), 0o600);
+    checkpoint(&env, "two");
+
+    let mut all = secret_files();
+    all.push(("id_rsa v2", noise(3000, 99)));
+    all.push(("second.key", noise(128, 98)));
+    let w = windows(&all);
+    assert!(!w.is_empty());
+    // Sanity: the scanner finds a window where one is planted.
+    assert_eq!(leaks(&env.home.join(".ssh"), &w).len(), 2);
+    assert_eq!(
+        leaks(&env.repo, &w),
+        Vec::<PathBuf>::new(),
+        "plaintext secret bytes in the repository"
+    );
+
+    // Trees carry no plain hash of a secret; blob ids are keyed.
+    let plain_hashes: HashSet<String> = all.iter().map(|(_, b)| common::sha256_hex(b)).collect();
+    for (path, bytes) in all_file_bytes(&env.repo) {
+        let text = String::from_utf8_lossy(&bytes);
+        for h in &plain_hashes {
+            assert!(
+                !text.contains(h.as_str()),
+                "{} names a secret's SHA-256",
+                path.display()
+            );
+            let raw = hex_decode(h);
+            assert!(
+                !bytes.windows(32).any(|w| w == raw.as_slice()),
+                "{} holds a secret's SHA-256",
+                path.display()
+            );
+        }
+    }
+    let entries = listed(&env, "two");
+    let secret_paths: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["encrypted"] == true)
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "~/.ssh/id_ed25519",
+        "~/.ssh/id_rsa",
+        "~/.netrc",
+        "~/.aws/credentials",
+        "~/.config/gh/hosts.yml",
+        "~/.config/tool/api.token",
+        "~/.config/tool/second.key",
+        "~/.config/tls/server.pem",
+    ] {
+        assert!(
+            secret_paths.contains(&p),
+            "{p} not encrypted: {secret_paths:?}"
+        );
+    }
+    for e in entries.iter().filter(|e| e["encrypted"] == true) {
+        assert!(e["sha256"].is_null(), "{e:#}");
+    }
+    // Public keys and ssh config are ordinary files.
+    for e in &entries {
+        if e["path"] == "~/.ssh/config" || e["path"] == "~/.ssh/id_ed25519.pub" {
+            assert_eq!(e["encrypted"], false, "{e:#}");
+            assert!(e["sha256"].is_string());
+        }
+    }
+    // The identity is never stored, not even encrypted.
+    assert!(entries
+        .iter()
+        .all(|e| !e["path"].as_str().unwrap().ends_with("identity.txt")));
+
+    // verify --read-data covers encrypted blobs through the pack checksums.
+    let (code, v) = env.json("backup-verify", &["--read-data"]);
+    assert_eq!(code, 0, "{v:#}");
+}
+
+fn hex_decode(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn unchanged_secrets_are_deduplicated() {
+    let env = home_with_secrets();
+    init_secrets(&env);
+    checkpoint(&env, "one");
+    let packs_before = common::names_in(&env.repo, "packs");
+    let second = checkpoint(&env, "two");
+    assert_eq!(second["stats"]["new_blobs"], 0, "{second:#}");
+    assert_eq!(common::names_in(&env.repo, "packs"), packs_before);
+}
+
+#[test]
+fn rollback_brings_secrets_back_with_mode_0600() {
+    let env = home_with_secrets();
+    // A secret recorded 0644 still comes back owner-only.
+    env.write(".config/tool/api.token", &noise(64, 16), 0o644);
+    init_secrets(&env);
+    checkpoint(&env, "before");
+    // A bad phase overwrites one key, deletes another, and loosens a third.
+    env.write(".ssh/id_ed25519", b"overwritten by a bad phase\n", 0o644);
+    std::fs::remove_file(env.home.join(".netrc")).unwrap();
+    std::fs::remove_file(env.home.join(".config/tool/api.token")).unwrap();
+    let (code, v) = env.json("backup-rollback", &["before"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(
+        v["stats"]["secrets_decrypted"].as_u64().unwrap() >= 3,
+        "{v:#}"
+    );
+    for (rel, bytes) in secret_files() {
+        let p = env.home.join(rel);
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "{rel}");
+    }
+    for rel in [".ssh/id_ed25519", ".netrc", ".config/tool/api.token"] {
+        let mode = std::fs::metadata(env.home.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{rel} came back {mode:o}");
+    }
+    // The overwritten content went into the safety snapshot, encrypted too:
+    // undo brings the bad phase's version back.
+    let (code, v) = env.json("backup-rollback", &["--undo"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        std::fs::read(env.home.join(".ssh/id_ed25519")).unwrap(),
+        b"overwritten by a bad phase\n"
+    );
+    assert!(leaks(
+        &env.repo,
+        &windows(&[("bad", b"overwritten by a bad phase\n".to_vec())])
+    )
+    .is_empty());
+}
+
+#[test]
+fn restore_without_identity_names_each_secret_and_restores_the_rest() {
+    let env = home_with_secrets();
+    init_secrets(&env);
+    checkpoint(&env, "one");
+    let identity = env.home.join(".config/dotfiles-backup/identity.txt");
+    let moved = env.tmp.path().join("identity-elsewhere.txt");
+    std::fs::rename(&identity, &moved).unwrap();
+
+    let target = env.tmp.path().join("restored");
+    let (code, v) = env.json(
+        "backup-restore",
+        &["one", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(code, 3, "partial: {v:#}");
+    assert_eq!(v["status"], "partial");
+    let failed: Vec<String> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["code"] == "secret_not_decrypted")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(failed.len(), secret_files().len(), "{v:#}");
+    for (rel, _) in secret_files() {
+        assert!(
+            failed.iter().any(|m| m.contains(rel)),
+            "{rel} not named: {failed:?}"
+        );
+    }
+    // Everything else came back; no secret file was written at all.
+    let restored: Vec<(PathBuf, Vec<u8>)> = all_file_bytes(&target);
+    for (rel, _) in secret_files() {
+        assert!(
+            !restored.iter().any(|(p, _)| p.ends_with(rel)),
+            "{rel} written"
+        );
+    }
+    assert!(restored
+        .iter()
+        .any(|(p, b)| p.ends_with(".zshrc") && b == b"export EDITOR=nvim\n"));
+    assert!(restored.iter().any(|(p, _)| p.ends_with(".ssh/config")));
+    assert!(leaks(&target, &windows(&secret_files())).is_empty());
+
+    // With the identity back (and given explicitly), the secrets restore too.
+    let target2 = env.tmp.path().join("restored2");
+    let (code, v, _) = env.run(
+        "backup-restore",
+        &["one", "--target", target2.to_str().unwrap()],
+        &[("BACKUP_AGE_IDENTITY", moved.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    let restored = all_file_bytes(&target2);
+    for (rel, bytes) in secret_files() {
+        let hit = restored.iter().find(|(p, _)| p.ends_with(rel));
+        let (p, b) = hit.unwrap_or_else(|| panic!("{rel} not restored"));
+        assert_eq!(b, &bytes, "{rel}");
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{rel}");
+    }
+}
+
+#[test]
+fn wrong_identity_is_reported_not_written() {
+    let env = home_with_secrets();
+    init_secrets(&env);
+    checkpoint(&env, "one");
+    let other = env.tmp.path().join("other-identity.txt");
+    std::fs::write(
+        &other,
+        format!("{}\n", {
+            use age::secrecy::ExposeSecret;
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+                .to_string()
+        }),
+    )
+    .unwrap();
+    let target = env.tmp.path().join("restored");
+    let (code, v, _) = env.run(
+        "backup-restore",
+        &["one", "--target", target.to_str().unwrap()],
+        &[("BACKUP_AGE_IDENTITY", other.to_str().unwrap())],
+    );
+    assert_eq!(code, 3, "{v:#}");
+    assert!(v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["code"] == "secret_not_decrypted"));
+    assert!(leaks(&target, &windows(&secret_files())).is_empty());
+}
+
+#[test]
+fn without_recipients_secrets_are_skipped_by_name_and_never_stored() {
+    let env = home_with_secrets();
+    let v = checkpoint(&env, "one");
+    let skipped: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == "secret_skipped")
+        .map(|w| w["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), secret_files().len(), "{v:#}");
+    assert!(skipped.contains(&"~/.ssh/id_ed25519"));
+    assert_eq!(v["status"], "success");
+    assert!(leaks(&env.repo, &windows(&secret_files())).is_empty());
+    // Rollback leaves unstored secrets alone, whatever happened to them.
+    env.write(".ssh/id_ed25519", b"changed\n", 0o600);
+    let (code, v) = env.json("backup-rollback", &["one"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        std::fs::read(env.home.join(".ssh/id_ed25519")).unwrap(),
+        b"changed\n"
+    );
+}
+
+#[test]
+fn a_bad_recipient_in_the_config_fails_every_command_naming_it() {
+    let env = home_with_secrets();
+    env.write(
+        ".config/dotfiles-backup/config.toml",
+        b"[track]\nconfig = [\"~/.ssh\"]\n[secrets]\nrecipients = [\"age1notakey\"]\n",
+        0o644,
+    );
+    let (code, v) = env.json("backup-checkpoint", &["manual", "--", "x"]);
+    assert_eq!(code, 2, "{v:#}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("age1notakey") && msg.contains("secrets.recipients"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_new_machine_unlocks_the_secret_id_key_with_the_identity() {
+    let env = home_with_secrets();
+    init_secrets(&env);
+    checkpoint(&env, "one");
+    // The plain key lives outside the repository; lose it (a new machine
+    // that got the repository from an external copy).
+    let key_dir = env.home.join(".local/state/dotfiles-backup/keys");
+    assert!(key_dir.is_dir());
+    std::fs::remove_dir_all(&key_dir).unwrap();
+    // With the identity, the key is unwrapped from the repository: same ids, no new blobs.
+    let v = checkpoint(&env, "two");
+    assert_eq!(v["stats"]["new_blobs"], 0, "{v:#}");
+    assert!(key_dir.is_dir());
+    // Without the identity and without the plain key, secrets are skipped, not re-keyed.
+    std::fs::remove_dir_all(&key_dir).unwrap();
+    std::fs::remove_file(env.home.join(".config/dotfiles-backup/identity.txt")).unwrap();
+    env.write(".ssh/id_rsa", &noise(3000, 77), 0o600);
+    let v = checkpoint(&env, "three");
+    let skipped: Vec<&Value> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == "secret_skipped")
+        .collect();
+    assert_eq!(skipped.len(), secret_files().len(), "{v:#}");
+    assert!(
+        skipped[0]["message"].as_str().unwrap().contains("identity"),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn a_passphrase_protected_identity_works_with_the_passphrase_env() {
+    let env = home_with_secrets();
+    init_secrets(&env);
+    checkpoint(&env, "one");
+    // Replace the identity with a passphrase-protected copy of itself (like `age -p`).
+    let identity = env.home.join(".config/dotfiles-backup/identity.txt");
+    let plain = std::fs::read(&identity).unwrap();
+    let encryptor = age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from(
+        "correct horse".to_string(),
+    ));
+    let mut out = Vec::new();
+    {
+        use std::io::Write;
+        let armor =
+            age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+                .unwrap();
+        let mut w = encryptor.wrap_output(armor).unwrap();
+        w.write_all(&plain).unwrap();
+        w.finish().unwrap().finish().unwrap();
+    }
+    std::fs::write(&identity, &out).unwrap();
+    std::fs::remove_file(env.home.join(".ssh/id_ed25519")).unwrap();
+
+    let (code, v) = env.json("backup-rollback", &["one"]);
+    assert_eq!(code, 3, "no passphrase: partial {v:#}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("BACKUP_AGE_PASSPHRASE"),
+        "{v:#}"
+    );
+    let (code, v, _) = env.run(
+        "backup-rollback",
+        &["one"],
+        &[("BACKUP_AGE_PASSPHRASE", "correct horse")],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        std::fs::read(env.home.join(".ssh/id_ed25519")).unwrap(),
+        secret_files()[0].1
+    );
+}
+
+#[test]
+fn init_secrets_is_idempotent() {
+    let env = TestEnv::new();
+    let r1 = init_secrets(&env);
+    let (code, v) = env.json("backup-create", &["--init-secrets"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["changed"], false, "{v:#}");
+    assert_eq!(v["secrets"]["recipient"], r1.as_str());
+    let mode = std::fs::metadata(env.home.join(".config/dotfiles-backup/identity.txt"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
