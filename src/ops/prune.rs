@@ -23,7 +23,7 @@ use crate::config::{RetentionSection, Settings};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::repo::index::{self, BlobLocation};
-use crate::repo::pack::{PackWriter, FLAG_PLAIN};
+use crate::repo::pack::{PackWriter, FLAG_AGE, FLAG_PLAIN};
 use crate::repo::snapshot::{Snapshot, SnapshotKind, PHASES};
 use crate::repo::Repository;
 use crate::report::{Envelope, Warning};
@@ -509,12 +509,37 @@ pub fn collect_garbage(
     let packs = Dir::open(&packs_dir)?;
     let mut writer = PackWriter::new(&packs);
     for p in &repack {
-        for (b, loc) in &by_pack[p] {
-            if live_blobs.contains(b) {
+        let live: Vec<&(Hash, BlobLocation)> = by_pack[p]
+            .iter()
+            .filter(|(b, _)| live_blobs.contains(b))
+            .collect();
+        // A sealed (age) blob is named by a keyed hash we cannot recompute
+        // here; its only checksum is the pack's. Check the whole pack before
+        // copying, or a damaged blob would get a fresh, valid-looking pack.
+        if live.iter().any(|(_, l)| l.flags == FLAG_AGE) {
+            let path = crate::repo::pack::pack_path(&packs_dir, p);
+            let bytes = std::fs::read(&path).ctx("reading pack", &path)?;
+            if Hash::of(&bytes) != *p {
+                return Err(Error::corrupt(
+                    "corrupt_pack",
+                    &path,
+                    format!(
+                        "pack {} does not match its checksum; refusing to repack it",
+                        p.short()
+                    ),
+                )
+                .with_hint("run `backup-verify --read-data` to see which snapshots it affects"));
+            }
+        }
+        for (b, loc) in live {
+            if loc.flags == FLAG_AGE {
+                let data = repo.read_stored(loc)?;
+                writer.add(*b, FLAG_AGE, &data)?;
+            } else {
                 let data = repo.read_blob(b, loc)?;
                 writer.add(*b, FLAG_PLAIN, &data)?;
-                stats.blobs_repacked += 1;
             }
+            stats.blobs_repacked += 1;
         }
     }
     let new_packs = writer.finish()?;
