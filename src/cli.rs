@@ -41,6 +41,9 @@ pub struct CommonArgs {
     /// Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]
     #[arg(long, value_name = "SECS", global = true)]
     pub wait: Option<f64>,
+    /// Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]
+    #[arg(long, value_name = "N", global = true)]
+    pub retries: Option<u32>,
 }
 
 impl CommonArgs {
@@ -54,6 +57,7 @@ impl CommonArgs {
             config_only: false,
             excludes: Vec::new(),
             sizes: false,
+            retries: self.retries,
         }
     }
 }
@@ -107,6 +111,7 @@ pub fn run(
     human: HumanRender,
 ) -> std::process::ExitCode {
     let started = Instant::now();
+    crate::retry::set_verbose(common.verbose);
     let mut env = Envelope::new(command);
     let settings = match Settings::resolve(&over, &process_env) {
         Ok(s) => Some(s),

@@ -116,6 +116,98 @@ struct FileConfig {
     space: SpaceSection,
     #[serde(default)]
     secrets: SecretsSection,
+    #[serde(default)]
+    external: ExternalSection,
+    #[serde(default)]
+    retry: RetrySection,
+}
+
+/// `[external]` as written in the file; see [`ExternalSettings`] for the resolved form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExternalSection {
+    targets: Option<BTreeMap<String, String>>,
+    auto_sync: Option<bool>,
+    timeout_secs: Option<u64>,
+    cache_dir: Option<String>,
+}
+
+/// `[retry]` as written in the file; see [`crate::retry::RetryPolicy`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySection {
+    attempts: Option<u32>,
+    base_delay_ms: Option<u64>,
+    max_delay_ms: Option<u64>,
+}
+
+/// Default per-call time limit of an `rclone` call, in seconds.
+pub const DEFAULT_EXTERNAL_TIMEOUT_SECS: u64 = 600;
+/// Default cache of copies fetched from rclone targets (`backup-list --external`).
+pub const DEFAULT_EXTERNAL_CACHE: &str = "~/.cache/dotfiles-backup/external";
+
+/// Where an external copy lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetLocation {
+    /// A directory: an external drive or a network mount (absolute).
+    Dir(PathBuf),
+    /// An rclone remote and path, as rclone spells it (`gdrive:backups/dotfiles`).
+    Rclone(String),
+}
+
+impl TargetLocation {
+    /// Parse `rclone:REMOTE:PATH` or a directory path (absolute or `~/...`).
+    pub fn parse(raw: &str, home: Option<&Path>) -> std::result::Result<TargetLocation, String> {
+        if let Some(rest) = raw.strip_prefix("rclone:") {
+            let Some((remote, _)) = rest.split_once(':') else {
+                return Err(format!("{raw:?} is not `rclone:REMOTE:PATH` (the remote name needs its colon, e.g. rclone:gdrive:backups)"));
+            };
+            if remote.is_empty() || remote.contains('/') {
+                return Err(format!("{raw:?} names no rclone remote before the colon"));
+            }
+            return Ok(TargetLocation::Rclone(rest.to_string()));
+        }
+        let expanded = expand_tilde(Path::new(raw), home)
+            .ok_or_else(|| format!("{raw:?} starts with `~` but $HOME is not set"))?;
+        if !expanded.is_absolute() {
+            return Err(format!("{raw:?} is not an absolute directory (write /Volumes/Backup/dotfiles-backups, ~/mnt/nas/backups or rclone:REMOTE:PATH)"));
+        }
+        let dir = normalize_lexically(&expanded);
+        if dir.parent().is_none() {
+            return Err(format!("{raw:?}: the root directory cannot be a target"));
+        }
+        Ok(TargetLocation::Dir(dir))
+    }
+
+    /// As written in messages: the directory (`~`-relative) or `rclone:REMOTE:PATH`.
+    pub fn shown(&self) -> String {
+        match self {
+            TargetLocation::Dir(p) => display_path(p),
+            TargetLocation::Rclone(r) => format!("rclone:{r}"),
+        }
+    }
+}
+
+/// One configured external target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalTarget {
+    /// Name (`[external.targets]` key), used by `--external=NAME`.
+    pub name: String,
+    /// Where it is.
+    pub location: TargetLocation,
+}
+
+/// External copies of the repository (see `docs/config.md`, `src/ops/sync.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalSettings {
+    /// Targets, sorted by name; empty means none is configured.
+    pub targets: Vec<ExternalTarget>,
+    /// Sync after every checkpoint and backup.
+    pub auto_sync: bool,
+    /// Time limit of one rclone call.
+    pub timeout: Duration,
+    /// Where copies fetched from rclone targets are kept.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `[secrets]` as written in the file; see [`SecretSettings`] for the resolved form.
@@ -277,6 +369,8 @@ pub struct Overrides {
     pub excludes: Vec<String>,
     /// `--sizes`: report large files even when not a dry run.
     pub sizes: bool,
+    /// `--retries`: attempts for transient failures.
+    pub retries: Option<u32>,
 }
 
 /// A tracked root: as configured (`~/.zshrc`) and resolved (`/home/u/.zshrc`).
@@ -329,6 +423,10 @@ pub struct Settings {
     pub lock_wait: Duration,
     /// Encryption of secret-class files.
     pub secrets: SecretSettings,
+    /// External copies (`[external]`, `BACKUP_EXTERNAL`).
+    pub external: ExternalSettings,
+    /// Retries of transient failures (`[retry]`, `BACKUP_RETRIES`, `--retries`).
+    pub retry: crate::retry::RetryPolicy,
     /// Where each setting came from.
     pub sources: BTreeMap<&'static str, String>,
 }
@@ -556,6 +654,15 @@ impl Settings {
             ));
         }
         let secrets = resolve_secrets(&file.secrets, env, &expand, &mut sources, &file_src())?;
+        let external = resolve_external(
+            &file.external,
+            env,
+            home.as_deref(),
+            &expand,
+            &mut sources,
+            &file_src(),
+        )?;
+        let retry = resolve_retry(&file.retry, over, env, &mut sources, &file_src())?;
         Ok(Settings {
             home,
             repo,
@@ -576,9 +683,171 @@ impl Settings {
             local_only,
             lock_wait: Duration::from_secs_f64(wait),
             secrets,
+            external,
+            retry,
             sources,
         })
     }
+}
+
+/// `[external]` + `BACKUP_EXTERNAL` (comma-separated `NAME=LOCATION` or
+/// `LOCATION`; it replaces the configured targets, and an empty value means none).
+fn resolve_external(
+    section: &ExternalSection,
+    env: EnvLookup<'_>,
+    home: Option<&Path>,
+    expand: &dyn Fn(&str, &str) -> Result<PathBuf>,
+    sources: &mut BTreeMap<&'static str, String>,
+    file_src: &str,
+) -> Result<ExternalSettings> {
+    let mut raw: Vec<(String, String, String)> = Vec::new();
+    if let Some(list) = env("BACKUP_EXTERNAL") {
+        sources.insert("external.targets", "env BACKUP_EXTERNAL".into());
+        let items: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        for (i, item) in items.iter().enumerate() {
+            let (name, loc) = match item.split_once('=') {
+                Some((n, l)) if !n.contains(['/', ':']) => {
+                    (n.trim().to_string(), l.trim().to_string())
+                }
+                _ if items.len() == 1 => ("external".to_string(), item.to_string()),
+                _ => (format!("external{}", i + 1), item.to_string()),
+            };
+            raw.push((name, loc, "BACKUP_EXTERNAL".into()));
+        }
+    } else if let Some(targets) = &section.targets {
+        sources.insert("external.targets", file_src.to_string());
+        for (name, loc) in targets {
+            raw.push((
+                name.clone(),
+                loc.clone(),
+                format!("{file_src}: external.targets.{name}"),
+            ));
+        }
+    }
+    let mut targets: Vec<ExternalTarget> = Vec::new();
+    for (name, loc, origin) in raw {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(Error::usage(
+                "bad_config",
+                format!("{origin}: target name {name:?} must be letters, digits, `.`, `_` or `-`"),
+            )
+            .with_hint(
+                "name targets like drive, nas or cloud (see docs/config.md, [external.targets])",
+            ));
+        }
+        if targets.iter().any(|t| t.name == name) {
+            return Err(Error::usage(
+                "bad_config",
+                format!("{origin}: target name {name:?} is used twice"),
+            ));
+        }
+        let location = TargetLocation::parse(&loc, home).map_err(|why| {
+            Error::usage("bad_config", format!("{origin}: {why}")).with_hint(
+                "a target is an absolute directory or rclone:REMOTE:PATH (see docs/config.md)",
+            )
+        })?;
+        targets.push(ExternalTarget { name, location });
+    }
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    let timeout = section
+        .timeout_secs
+        .unwrap_or(DEFAULT_EXTERNAL_TIMEOUT_SECS);
+    if timeout == 0 {
+        return Err(Error::usage(
+            "bad_config",
+            format!("{file_src}: external.timeout_secs must be at least 1"),
+        ));
+    }
+    let cache_dir = match &section.cache_dir {
+        Some(p) => Some(expand(p, "external.cache_dir")?),
+        None => match env("XDG_CACHE_HOME").filter(|s| s.starts_with('/')) {
+            Some(x) => Some(PathBuf::from(x).join("dotfiles-backup/external")),
+            None => expand(DEFAULT_EXTERNAL_CACHE, "the external cache").ok(),
+        },
+    };
+    Ok(ExternalSettings {
+        targets,
+        auto_sync: section.auto_sync.unwrap_or(true),
+        timeout: Duration::from_secs(timeout),
+        cache_dir,
+    })
+}
+
+/// `[retry]` + `BACKUP_RETRIES` / `BACKUP_RETRY_BASE_MS` + `--retries`.
+fn resolve_retry(
+    section: &RetrySection,
+    over: &Overrides,
+    env: EnvLookup<'_>,
+    sources: &mut BTreeMap<&'static str, String>,
+    file_src: &str,
+) -> Result<crate::retry::RetryPolicy> {
+    let number = |var: &str| -> Result<Option<u64>> {
+        match env(var).filter(|s| !s.trim().is_empty()) {
+            Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                Error::usage(
+                    "bad_environment",
+                    format!("{var}={v:?} is not a whole number"),
+                )
+                .with_hint(format!("set {var} to a number, or unset it"))
+            }),
+            None => Ok(None),
+        }
+    };
+    let attempts = if let Some(n) = over.retries {
+        sources.insert("retry.attempts", "flag --retries".into());
+        u64::from(n)
+    } else if let Some(n) = number("BACKUP_RETRIES")? {
+        sources.insert("retry.attempts", "env BACKUP_RETRIES".into());
+        n
+    } else {
+        u64::from(section.attempts.unwrap_or(crate::retry::DEFAULT_ATTEMPTS))
+    };
+    let base_ms = match number("BACKUP_RETRY_BASE_MS")? {
+        Some(n) => {
+            sources.insert("retry.base_delay_ms", "env BACKUP_RETRY_BASE_MS".into());
+            n
+        }
+        None => section
+            .base_delay_ms
+            .unwrap_or(crate::retry::DEFAULT_BASE_DELAY.as_millis() as u64),
+    };
+    let max_ms = section
+        .max_delay_ms
+        .unwrap_or(crate::retry::DEFAULT_MAX_DELAY.as_millis() as u64)
+        .max(base_ms);
+    if !(1..=20).contains(&attempts) {
+        return Err(Error::usage(
+            "bad_config",
+            format!("retry attempts {attempts} is out of range (1 to 20; 1 means no retry)"),
+        )
+        .with_hint(format!(
+            "fix --retries, BACKUP_RETRIES or retry.attempts in {}",
+            if file_src.is_empty() {
+                "the config"
+            } else {
+                file_src
+            }
+        )));
+    }
+    if base_ms > 600_000 || max_ms > 3_600_000 {
+        return Err(Error::usage(
+            "bad_config",
+            "retry delays are too long (base_delay_ms at most 600000, max_delay_ms at most 3600000)",
+        ));
+    }
+    Ok(crate::retry::RetryPolicy {
+        attempts: attempts as u32,
+        base_delay: Duration::from_millis(base_ms),
+        max_delay: Duration::from_millis(max_ms),
+    })
 }
 
 /// `[secrets]` + `BACKUP_AGE_RECIPIENTS` / `BACKUP_AGE_IDENTITY`: recipients are

@@ -10,7 +10,7 @@ use dotfiles_backup::ops::checkpoint;
     name = "backup-create",
     version,
     about,
-    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop\n  backup-create --init-secrets   # then secret files (~/.ssh/id_*, tokens) are stored encrypted"
+    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop\n  backup-create --init-secrets   # then secret files (~/.ssh/id_*, tokens) are stored encrypted\n  backup-create --sync-external  # copy what the external drive or remote missed"
 )]
 struct Args {
     /// Only the configuration class (`track.config`), not `track.data`
@@ -35,6 +35,9 @@ struct Args {
     /// recipients file, so secret-class files are stored encrypted; no backup is taken
     #[arg(long)]
     init_secrets: bool,
+    /// Copy what the external targets (or the one named) lack; no backup is taken
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    sync_external: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -45,6 +48,16 @@ fn main() -> std::process::ExitCode {
     over.config_only = args.config_only;
     over.excludes = args.excludes.clone();
     over.sizes = args.sizes;
+    if let Some(name) = &args.sync_external {
+        let name = Some(name.as_str()).filter(|n| !n.is_empty());
+        return cli::run(
+            "backup-create",
+            &args.common,
+            over,
+            |s, env| dotfiles_backup::ops::sync::sync_command(s, name, env),
+            dotfiles_backup::ops::sync::human,
+        );
+    }
     if args.init_secrets {
         return cli::run(
             "backup-create",

@@ -29,6 +29,9 @@ struct Args {
     /// Only snapshots of this kind
     #[arg(long, value_enum)]
     kind: Option<Kind>,
+    /// List the external copy (the only target, or the one named) instead of the local repository
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    external: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -51,7 +54,14 @@ fn main() -> std::process::ExitCode {
         "backup-list",
         &args.common,
         args.common.overrides(),
-        |s, env| list(s, &opts, env),
+        |s, env| match &args.external {
+            Some(name) => {
+                let name = Some(name.as_str()).filter(|n| !n.is_empty());
+                let (ext, _) = dotfiles_backup::ops::sync::external_repo(s, name, false, env)?;
+                list(&ext, &opts, env)
+            }
+            None => list(s, &opts, env),
+        },
         dotfiles_backup::human::list,
     )
 }

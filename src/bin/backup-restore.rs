@@ -19,7 +19,7 @@ enum OverwriteArg {
     name = "backup-restore",
     version,
     about,
-    after_help = "Examples:\n  backup-restore pre-dotfiles --dry-run\n  backup-restore latest --path ~/.zshrc --overwrite if-changed\n  backup-restore 8c5115f2 --target /tmp/restored\n\nA safety snapshot of everything the restore touches is taken first; `backup-rollback --undo` takes the restore back."
+    after_help = "Examples:\n  backup-restore pre-dotfiles --dry-run\n  backup-restore latest --path ~/.zshrc --overwrite if-changed\n  backup-restore 8c5115f2 --target /tmp/restored\n  backup-restore latest --from-external   # new machine: fetch the external copy, then restore\n\nA safety snapshot of everything the restore touches is taken first; `backup-rollback --undo` takes the restore back."
 )]
 struct Args {
     /// Snapshot id (or prefix), label, or `latest`
@@ -33,6 +33,9 @@ struct Args {
     /// Print the plan; change nothing
     #[arg(long)]
     dry_run: bool,
+    /// Fetch the external copy (the only target, or the one named) into the local repository first (a new machine)
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    from_external: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -52,6 +55,17 @@ fn main() -> std::process::ExitCode {
         &args.common,
         over,
         |s, env| {
+            // A dry run plans straight from the external copy and writes nothing locally.
+            let mut from = None;
+            if let Some(name) = &args.from_external {
+                let name = Some(name.as_str()).filter(|n| !n.is_empty());
+                if args.dry_run {
+                    from = Some(dotfiles_backup::ops::sync::external_repo(s, name, false, env)?.0);
+                } else {
+                    dotfiles_backup::ops::sync::pull_into_local(s, name, env)?;
+                }
+            }
+            let s = from.as_ref().unwrap_or(s);
             let target = args
                 .target
                 .as_deref()

@@ -9,12 +9,15 @@ use dotfiles_backup::cli::{self, CommonArgs};
     name = "backup-verify",
     version,
     about,
-    after_help = "Examples:\n  backup-verify\n  backup-verify --read-data --json"
+    after_help = "Examples:\n  backup-verify\n  backup-verify --read-data --json\n  backup-verify --external --read-data"
 )]
 struct Args {
     /// Re-hash every byte of every pack (slower, complete)
     #[arg(long)]
     read_data: bool,
+    /// Check the external copy (the only target, or the one named) instead of the local repository
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    external: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -25,7 +28,15 @@ fn main() -> std::process::ExitCode {
         "backup-verify",
         &args.common,
         args.common.overrides(),
-        |s, env| dotfiles_backup::ops::verify::run(s, args.read_data, env),
+        |s, env| match &args.external {
+            Some(name) => {
+                let name = Some(name.as_str()).filter(|n| !n.is_empty());
+                let (ext, _scratch) =
+                    dotfiles_backup::ops::sync::external_repo(s, name, true, env)?;
+                dotfiles_backup::ops::verify::run(&ext, args.read_data, env)
+            }
+            None => dotfiles_backup::ops::verify::run(s, args.read_data, env),
+        },
         dotfiles_backup::human::verify,
     )
 }

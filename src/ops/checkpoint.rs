@@ -173,4 +173,6 @@ pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool, settings: &
         env.status = Status::Partial;
         env.set_exit(ExitCode::Partial);
     }
+    // The snapshot is committed: copy it to the external targets (never fails the run).
+    crate::ops::sync::after_write(settings, env);
 }

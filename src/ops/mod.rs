@@ -7,4 +7,5 @@ pub mod health;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod sync;
 pub mod verify;
