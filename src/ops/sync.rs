@@ -444,9 +444,9 @@ fn sync_once(
             let _lock =
                 crate::repo::lock::acquire(&root.join("lock"), command, settings.lock_wait)?;
             dir.remove_stale_temps()?;
-            let report = transfer(&local, &dir)?;
+            // Before config.json, so that a copy is a readable (empty) repository from the start.
             ensure_layout(root)?;
-            Ok(report)
+            transfer(&local, &dir)
         }
         TargetLocation::Rclone(_) => transfer(&local, open_target(target, settings)?.as_ref()),
     }
@@ -741,9 +741,8 @@ fn pull(
         }
         make_private_dir(dest)?;
         let _lock = crate::repo::lock::acquire(&dest.join("lock"), command, settings.lock_wait)?;
-        let report = transfer(store.as_ref(), &DirStore::new(dest))?;
         ensure_layout(dest)?;
-        Ok(report)
+        transfer(store.as_ref(), &DirStore::new(dest))
     });
     let mut result = TargetResult::new(target, "synced");
     result.attempts = outcome.attempts;

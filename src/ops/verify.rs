@@ -74,7 +74,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     // Snapshots, individually so that one bad record does not hide the rest.
     let snap_dir = repo.sub("snapshots");
     let mut snapshots: Vec<Snapshot> = Vec::new();
-    for entry in std::fs::read_dir(&snap_dir).ctx("listing", &snap_dir)? {
+    for entry in list_dir(&snap_dir)? {
         let entry = entry.ctx("listing", &snap_dir)?;
         let name = entry.file_name();
         if name.to_string_lossy().starts_with(TEMP_PREFIX) {
@@ -120,7 +120,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     // Index files, individually.
     let index_dir = repo.sub("index");
     let mut index = Index::default();
-    for entry in std::fs::read_dir(&index_dir).ctx("listing", &index_dir)? {
+    for entry in list_dir(&index_dir)? {
         let entry = entry.ctx("listing", &index_dir)?;
         let name = entry.file_name();
         let Some(id) = name.to_str().and_then(|n| n.parse::<Hash>().ok()) else {
@@ -327,6 +327,16 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         .problems
         .sort_by(|a, b| (&a.code, &a.object).cmp(&(&b.code, &b.object)));
     Ok(report)
+}
+
+/// The entries of an object directory; a missing one is empty (an external
+/// copy on an object store has no empty directories).
+fn list_dir(dir: &std::path::Path) -> Result<Vec<std::io::Result<std::fs::DirEntry>>> {
+    match std::fs::read_dir(dir) {
+        Ok(listing) => Ok(listing.collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(crate::error::Error::io("listing", dir, &e)),
+    }
 }
 
 fn tempdir_index(path: &std::path::Path, id: Hash) -> Result<Index> {
