@@ -169,7 +169,10 @@ impl Rules {
         })
     }
 
-    /// Why `abs` is excluded, if it is.
+    /// Why `abs` is excluded by name, if it is. (A directory holding a
+    /// `CACHEDIR.TAG` is excluded by the walk, which sees the tag in the
+    /// listing it reads anyway: probing every directory for the tag cost one
+    /// failed `openat` per directory.)
     pub fn exclusion(&self, abs: &Path, is_dir: bool) -> Option<&'static str> {
         if abs == self.repo {
             return Some("repository");
@@ -202,9 +205,6 @@ impl Rules {
             if self.ignore.matched(Path::new(name), is_dir).is_ignore() {
                 return Some("exclude pattern");
             }
-        }
-        if is_dir && self.exclude_caches && has_cachedir_tag(abs) {
-            return Some("CACHEDIR.TAG");
         }
         None
     }
@@ -365,6 +365,8 @@ struct Walk {
     items: Vec<ScanItem>,
     excluded: Vec<Excluded>,
     errors: Vec<Error>,
+    /// The directory holds a valid `CACHEDIR.TAG` (and was not walked).
+    cache_tagged: bool,
 }
 
 impl Walk {
@@ -393,6 +395,15 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
             Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e)),
             Err(e) => walk.errors.push(Error::io("listing directory", dir, &e)),
         }
+    }
+    // The root itself is walked even when tagged: it was asked for by name.
+    if depth > 0
+        && rules.exclude_caches
+        && children.iter().any(|(n, _)| n == b"CACHEDIR.TAG")
+        && has_cachedir_tag(dir)
+    {
+        walk.cache_tagged = true;
+        return walk;
     }
     children.sort_by(|a, b| a.0.cmp(&b.0));
     let visit = |(name, entry): (Vec<u8>, std::fs::DirEntry)| -> Walk {
@@ -431,12 +442,19 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
         child_rel.extend_from_slice(&name);
         match item_from(child_rel.clone(), abs.clone(), &meta, rules) {
             Some(item) => {
-                if admit_file(&item, rules, &mut w.excluded) {
-                    w.items.push(item);
-                    if is_dir {
-                        let sub = walk_dir(&abs, &child_rel, rules, depth + 1);
+                if is_dir {
+                    let sub = walk_dir(&abs, &child_rel, rules, depth + 1);
+                    if sub.cache_tagged {
+                        w.excluded.push(Excluded {
+                            path: display_path(&abs),
+                            reason: "CACHEDIR.TAG".into(),
+                        });
+                    } else {
+                        w.items.push(item);
                         w.append(sub);
                     }
+                } else if admit_file(&item, rules, &mut w.excluded) {
+                    w.items.push(item);
                 }
             }
             None => w.excluded.push(Excluded {

@@ -18,6 +18,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
@@ -41,6 +42,10 @@ pub const FLAG_AGE: u8 = 1;
 pub const PACK_TARGET_SIZE: u64 = 32 << 20;
 
 const BUFFER: usize = 1 << 20;
+/// Start writeback of a pack every this many bytes (see [`start_writeback`]).
+const WRITEBACK_STEP: u64 = 8 << 20;
+/// Chunks of a streamed blob in flight between the reading and the writing thread.
+const STREAM_DEPTH: usize = 4;
 
 /// One blob inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +76,8 @@ struct OpenPack<'d> {
     hasher: Sha256,
     buffer: Vec<u8>,
     written: u64,
+    /// Bytes of the file already handed to the kernel's writeback.
+    writeback_started: u64,
     blobs: Vec<PackedBlob>,
 }
 
@@ -99,6 +106,7 @@ impl<'d> PackWriter<'d> {
                 hasher: Sha256::new(),
                 buffer: Vec::with_capacity(BUFFER),
                 written: 0,
+                writeback_started: 0,
                 blobs: Vec::new(),
             };
             pack.append(PACK_MAGIC)?;
@@ -128,9 +136,14 @@ impl<'d> PackWriter<'d> {
     /// known already, or the source changed) the appended bytes are cut off
     /// again. The outer error is a failure of the pack (fatal for the run);
     /// the inner one a failure reading the source (that file only).
+    ///
+    /// Every byte goes through two SHA-256 streams (the blob's id and the
+    /// pack's name), so they run on two threads: a helper reads and hashes the
+    /// blob while this thread hashes and writes the pack (see
+    /// docs/performance.md, "large files").
     pub fn add_stream(
         &mut self,
-        reader: &mut dyn Read,
+        reader: &mut (dyn Read + Send),
         source: &Path,
         keep: &dyn Fn(&Hash) -> bool,
     ) -> Result<Result<(Hash, u64)>> {
@@ -138,22 +151,57 @@ impl<'d> PackWriter<'d> {
         pack.flush()?;
         let start = pack.written;
         let start_hasher = pack.hasher.clone();
-        let mut blob_hasher = Sha256::new();
-        let mut chunk = vec![0u8; BUFFER];
-        loop {
-            let n = match reader.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    pack.rewind_to(start, start_hasher)?;
-                    return Ok(Err(Error::io("reading", source, &e)));
+        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(STREAM_DEPTH);
+        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+        let mut pack_error = None;
+        let read = std::thread::scope(|s| {
+            let helper = s.spawn(move || -> std::io::Result<Hash> {
+                let mut blob_hasher = Sha256::new();
+                loop {
+                    // Buffers come back from the writer; at most STREAM_DEPTH + 2 exist.
+                    let mut chunk = free_rx.try_recv().unwrap_or_default();
+                    chunk.resize(BUFFER, 0);
+                    let n = loop {
+                        match reader.read(&mut chunk) {
+                            Ok(n) => break n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(e),
+                        }
+                    };
+                    if n == 0 {
+                        return Ok(Hash::from_hasher(blob_hasher));
+                    }
+                    chunk.truncate(n);
+                    blob_hasher.update(&chunk);
+                    if full_tx.send(chunk).is_err() {
+                        // The writer stopped on a pack error; that error is reported.
+                        return Ok(Hash::default());
+                    }
                 }
-            };
-            blob_hasher.update(&chunk[..n]);
-            pack.append(&chunk[..n])?;
+            });
+            while let Ok(chunk) = full_rx.recv() {
+                if let Err(e) = pack.append(&chunk) {
+                    pack_error = Some(e);
+                    break;
+                }
+                let _ = free_tx.send(chunk);
+            }
+            drop(full_rx);
+            match helper.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        if let Some(e) = pack_error {
+            return Err(e);
         }
-        let id = Hash::from_hasher(blob_hasher);
+        let id = match read {
+            Ok(id) => id,
+            Err(e) => {
+                pack.rewind_to(start, start_hasher)?;
+                return Ok(Err(Error::io("reading", source, &e)));
+            }
+        };
         let length = pack.written - start;
         if keep(&id) {
             pack.blobs.push(PackedBlob {
@@ -232,11 +280,7 @@ impl OpenPack<'_> {
             self.flush()?;
         }
         if data.len() >= BUFFER {
-            let path = self.file.temp_path();
-            self.file
-                .file()
-                .write_all(data)
-                .ctx("writing pack", &path)?;
+            self.write_out(data)?;
         } else {
             self.buffer.extend_from_slice(data);
         }
@@ -245,12 +289,22 @@ impl OpenPack<'_> {
 
     fn flush(&mut self) -> Result<()> {
         if !self.buffer.is_empty() {
-            let path = self.file.temp_path();
-            self.file
-                .file()
-                .write_all(&self.buffer)
-                .ctx("writing pack", &path)?;
+            let buffer = std::mem::take(&mut self.buffer);
+            let res = self.write_out(&buffer);
+            self.buffer = buffer;
             self.buffer.clear();
+            res?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self, data: &[u8]) -> Result<()> {
+        let res = self.file.file().write_all(data);
+        res.map_err(|e| Error::io("writing pack", &self.file.temp_path(), &e))?;
+        let on_disk = self.written - self.buffer.len() as u64;
+        if on_disk - self.writeback_started >= WRITEBACK_STEP {
+            start_writeback(self.file.file(), self.writeback_started, on_disk);
+            self.writeback_started = on_disk;
         }
         Ok(())
     }
@@ -263,8 +317,26 @@ impl OpenPack<'_> {
         f.set_len(len).ctx("truncating pack", &path)?;
         f.seek(SeekFrom::Start(len)).ctx("seeking in pack", &path)?;
         self.written = len;
+        self.writeback_started = self.writeback_started.min(len);
         self.hasher = hasher;
         Ok(())
+    }
+}
+
+/// Ask the kernel to start writing `from..to` of `file` to disk now, without
+/// waiting for it. The pack's `fsync` at close (which the commit protocol
+/// needs and which stays) then finds most pages already written instead of
+/// stalling the packer for all 32 MiB at once; see docs/performance.md.
+/// Advisory: an error changes nothing about durability, so it is ignored.
+fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
+        return;
+    };
+    // SAFETY: sync_file_range only reads its integer arguments; the
+    // descriptor is valid for the duration of the call (borrowed `file`).
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
