@@ -1050,4 +1050,86 @@ mod tests {
         let err = Settings::resolve(&Overrides::default(), &env_of(&[])).unwrap_err();
         assert_eq!(err.code, "home_not_set");
     }
+
+    #[test]
+    fn external_targets_from_file_and_env() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("c.toml");
+        std::fs::write(
+            &cfg,
+            "[external.targets]\nnas = \"rclone:nas:backups/dots\"\ndrive = \"~/mnt/drive/b\"\n[external]\ntimeout_secs = 9\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&over, &env_of(&[("HOME", "/h")])).unwrap();
+        let names: Vec<&str> = s.external.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["drive", "nas"]);
+        assert_eq!(
+            s.external.targets[0].location,
+            TargetLocation::Dir(PathBuf::from("/h/mnt/drive/b"))
+        );
+        assert_eq!(
+            s.external.targets[1].location,
+            TargetLocation::Rclone("nas:backups/dots".into())
+        );
+        assert_eq!(s.external.timeout, Duration::from_secs(9));
+        // The environment replaces the list; an empty value means none.
+        let env = env_of(&[("HOME", "/h"), ("BACKUP_EXTERNAL", "/mnt/a, b=rclone:r:")]);
+        let s = Settings::resolve(&over, &env).unwrap();
+        let got: Vec<(String, String)> = s
+            .external
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.location.shown()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b".to_string(), "rclone:r:".to_string()),
+                ("external1".to_string(), "/mnt/a".to_string())
+            ]
+        );
+        let s = Settings::resolve(&over, &env_of(&[("HOME", "/h"), ("BACKUP_EXTERNAL", "")])).unwrap();
+        assert!(s.external.targets.is_empty());
+    }
+
+    #[test]
+    fn bad_external_targets_and_retry_settings_are_usage_errors() {
+        for bad in ["relative/dir", "rclone:noremote", "/", "x y=/mnt/a"] {
+            let err = Settings::resolve(
+                &Overrides::default(),
+                &env_of(&[("HOME", "/h"), ("BACKUP_EXTERNAL", bad)]),
+            )
+            .unwrap_err();
+            assert_eq!(err.code, "bad_config", "{bad}: {}", err.message);
+            assert!(err.message.contains("BACKUP_EXTERNAL"), "{}", err.message);
+        }
+        let err = Settings::resolve(
+            &Overrides::default(),
+            &env_of(&[("HOME", "/h"), ("BACKUP_RETRIES", "many")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "bad_environment");
+        let over = Overrides {
+            retries: Some(0),
+            ..Default::default()
+        };
+        let err = Settings::resolve(&over, &env_of(&[("HOME", "/h")])).unwrap_err();
+        assert_eq!(err.code, "bad_config");
+        let over = Overrides {
+            retries: Some(5),
+            ..Default::default()
+        };
+        let s = Settings::resolve(
+            &over,
+            &env_of(&[("HOME", "/h"), ("BACKUP_RETRIES", "2"), ("BACKUP_RETRY_BASE_MS", "7")]),
+        )
+        .unwrap();
+        assert_eq!(s.retry.attempts, 5, "the flag wins over the environment");
+        assert_eq!(s.retry.base_delay, Duration::from_millis(7));
+        assert_eq!(s.sources["retry.attempts"], "flag --retries");
+    }
 }
