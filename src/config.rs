@@ -1092,7 +1092,8 @@ mod tests {
                 ("external1".to_string(), "/mnt/a".to_string())
             ]
         );
-        let s = Settings::resolve(&over, &env_of(&[("HOME", "/h"), ("BACKUP_EXTERNAL", "")])).unwrap();
+        let s =
+            Settings::resolve(&over, &env_of(&[("HOME", "/h"), ("BACKUP_EXTERNAL", "")])).unwrap();
         assert!(s.external.targets.is_empty());
     }
 
@@ -1125,7 +1126,11 @@ mod tests {
         };
         let s = Settings::resolve(
             &over,
-            &env_of(&[("HOME", "/h"), ("BACKUP_RETRIES", "2"), ("BACKUP_RETRY_BASE_MS", "7")]),
+            &env_of(&[
+                ("HOME", "/h"),
+                ("BACKUP_RETRIES", "2"),
+                ("BACKUP_RETRY_BASE_MS", "7"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.retry.attempts, 5, "the flag wins over the environment");
