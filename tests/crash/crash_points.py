@@ -270,6 +270,52 @@ def crash_prune(bins, work, results, quick):
         EXTRA_ENV.pop("BACKUP_CONFIG", None)
 
 
+def crash_sync(bins, work, results, quick):
+    """Kill `backup-create --sync-external` before every mutating call: the
+    external copy must verify whenever it exists, never list a snapshot the
+    local repository lacks, and a rerun must complete it (issue 7)."""
+    base_dir = os.path.join(work, "sy")
+    home, repo, ext = (os.path.join(base_dir, d) for d in ("home", "repo", "ext"))
+    make_home(home)
+    run(bins, ["backup-checkpoint", "manual", "first", "-q"] + PATHS, home, repo, check=True)
+    damage(home)
+    run(bins, ["backup-checkpoint", "manual", "second", "-q"] + PATHS, home, repo, check=True)
+    second_state = tracked_state(home)
+    os.makedirs(ext)
+    EXTRA_ENV.update({"BACKUP_EXTERNAL": "drive=" + ext, "BACKUP_RETRIES": "1"})
+    try:
+        template = os.path.join(work, "sy-template")
+        shutil.copytree(base_dir, template, symlinks=True)
+        args = ["backup-create", "--sync-external", "-q"]
+        counts = count_calls(bins, args, home, repo)
+        points = [(sc, i) for sc, n in sorted(counts.items()) for i in range(1, n + 1)]
+        if quick:
+            points = points[::3]
+        failures = []
+        for sc, i in points:
+            shutil.rmtree(base_dir, ignore_errors=True)
+            shutil.copytree(template, base_dir, symlinks=True)
+            where = f"sync kill before {sc}#{i}"
+            run(bins, args, home, repo, strace=["-e", f"trace={sc}", "-e", f"inject={sc}:signal=KILL:when={i}"])
+            problems = []
+            if os.path.exists(os.path.join(ext, "config.json")):
+                labels = check_repo(bins, home, ext, [], problems, where + " (external copy)")
+                for label in labels or []:
+                    if label not in ("first", "second"):
+                        problems.append(f"{where}: the copy lists an unknown snapshot {label}")
+            p = run(bins, args + ["--json"], home, repo)
+            if p.returncode != 0:
+                problems.append(f"{where}: rerun of the sync failed {p.returncode}: {p.stdout[-300:]}")
+            check_repo(bins, home, ext, ["first", "second"], problems, where + " (after rerun)")
+            restore_equals(bins, home, ext, "second", second_state, problems, where + " (from the copy)")
+            failures.extend(problems)
+        shutil.rmtree(template, ignore_errors=True)
+        results.append({"operation": "sync", "points": len(points), "failures": len(failures), "details": failures[:20]})
+    finally:
+        for k in ("BACKUP_EXTERNAL", "BACKUP_RETRIES"):
+            EXTRA_ENV.pop(k, None)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", default="target/debug")
@@ -285,6 +331,7 @@ def main():
         crash_checkpoint(bins, work, results, a.quick)
         crash_rollback(bins, work, results, a.quick)
         crash_prune(bins, work, results, a.quick)
+        crash_sync(bins, work, results, a.quick)
     print(f"{'operation':<12} {'points':>7} {'failures':>9}")
     for r in results:
         print(f"{r['operation']:<12} {r['points']:>7} {r['failures']:>9}")
