@@ -473,8 +473,42 @@ fn from_external_restores_everything_on_a_new_machine_with_only_the_identity() {
             );
         }
     }
+    // Only encrypted secret blobs travel: no 16-byte window of the secret is anywhere in the copy.
+    let secret = std::fs::read(e.home.join(".ssh/id_ed25519")).unwrap();
+    for (p, data) in all_file_bytes(&ext) {
+        for w in secret.windows(16) {
+            assert!(
+                !data.windows(16).any(|d| d == w),
+                "{p:?} holds secret bytes"
+            );
+        }
+    }
     let ext2 = ext.clone();
     restore_on_new_machine(&e, move |_| target_env(&ext2));
+    // A machine whose local repository is another one: refused, nothing fetched into it.
+    let other = TestEnv::with_dotfiles();
+    assert_eq!(other.json("backup-checkpoint", &["manual", "mine"]).0, 0);
+    let before = (
+        objects(&other.repo),
+        std::fs::read(other.repo.join("config.json")).unwrap(),
+    );
+    let (code, v, _) = run(
+        &other,
+        "backup-restore",
+        &["latest", "--from-external"],
+        &target_env(&ext),
+    );
+    assert_eq!(code, 5, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "external_repository_mismatch");
+    assert!(v["errors"][0]["hint"].as_str().unwrap().contains("--repo"));
+    let after = (
+        objects(&other.repo),
+        std::fs::read(other.repo.join("config.json")).unwrap(),
+    );
+    assert!(
+        after == before,
+        "the local repository's objects are untouched"
+    );
     // A dry run plans from the copy and writes nothing locally.
     let fresh = TestEnv::new();
     let (code, v, _) = run(

@@ -754,7 +754,13 @@ fn pull(
             result.held_back = report.held_back.clone();
             Ok(report)
         }
-        Err(e) => {
+        Err(mut e) => {
+            if e.code == "external_repository_mismatch" {
+                e.hint = Some(format!(
+                    "{} holds another repository; fetch into a new location with --repo NEW_PATH (or BACKUP_REPO)",
+                    display_path(dest)
+                ));
+            }
             result.status = if unreachable_code(e.code) {
                 "unreachable"
             } else {
