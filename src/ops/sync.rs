@@ -199,18 +199,35 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
                 report.present += 1;
                 continue;
             }
+            if kind == ObjectKind::Index {
+                match index_packs_missing(src, rel, &have) {
+                    Ok(false) => {}
+                    // Its packs are not all on the copy (pruned or repacked at the
+                    // source meanwhile): an index must never name a missing pack.
+                    Ok(true) => continue,
+                    Err(e) if vanished(src, rel, &e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
             let sha256 = match named_hash(rel) {
                 Some(h) => h,
-                None => Hash::of(&src.read(rel)?),
-            };
-            report.bytes += dst.put(
-                rel,
-                src,
-                &Want {
-                    size: *size,
-                    sha256,
+                None => match src.read(rel) {
+                    Ok(bytes) => Hash::of(&bytes),
+                    Err(e) if vanished(src, rel, &e) => continue,
+                    Err(e) => return Err(e),
                 },
-            )?;
+            };
+            let want = Want {
+                size: *size,
+                sha256,
+            };
+            match dst.put(rel, src, &want) {
+                Ok(n) => report.bytes += n,
+                // Pruned from the source since it was listed: whatever referred
+                // to it is held back by the closure check below.
+                Err(e) if vanished(src, rel, &e) => continue,
+                Err(e) => return Err(e),
+            }
             report.copied.add(kind);
             have.insert(rel.clone());
             any = true;
@@ -259,14 +276,15 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
         let idx = index.as_ref().expect("index loaded above");
         match closure_gap(src, dst, rel, &id, idx, &have) {
             Ok(None) => {
-                report.bytes += dst.put(
-                    rel,
-                    src,
-                    &Want {
-                        size: *size,
-                        sha256: id,
-                    },
-                )?;
+                let want = Want {
+                    size: *size,
+                    sha256: id,
+                };
+                match dst.put(rel, src, &want) {
+                    Ok(n) => report.bytes += n,
+                    Err(e) if vanished(src, rel, &e) => continue,
+                    Err(e) => return Err(e),
+                }
                 report.copied.add(ObjectKind::Snapshot);
                 have.insert(rel.clone());
                 any = true;
@@ -275,6 +293,8 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
                 id: id.to_hex(),
                 reason,
             }),
+            // A record pruned from the source since it was listed: nothing to copy.
+            Err(e) if vanished(src, rel, &e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -282,6 +302,32 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
         dst.flush("snapshots")?;
     }
     Ok(report)
+}
+
+/// Does the index file `rel` name a pack that is not in `have`?
+fn index_packs_missing(src: &dyn Store, rel: &str, have: &BTreeSet<String>) -> Result<bool> {
+    let bytes = src.read(rel)?;
+    let path = Path::new(rel);
+    if Some(Hash::of(&bytes)) != named_hash(rel) {
+        return Err(Error::corrupt(
+            "corrupt_index",
+            path,
+            format!(
+                "index file {rel} on {} does not match its checksum",
+                src.shown()
+            ),
+        ));
+    }
+    let index = Index::from_bytes(&bytes, path)?;
+    Ok(index
+        .blobs
+        .values()
+        .any(|loc| !have.contains(&format!("packs/{}", loc.pack.to_hex()))))
+}
+
+/// Did `rel` disappear from a local source (pruned by a concurrent writer)?
+fn vanished(src: &dyn Store, rel: &str, err: &Error) -> bool {
+    err.code == "not_found" && src.local_path(rel).is_some_and(|p| !p.exists())
 }
 
 /// Why snapshot `rel` cannot be copied yet (`None`: everything it needs is on `dst`).
@@ -827,7 +873,16 @@ pub fn external_repo(
                 (base.join(&target.name), None)
             };
             let command = env.command.clone();
-            pull(settings, &target, &dest, &command, env)?;
+            match pull(settings, &target, &dest, &command, env) {
+                Ok(_) => {}
+                // The remote was started afresh (another repository): the old
+                // cache is worthless, fetch again from scratch.
+                Err(e) if e.code == "external_repository_mismatch" && !fresh => {
+                    std::fs::remove_dir_all(&dest).ctx("removing the stale cache", &dest)?;
+                    pull(settings, &target, &dest, &command, env)?;
+                }
+                Err(e) => return Err(e),
+            }
             read.repo = dest;
             Ok((read, guard))
         }
@@ -902,4 +957,138 @@ pub fn human(env: &Envelope, _settings: &Settings) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::ops::backup::{run_backup, BackupOptions};
+    use crate::repo::snapshot::SnapshotKind;
+
+    /// A source that lists what `inner` has, minus `hide`, plus `ghosts`
+    /// (objects pruned after the listing: listed but gone).
+    struct Skewed {
+        inner: DirStore,
+        hide: Vec<String>,
+        ghosts: Vec<(String, u64)>,
+    }
+
+    impl Store for Skewed {
+        fn shown(&self) -> String {
+            self.inner.shown()
+        }
+        fn list(&self) -> Result<crate::external::Listing> {
+            let mut l = self.inner.list()?;
+            l.retain(|k, _| !self.hide.contains(k));
+            l.extend(self.ghosts.iter().cloned());
+            Ok(l)
+        }
+        fn read(&self, rel: &str) -> Result<Vec<u8>> {
+            self.inner.read(rel)
+        }
+        fn local_path(&self, rel: &str) -> Option<PathBuf> {
+            self.inner.local_path(rel)
+        }
+        fn put(&self, rel: &str, src: &dyn Store, want: &Want) -> Result<u64> {
+            self.inner.put(rel, src, want)
+        }
+        fn flush(&self, dir: &str) -> Result<()> {
+            self.inner.flush(dir)
+        }
+    }
+
+    fn repo_with_snapshot(tmp: &Path) -> PathBuf {
+        let home = tmp.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join(".zshrc"), b"export A=1\n").unwrap();
+        let repo = tmp.join("repo");
+        let home_s = home.to_string_lossy().into_owned();
+        let env = move |k: &str| (k == "HOME").then(|| home_s.clone());
+        let over = Overrides {
+            repo: Some(repo.clone()),
+            paths: vec![home.join(".zshrc")],
+            ..Default::default()
+        };
+        let settings = Settings::resolve(&over, &env).unwrap();
+        let opts = BackupOptions {
+            kind: SnapshotKind::Checkpoint,
+            label: "one".into(),
+            tags: vec![],
+            dry_run: false,
+            command: "test".into(),
+            space: None,
+        };
+        run_backup(&settings, &opts).unwrap();
+        repo
+    }
+
+    fn problems(root: &Path) -> usize {
+        let repo = Repository::open(root).unwrap();
+        crate::ops::verify::verify(&repo, true)
+            .unwrap()
+            .problems
+            .len()
+    }
+
+    #[test]
+    fn objects_pruned_after_the_listing_are_skipped_and_the_copy_stays_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = repo_with_snapshot(tmp.path());
+        let dst = tmp.path().join("copy");
+        std::fs::create_dir(&dst).unwrap();
+        let ghost = format!("snapshots/{}.json", "ab".repeat(32));
+        let src = Skewed {
+            inner: DirStore::new(&repo),
+            hide: vec![],
+            ghosts: vec![(format!("packs/{}", "cd".repeat(32)), 10), (ghost, 10)],
+        };
+        let report = transfer(&src, &DirStore::new(&dst)).unwrap();
+        assert_eq!(report.copied.snapshots, 1);
+        assert_eq!(report.copied.packs, 1);
+        assert!(report.held_back.is_empty());
+        assert_eq!(problems(&dst), 0);
+    }
+
+    #[test]
+    fn a_snapshot_whose_pack_is_not_on_the_copy_is_held_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = repo_with_snapshot(tmp.path());
+        let dst = tmp.path().join("copy");
+        std::fs::create_dir(&dst).unwrap();
+        let packs: Vec<String> = DirStore::new(&repo)
+            .list()
+            .unwrap()
+            .into_keys()
+            .filter(|k| k.starts_with("packs/"))
+            .collect();
+        let src = Skewed {
+            inner: DirStore::new(&repo),
+            hide: packs,
+            ghosts: vec![],
+        };
+        let report = transfer(&src, &DirStore::new(&dst)).unwrap();
+        assert_eq!(report.copied.snapshots, 0);
+        assert_eq!(report.held_back.len(), 1);
+        assert!(
+            report.held_back[0]
+                .reason
+                .contains("not in the copied index"),
+            "{:?}",
+            report.held_back
+        );
+        assert_eq!(problems(&dst), 0, "the copy refers to nothing it lacks");
+        // The next sync (the pack listed again) completes it.
+        let report = transfer(&DirStore::new(&repo), &DirStore::new(&dst)).unwrap();
+        assert_eq!(
+            report.copied.index_files, 1,
+            "the index waited for its pack"
+        );
+        assert_eq!((report.copied.packs, report.copied.snapshots), (1, 1));
+        assert_eq!(problems(&dst), 0);
+        assert_eq!(
+            Repository::open(&dst).unwrap().snapshots().unwrap().len(),
+            1
+        );
+    }
 }
