@@ -143,8 +143,8 @@ pub struct Want {
     pub sha256: Hash,
 }
 
-/// One side of a copy.
-pub trait Store {
+/// One side of a copy. `Sync`: objects of one kind are copied in parallel.
+pub trait Store: Sync {
     /// Where it is, for messages (`~/mnt/drive/backups`, `rclone:nas:dotfiles`).
     fn shown(&self) -> String;
     /// The objects present (temp files and anything [`classify`] rejects are left out).

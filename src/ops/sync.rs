@@ -26,6 +26,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::{ExternalTarget, Settings, TargetLocation};
@@ -39,6 +40,9 @@ use crate::repo::index::Index;
 use crate::repo::{decode_record, decode_tree, RepoConfig, Repository};
 use crate::report::{Degradation, Envelope, ErrorReport, Status, Warning};
 use crate::retry::{retry, Attempt};
+
+/// Objects of one kind copied at the same time.
+const PARALLEL_COPIES: usize = 4;
 
 /// Objects copied by one transfer, per kind.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -189,23 +193,39 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
         have.insert("config.json".into());
     }
 
+    // Objects of one kind are independent: copy several at once (rclone calls
+    // and network round trips dominate), then make the kind durable before the
+    // next kind, which may refer to it, is started.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(PARALLEL_COPIES)
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ExitCode::Internal,
+                "internal_error",
+                format!("starting copy threads: {e}"),
+            )
+        })?;
     for kind in COPY_ORDER {
         if matches!(kind, ObjectKind::Config | ObjectKind::Snapshot) {
             continue;
         }
-        let mut any = false;
+        let mut todo: Vec<(&String, u64)> = Vec::new();
         for (rel, size) in src_list.iter().filter(|(r, _)| classify(r) == Some(kind)) {
             if have.contains(rel) {
                 report.present += 1;
-                continue;
+            } else {
+                todo.push((rel, *size));
             }
+        }
+        let copy_one = |rel: &str, size: u64| -> Result<Option<u64>> {
             if kind == ObjectKind::Index {
                 match index_packs_missing(src, rel, &have) {
                     Ok(false) => {}
                     // Its packs are not all on the copy (pruned or repacked at the
                     // source meanwhile): an index must never name a missing pack.
-                    Ok(true) => continue,
-                    Err(e) if vanished(src, rel, &e) => continue,
+                    Ok(true) => return Ok(None),
+                    Err(e) if vanished(src, rel, &e) => return Ok(None),
                     Err(e) => return Err(e),
                 }
             }
@@ -213,33 +233,50 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
                 Some(h) => h,
                 None => match src.read(rel) {
                     Ok(bytes) => Hash::of(&bytes),
-                    Err(e) if vanished(src, rel, &e) => continue,
+                    Err(e) if vanished(src, rel, &e) => return Ok(None),
                     Err(e) => return Err(e),
                 },
             };
-            let want = Want {
-                size: *size,
-                sha256,
-            };
-            match dst.put(rel, src, &want) {
-                Ok(n) => report.bytes += n,
+            match dst.put(rel, src, &Want { size, sha256 }) {
+                Ok(n) => Ok(Some(n)),
                 // Pruned from the source since it was listed: whatever referred
                 // to it is held back by the closure check below.
-                Err(e) if vanished(src, rel, &e) => continue,
-                Err(e) => return Err(e),
+                Err(e) if vanished(src, rel, &e) => Ok(None),
+                Err(e) => Err(e),
             }
-            report.copied.add(kind);
-            have.insert(rel.clone());
-            any = true;
+        };
+        let results: Vec<Result<Option<u64>>> = pool.install(|| {
+            todo.par_iter()
+                .map(|(rel, size)| copy_one(rel, *size))
+                .collect()
+        });
+        let mut any = false;
+        let mut first_error = None;
+        for ((rel, _), result) in todo.iter().zip(results) {
+            match result {
+                Ok(Some(n)) => {
+                    report.bytes += n;
+                    report.copied.add(kind);
+                    have.insert((*rel).clone());
+                    any = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
         if any {
             dst.flush(kind.dir())?;
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
     }
 
     // Snapshot records, each only when everything it refers to is on `dst`.
     let mut index: Option<Index> = None;
-    let mut any = false;
+    let mut ready: Vec<(&String, u64, Hash)> = Vec::new();
     for (rel, size) in src_list
         .iter()
         .filter(|(r, _)| classify(r) == Some(ObjectKind::Snapshot))
@@ -275,20 +312,7 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
         }
         let idx = index.as_ref().expect("index loaded above");
         match closure_gap(src, dst, rel, &id, idx, &have) {
-            Ok(None) => {
-                let want = Want {
-                    size: *size,
-                    sha256: id,
-                };
-                match dst.put(rel, src, &want) {
-                    Ok(n) => report.bytes += n,
-                    Err(e) if vanished(src, rel, &e) => continue,
-                    Err(e) => return Err(e),
-                }
-                report.copied.add(ObjectKind::Snapshot);
-                have.insert(rel.clone());
-                any = true;
-            }
+            Ok(None) => ready.push((rel, *size, id)),
             Ok(Some(reason)) => report.held_back.push(Held {
                 id: id.to_hex(),
                 reason,
@@ -298,10 +322,49 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
             Err(e) => return Err(e),
         }
     }
+    // Records are independent of each other: copy the complete ones together.
+    let results: Vec<Result<Option<u64>>> = pool.install(|| {
+        ready
+            .par_iter()
+            .map(|(rel, size, id)| {
+                match dst.put(
+                    rel,
+                    src,
+                    &Want {
+                        size: *size,
+                        sha256: *id,
+                    },
+                ) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if vanished(src, rel, &e) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .collect()
+    });
+    let mut any = false;
+    let mut first_error = None;
+    for (result, (rel, _, _)) in results.into_iter().zip(&ready) {
+        match result {
+            Ok(Some(n)) => {
+                report.bytes += n;
+                report.copied.add(ObjectKind::Snapshot);
+                have.insert((*rel).clone());
+                any = true;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
     if any {
         dst.flush("snapshots")?;
     }
-    Ok(report)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// Does the index file `rel` name a pack that is not in `have`?
