@@ -86,6 +86,6 @@ fn main() -> std::process::ExitCode {
         &args.common,
         over,
         |s, env| checkpoint::checkpoint(s, &target, &args.tags, args.dry_run, env),
-        dotfiles_backup::human::snapshot_taken,
+        dotfiles_backup::ops::sync::snapshot_taken_and_synced,
     )
 }

@@ -72,6 +72,6 @@ fn main() -> std::process::ExitCode {
         &args.common,
         over,
         |s, env| checkpoint::create(s, args.label.as_deref(), &args.tags, args.dry_run, env),
-        dotfiles_backup::human::snapshot_taken,
+        dotfiles_backup::ops::sync::snapshot_taken_and_synced,
     )
 }

@@ -991,6 +991,32 @@ pub fn pull_into_local(settings: &Settings, name: Option<&str>, env: &mut Envelo
     Ok(())
 }
 
+/// Human summary of a checkpoint or backup, plus one line per external target.
+pub fn snapshot_taken_and_synced(env: &Envelope, settings: &Settings) -> String {
+    let mut out = crate::human::snapshot_taken(env, settings);
+    let Some(serde_json::Value::Array(results)) = env.extra.get("external") else {
+        return out;
+    };
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for r in results {
+        let get = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let objects = r
+            .get("copied")
+            .and_then(|c| c.as_object())
+            .map(|c| c.values().filter_map(|v| v.as_u64()).sum::<u64>())
+            .unwrap_or(0);
+        let line = match get("status") {
+            "synced" => format!("{objects} object(s) copied"),
+            "skipped" => "skipped (local only)".to_string(),
+            other => format!("{other}; run `backup-create --sync-external` later"),
+        };
+        out.push_str(&format!("  external {}: {line}\n", get("name")));
+    }
+    out
+}
+
 /// Human summary of `backup-create --sync-external`.
 pub fn human(env: &Envelope, _settings: &Settings) -> String {
     let mut out = String::new();
