@@ -54,9 +54,9 @@ const READ_ATTEMPTS: usize = 3;
 /// most this many files ...
 const SMALL_BATCH_FILES: usize = 64;
 /// ... or this many bytes, whichever comes first.
-const SMALL_BATCH_BYTES: usize = 1 << 20;
+const SMALL_BATCH_BYTES: usize = 256 << 10;
 /// Batches waiting for the packer: bounds the memory of a first snapshot.
-const SMALL_BATCHES_IN_FLIGHT: usize = 8;
+const SMALL_BATCHES_IN_FLIGHT: usize = 4;
 
 /// What to snapshot and how to label it.
 #[derive(Debug, Clone)]
@@ -609,7 +609,7 @@ fn read_and_pack<'w>(
     let mut fresh: Vec<(usize, StatKey)> = Vec::new();
     let mut fatal: Option<Error> = None;
     std::thread::scope(|s| {
-        // Results travel in batches (about 1 MiB or 64 files each): one
+        // Results travel in batches (about 256 KiB or 64 files each): one
         // channel hand-off per file cost ~54k futex calls at 20k files.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(usize, Result<ReadResult>)>>(
             SMALL_BATCHES_IN_FLIGHT,
