@@ -678,6 +678,10 @@ pub fn after_write(settings: &Settings, env: &mut Envelope) {
             env.degradation = Degradation::LocalOnly;
             warn_not_synced(env, r);
         } else {
+            if !r.held_back.is_empty() {
+                // Some snapshot (maybe this one) is not on the copy yet.
+                env.degradation = Degradation::LocalOnly;
+            }
             for h in &r.held_back {
                 env.warnings.push(Warning::new(
                     "external_held_back",
