@@ -637,3 +637,49 @@ fn rclone_sync_killed_at_random_points_resumes() {
     let env = rclone_env(&e, &remote);
     interrupt_and_resume(&e, &env, &remote, 5, 3000);
 }
+
+#[test]
+fn a_busy_target_lock_is_retried_then_reported_and_auto_sync_can_be_off() {
+    let e = TestEnv::with_dotfiles();
+    let ext = e.tmp.path().join("drive");
+    std::fs::create_dir(&ext).unwrap();
+    // Another machine (or run) is syncing to the same drive: its lock is held.
+    let lock = std::fs::File::create(ext.join("lock")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut env = target_env(&ext);
+    env.push(("BACKUP_LOCK_WAIT", "0.1".into()));
+    let (code, v, _) = run(&e, "backup-checkpoint", &["manual", "x"], &env);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["degradation"], "local-only");
+    let t = &v["external"][0];
+    assert_eq!(t["error"]["code"], "lock_busy", "{t:#}");
+    assert_eq!(t["attempts"], 3, "a busy lock is transient");
+    drop(lock);
+    let (code, v, _) = run(&e, "backup-create", &["--sync-external"], &env);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["external"][0]["copied"]["snapshots"], 1);
+
+    // auto_sync = false: checkpoints stay local (and say so) until an explicit sync.
+    let cfg = e.tmp.path().join("config.toml");
+    std::fs::write(&cfg, "[external]\nauto_sync = false\n").unwrap();
+    e.write(".zshrc", b"# new\n", 0o644);
+    let (code, v, _) = run(
+        &e,
+        "backup-checkpoint",
+        &["manual", "y", "--config", cfg.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["external"][0]["status"], "skipped");
+    assert_eq!(v["degradation"], "local-only");
+    assert!(v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["code"] == "external_skipped"
+            && w["message"].as_str().unwrap().contains("auto_sync")));
+    let (_, listed, _) = run(&e, "backup-list", &["--external"], &env);
+    assert_eq!(snapshot_ids(&listed).len(), 1, "the copy did not get y");
+}
