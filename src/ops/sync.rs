@@ -555,7 +555,14 @@ fn sync_once(
             dir.remove_stale_temps()?;
             // Before config.json, so that a copy is a readable (empty) repository from the start.
             ensure_layout(root)?;
-            transfer(&local, &dir)
+            transfer(&local, &dir).map_err(|e| {
+                // The drive was unplugged (or the mount dropped) in the middle:
+                // that is "unreachable", and worth another attempt.
+                match dir.probe(&target.name) {
+                    Err(gone) if gone.code == "external_unreachable" => gone,
+                    _ => e,
+                }
+            })
         }
         TargetLocation::Rclone(_) => transfer(&local, open_target(target, settings)?.as_ref()),
     }
