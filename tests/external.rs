@@ -683,3 +683,28 @@ fn a_busy_target_lock_is_retried_then_reported_and_auto_sync_can_be_off() {
     let (_, listed, _) = run(&e, "backup-list", &["--external"], &env);
     assert_eq!(snapshot_ids(&listed).len(), 1, "the copy did not get y");
 }
+
+#[test]
+fn an_odd_tree_round_trips_through_the_external_copy_after_the_local_repository_is_deleted() {
+    let e = TestEnv::new();
+    build_odd_tree(&e.home.join("odd"));
+    let ext = e.tmp.path().join("drive");
+    std::fs::create_dir(&ext).unwrap();
+    let env = target_env(&ext);
+    let (code, v, _) = run(
+        &e,
+        "backup-checkpoint",
+        &["manual", "odd", "--path", "~/odd"],
+        &env,
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["degradation"], "full");
+    // The disk holding the local repository and the home is lost.
+    let original = e.tmp.path().join("original");
+    std::fs::rename(e.home.join("odd"), &original).unwrap();
+    std::fs::remove_dir_all(&e.repo).unwrap();
+    let (code, v, _) = run(&e, "backup-restore", &["odd", "--from-external"], &env);
+    assert_eq!(code, 0, "{v:#}");
+    assert_trees_equal(&original, &e.home.join("odd"));
+    assert_eq!(e.json("backup-verify", &["--read-data"]).0, 0);
+}
