@@ -91,12 +91,7 @@ impl RcloneStore {
     }
 
     /// Run rclone with `args`; stdout goes to `sink` (or is returned when `sink` is None).
-    fn run(
-        &self,
-        op: &str,
-        args: &[&str],
-        mut sink: Option<Sink<'_>>,
-    ) -> Result<Vec<u8>> {
+    fn run(&self, op: &str, args: &[&str], mut sink: Option<Sink<'_>>) -> Result<Vec<u8>> {
         let secs = self.timeout.as_secs().max(1).to_string();
         let mut cmd = Command::new(&self.bin);
         cmd.args(["--retries", "1", "--low-level-retries", "3"])
