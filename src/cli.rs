@@ -113,7 +113,9 @@ pub fn run(
     let started = Instant::now();
     crate::retry::set_verbose(common.verbose);
     let mut env = Envelope::new(command);
-    let settings = match Settings::resolve(&over, &process_env) {
+    let settings = match crate::config::check_env_utf8()
+        .and_then(|()| Settings::resolve(&over, &process_env))
+    {
         Ok(s) => Some(s),
         Err(e) => {
             env.fail(&e);

@@ -439,6 +439,27 @@ pub fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// Variables whose values are paths or settings: one that is set but not
+/// UTF-8 would read as unset through [`process_env`] (and, for
+/// `BACKUP_REPO`, silently select the default repository), so it is refused.
+pub fn check_env_utf8() -> Result<()> {
+    let keys = std::env::vars_os().filter_map(|(k, v)| {
+        let k = k.to_str()?.to_string();
+        (v.to_str().is_none() && (k == "HOME" || k.starts_with("BACKUP_") || k.starts_with("XDG_")))
+            .then_some(k)
+    });
+    if let Some(key) = keys.min() {
+        return Err(Error::usage(
+            "bad_environment",
+            format!("${key} is not valid UTF-8; dotfiles-backup reads it as text"),
+        )
+        .with_hint(format!(
+            "set {key} to a UTF-8 path (a symlink with a UTF-8 name to the directory works)"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_bool(var: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -457,6 +478,14 @@ impl Settings {
         let home = env("HOME").map(PathBuf::from).filter(|p| p.is_absolute());
         let mut sources = BTreeMap::new();
         let expand = |p: &str, what: &str| -> Result<PathBuf> {
+            if p.contains('\0') {
+                // No file name can hold NUL; catch it here, not as a per-path I/O error.
+                return Err(Error::usage(
+                    "bad_config",
+                    format!("{what} {p:?} contains a NUL byte"),
+                )
+                .with_hint("remove the NUL (\\u0000) from the path"));
+            }
             let expanded = expand_tilde(Path::new(p), home.as_deref()).ok_or_else(|| {
                 Error::usage(
                     "home_not_set",
@@ -501,6 +530,14 @@ impl Settings {
                     config_file = Some(path.clone());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(Error::usage(
+                        "bad_config",
+                        format!("{} is not valid UTF-8 (TOML must be)", display_path(path)),
+                    )
+                    .with_path(path)
+                    .with_hint("save the file as UTF-8; non-UTF-8 paths cannot be written in TOML, use a parent directory instead"))
+                }
                 Err(e) => return Err(Error::io("reading config", path, &e).with_hint(
                     "pass an existing file with --config, or remove the option to use the defaults",
                 )),

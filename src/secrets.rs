@@ -347,6 +347,15 @@ impl Opener {
         Ok(out)
     }
 
+    /// Check a wrapped secret-id key file's bytes (`keys/<name>.age`): it
+    /// decrypts with the identity and holds a key. For `backup-verify`.
+    pub fn check_wrapped(&self, wrapped: &[u8]) -> std::result::Result<(), String> {
+        let plain = self.decrypt(wrapped)?;
+        parse_key(plain.trim_ascii())
+            .map(|_| ())
+            .ok_or_else(|| "it decrypts but does not hold a key".to_string())
+    }
+
     /// The secret-id key `name` of `repo`: the local plain copy, else unwrapped from `keys/`.
     pub fn unwrap_key(&self, repo: &Repository, name: &str) -> Result<[u8; 32]> {
         if let Some(k) = self.keys.lock().map_err(|_| poisoned())?.get(name) {

@@ -289,7 +289,13 @@ pub fn run(settings: &Settings, opts: &PruneOptions, env: &mut Envelope) -> Resu
         let s = crate::ops::list::select(&snaps, sel, None)?;
         pinned.insert(s.id);
         if !opts.dry_run {
-            std::fs::create_dir_all(&pins_dir).ctx("creating", &pins_dir)?;
+            // 0700 whatever the umask, like every other repository directory.
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&pins_dir)
+            .ctx("creating", &pins_dir)?;
             Dir::open(&pins_dir)?.write_atomic(OsStr::new(&s.id.to_hex()), b"", 0o600)?;
         }
     }
@@ -648,6 +654,7 @@ mod tests {
                 tree: Hash([0; 32]),
                 roots: vec![ByteName::from("~/.zshrc")],
                 summary: Summary::default(),
+                packages: None,
             },
         }
     }

@@ -99,6 +99,8 @@ pub struct TransferReport {
     pub present: u64,
     /// Snapshots not copied because their closure was incomplete.
     pub held_back: Vec<Held>,
+    /// Objects found damaged on the destination (wrong size) and copied again.
+    pub repaired: Vec<String>,
 }
 
 fn parse_config(bytes: &[u8], from: &str) -> Result<RepoConfig> {
@@ -152,7 +154,19 @@ fn read_near(src: &dyn Store, dst: &dyn Store, rel: &str, dst_has: bool) -> Resu
 pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
     let mut report = TransferReport::default();
     let src_list = src.list()?;
-    let mut have: BTreeSet<String> = dst.list()?.into_keys().collect();
+    let dst_list = dst.list()?;
+    let mut have: BTreeSet<String> = dst_list.keys().cloned().collect();
+    // An object whose size on the copy differs from the source's was damaged
+    // there (objects never change): copy it again, over the damaged one.
+    let damaged = |rel: &String, size: u64| -> bool {
+        classify(rel) != Some(ObjectKind::Config) && dst_list.get(rel).is_some_and(|d| *d != size)
+    };
+    for (rel, size) in &src_list {
+        if damaged(rel, *size) {
+            have.remove(rel);
+            report.repaired.push(rel.clone());
+        }
+    }
     let Some(&config_size) = src_list.get("config.json") else {
         return Err(Error::new(
             ExitCode::Failed,
@@ -461,6 +475,9 @@ pub struct TargetResult {
     pub failures: Vec<Attempt>,
     /// The final error, when not synced.
     pub error: Option<ErrorReport>,
+    /// Objects found damaged on the copy and copied again (reported as warnings).
+    #[serde(skip)]
+    pub repaired: Vec<String>,
 }
 
 impl TargetResult {
@@ -479,6 +496,7 @@ impl TargetResult {
             held_back: Vec::new(),
             failures: Vec::new(),
             error: None,
+            repaired: Vec::new(),
         }
     }
 }
@@ -582,6 +600,7 @@ pub fn sync_target(settings: &Settings, target: &ExternalTarget, command: &str) 
             result.copied = report.copied;
             result.bytes_copied = report.bytes;
             result.held_back = report.held_back;
+            result.repaired = report.repaired;
         }
         Err(e) => {
             result.status = if unreachable_code(e.code) {
@@ -596,6 +615,17 @@ pub fn sync_target(settings: &Settings, target: &ExternalTarget, command: &str) 
 }
 
 fn put_results(env: &mut Envelope, results: &[TargetResult]) {
+    for r in results {
+        for rel in &r.repaired {
+            env.warnings.push(Warning::new(
+                "external_repaired",
+                format!(
+                    "{rel} on {} had the wrong size (damaged on the copy); it was copied again",
+                    r.location
+                ),
+            ));
+        }
+    }
     let synced = results.iter().filter(|r| r.status == "synced").count() as u64;
     env.stat("external_targets", results.len() as u64);
     env.stat("external_synced", synced);
@@ -872,6 +902,7 @@ fn pull(
             result.copied = report.copied.clone();
             result.bytes_copied = report.bytes;
             result.held_back = report.held_back.clone();
+            result.repaired = report.repaired.clone();
             Ok(report)
         }
         Err(mut e) => {
@@ -1148,6 +1179,30 @@ mod tests {
         assert_eq!(report.copied.packs, 1);
         assert!(report.held_back.is_empty());
         assert_eq!(problems(&dst), 0);
+    }
+
+    #[test]
+    fn an_object_damaged_on_the_copy_is_copied_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = repo_with_snapshot(tmp.path());
+        let dst = tmp.path().join("copy");
+        std::fs::create_dir(&dst).unwrap();
+        transfer(&DirStore::new(&repo), &DirStore::new(&dst)).unwrap();
+        let pack = DirStore::new(&dst)
+            .list()
+            .unwrap()
+            .into_keys()
+            .find(|k| k.starts_with("packs/"))
+            .unwrap();
+        let path = dst.join(&pack);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(problems(&dst), 1, "truncated on the copy");
+        let report = transfer(&DirStore::new(&repo), &DirStore::new(&dst)).unwrap();
+        assert_eq!(report.repaired, vec![pack]);
+        assert_eq!(report.copied.packs, 1);
+        assert_eq!(problems(&dst), 0);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     #[test]

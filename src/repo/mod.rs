@@ -368,6 +368,26 @@ pub fn decode_tree(bytes: &[u8], id: &Hash, path: &Path) -> Result<Tree> {
     if tree.version > OBJECT_VERSION {
         return Err(newer_format(path, tree.version));
     }
+    // Values no scan produces and that would reach chmod/chown as something
+    // else: file-type bits in `mode`, and uid/gid -1 ("leave unchanged").
+    for root in &tree.roots {
+        for e in &root.entries {
+            if e.mode > 0o7777 || e.uid == u32::MAX || e.gid == u32::MAX {
+                return Err(Error::corrupt(
+                    "corrupt_tree",
+                    path,
+                    format!(
+                        "tree {} lists {:?} with mode {:o}, uid {}, gid {}, which no file can have",
+                        display_path(path),
+                        e.path.lossy(),
+                        e.mode,
+                        e.uid,
+                        e.gid
+                    ),
+                ));
+            }
+        }
+    }
     Ok(tree)
 }
 
@@ -457,6 +477,15 @@ fn read_config(root: &Path) -> Result<RepoConfig> {
             )
             .with_path(root)
             .with_hint("point --repo (or BACKUP_REPO) at a repository")
+        } else if e.kind() == std::io::ErrorKind::IsADirectory {
+            Error::corrupt(
+                "corrupt_config",
+                &path,
+                format!(
+                    "{} is a directory, not the repository's format file",
+                    display_path(&path)
+                ),
+            )
         } else {
             Error::io("reading", &path, &e)
         }
@@ -494,13 +523,34 @@ fn read_config(root: &Path) -> Result<RepoConfig> {
             ))
         }
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let config: RepoConfig = serde_json::from_slice(&bytes).map_err(|e| {
         Error::corrupt(
             "corrupt_config",
             &path,
             format!("{} is not valid: {e}", display_path(&path)),
         )
-    })
+    })?;
+    // The id names the directory of the plain secret-id keys
+    // (`<key_dir>/<id>/`), so a crafted id such as `../../x` must never reach
+    // a path join. Ids this tool writes are 64 hex digits.
+    let id_ok = !config.id.is_empty()
+        && config.id.len() <= 128
+        && config
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !id_ok {
+        return Err(Error::corrupt(
+            "corrupt_config",
+            &path,
+            format!(
+                "{} has a malformed repository id {:?} (expected letters and digits)",
+                display_path(&path),
+                config.id
+            ),
+        ));
+    }
+    Ok(config)
 }
 
 fn write_new_config(root: &Path) -> Result<()> {
@@ -561,6 +611,24 @@ mod tests {
             std::fs::read_to_string(root.join("config.json")).unwrap(),
             text
         );
+    }
+
+    #[test]
+    fn crafted_repository_ids_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        Repository::open_or_create(&root).unwrap();
+        for id in ["../../x", "a/b", "", ".", r"x\u0000y"] {
+            let text =
+                format!(r#"{{"format":"{FORMAT_NAME}","version":1,"id":"{id}","created_at":"y"}}"#);
+            std::fs::write(root.join("config.json"), &text).unwrap();
+            let err = Repository::open(&root).unwrap_err();
+            assert_eq!(err.code, "corrupt_config", "{id:?}");
+            assert_eq!(err.exit, ExitCode::Corrupt);
+        }
+        std::fs::remove_file(root.join("config.json")).unwrap();
+        std::fs::create_dir(root.join("config.json")).unwrap();
+        assert_eq!(Repository::open(&root).unwrap_err().code, "corrupt_config");
     }
 
     #[test]
