@@ -38,6 +38,9 @@ pub struct CommonArgs {
     /// More detail on stderr
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Colour in human output: auto (a terminal and no NO_COLOR), always, never
+    #[arg(long, value_name = "WHEN", value_enum, default_value_t = crate::human::ColorChoice::Auto, global = true)]
+    pub color: crate::human::ColorChoice,
     /// Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]
     #[arg(long, value_name = "SECS", global = true)]
     pub wait: Option<f64>,
@@ -66,6 +69,11 @@ impl CommonArgs {
 /// clap's message, and exit 2. `--help` and `--version` print and exit 0.
 pub fn parse<T: Parser>(command: &str) -> T {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "--generate") {
+        // Hidden, like ripgrep's: only as the first argument, so that it can
+        // never be mistaken for a label or path.
+        std::process::exit(generate::<T>(args.get(2).and_then(|k| k.to_str())));
+    }
     match T::try_parse_from(&args) {
         Ok(t) => t,
         Err(e) => {
@@ -94,6 +102,45 @@ pub fn parse<T: Parser>(command: &str) -> T {
                 let _ = e.print();
             }
             std::process::exit(ExitCode::Usage.code());
+        }
+    }
+}
+
+/// What `--generate KIND` can produce.
+pub const GENERATE_KINDS: [&str; 4] = ["complete-bash", "complete-zsh", "complete-fish", "man"];
+
+/// `BIN --generate KIND`: print a shell completion script or the man page,
+/// both generated from the binary's clap definition; returns the exit code.
+pub fn generate<T: clap::CommandFactory>(kind: Option<&str>) -> i32 {
+    let mut cmd = T::command();
+    let name = cmd.get_name().to_string();
+    let mut out = std::io::stdout().lock();
+    let shell = match kind {
+        Some("complete-bash") => Some(clap_complete::Shell::Bash),
+        Some("complete-zsh") => Some(clap_complete::Shell::Zsh),
+        Some("complete-fish") => Some(clap_complete::Shell::Fish),
+        Some("man") => None,
+        other => {
+            eprintln!(
+                "error: --generate needs one of {} (got {})\n  hint: e.g. `{name} --generate man > {name}.1`",
+                GENERATE_KINDS.join(", "),
+                other.map(|o| format!("{o:?}")).unwrap_or_else(|| "nothing".into())
+            );
+            return ExitCode::Usage.code();
+        }
+    };
+    let written = match shell {
+        Some(sh) => {
+            clap_complete::generate(sh, &mut cmd, name.clone(), &mut out);
+            Ok(())
+        }
+        None => clap_mangen::Man::new(cmd).render(&mut out),
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: writing the generated {name} file to stdout: {e}");
+            ExitCode::Failed.code()
         }
     }
 }
@@ -136,7 +183,11 @@ pub fn run(
             ));
         } else {
             install_quiet_panic_hook();
+            // Progress goes to stderr only; it is cleared before the summary.
+            let display =
+                crate::progress::wanted(common.quiet).then(crate::progress::Display::start);
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| op(settings, &mut env)));
+            drop(display);
             match outcome {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => env.fail(&e),
@@ -181,6 +232,11 @@ pub fn emit(env: &Envelope, common: &CommonArgs, settings: Option<&Settings>, hu
         let _ = writeln!(out, "{}", env.to_json());
         return;
     }
+    use std::io::IsTerminal;
+    crate::human::set_color(crate::human::color_wanted(
+        common.color,
+        std::io::stdout().is_terminal(),
+    ));
     if !common.quiet {
         if let Some(s) = settings {
             let text = human(env, s);
@@ -194,16 +250,40 @@ pub fn emit(env: &Envelope, common: &CommonArgs, settings: Option<&Settings>, hu
     }
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
+    let color = crate::human::color_wanted(common.color, std::io::stderr().is_terminal());
+    let paint = |text: &str, style| crate::human::paint_if(color, text, style);
+    if common.verbose {
+        // The counters behind the summary, for people chasing a slow or odd run.
+        let stats: Vec<String> = env.stats.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !stats.is_empty() {
+            let _ = writeln!(err, "stats: {}", stats.join(" "));
+        }
+        let _ = writeln!(err, "took {} ms", env.duration_ms);
+    }
     for w in &env.warnings {
         if common.verbose || !matches!(w.code.as_str(), "secret_skipped") || env.warnings.len() < 20
         {
-            let _ = writeln!(err, "warning: {}", w.message);
+            let _ = writeln!(
+                err,
+                "{} {}",
+                paint("warning:", crate::human::Style::Yellow),
+                w.message
+            );
         }
     }
     for e in &env.errors {
-        let _ = writeln!(err, "error: {}", e.message);
+        let _ = writeln!(
+            err,
+            "{} {}",
+            paint("error:", crate::human::Style::Red),
+            e.message
+        );
+        // The path, when the message does not already name it.
+        if let Some(p) = e.path.as_deref().filter(|p| !e.message.contains(p)) {
+            let _ = writeln!(err, "  path: {p}");
+        }
         if let Some(h) = &e.hint {
-            let _ = writeln!(err, "  hint: {h}");
+            let _ = writeln!(err, "  {} {h}", paint("hint:", crate::human::Style::Bold));
         }
     }
 }

@@ -120,6 +120,63 @@ struct FileConfig {
     external: ExternalSection,
     #[serde(default)]
     retry: RetrySection,
+    #[serde(default)]
+    packages: PackagesSection,
+    #[serde(default)]
+    health: HealthSection,
+}
+
+/// `[packages]`: package-manager lists recorded with checkpoints (`src/packages.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackagesSection {
+    /// Capture at phase checkpoints (`backup-checkpoint auto PHASE`).
+    pub auto: bool,
+    /// Capture at named checkpoints (`backup-checkpoint manual NAME`).
+    pub manual: bool,
+    /// Seconds each command may run before it is killed.
+    pub timeout_secs: u64,
+    /// Largest output stored per command (KiB); more is a warning and nothing is stored for it.
+    pub max_output_kb: u64,
+    /// Commands by name (`brew = ["brew", "list", "--versions"]`); replaces the defaults when set.
+    pub commands: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl Default for PackagesSection {
+    fn default() -> Self {
+        PackagesSection {
+            auto: true,
+            manual: false,
+            timeout_secs: 20,
+            max_output_kb: 1024,
+            commands: None,
+        }
+    }
+}
+
+/// `[health]`: thresholds of `backup-checkpoint --health-check` (`src/ops/health.rs`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// A phase's newest checkpoint older than this many days is yellow.
+    pub max_checkpoint_age_days: u64,
+    /// No successful `backup-verify` within this many days is yellow.
+    pub max_verify_age_days: u64,
+    /// Free space below this (MiB) on the repository's file system is yellow.
+    pub warn_free_mb: u64,
+    /// Free space below this (MiB) is red.
+    pub min_free_mb: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            max_checkpoint_age_days: 30,
+            max_verify_age_days: 30,
+            warn_free_mb: 1024,
+            min_free_mb: 100,
+        }
+    }
 }
 
 /// `[external]` as written in the file; see [`ExternalSettings`] for the resolved form.
@@ -427,6 +484,10 @@ pub struct Settings {
     pub external: ExternalSettings,
     /// Retries of transient failures (`[retry]`, `BACKUP_RETRIES`, `--retries`).
     pub retry: crate::retry::RetryPolicy,
+    /// Package-list captures (`[packages]`, `BACKUP_PACKAGES` overrides `auto` and `manual`).
+    pub packages: PackagesSection,
+    /// Health-check thresholds.
+    pub health: HealthSection,
     /// Where each setting came from.
     pub sources: BTreeMap<&'static str, String>,
 }
@@ -607,7 +668,11 @@ impl Settings {
                 })?;
                 absolutize(&expanded)
             } else {
-                expand(raw, "tracked path")?
+                // Name the file and the key: the user must find the bad entry.
+                expand(
+                    raw,
+                    &format!("{}: track.config/track.data entry", file_src()),
+                )?
             };
             if abs.parent().is_none() {
                 return Err(Error::usage(
@@ -700,6 +765,36 @@ impl Settings {
             &file_src(),
         )?;
         let retry = resolve_retry(&file.retry, over, env, &mut sources, &file_src())?;
+        let mut packages = file.packages.clone();
+        if let Some(v) = env("BACKUP_PACKAGES") {
+            sources.insert("packages", "env BACKUP_PACKAGES".into());
+            let on = parse_bool("BACKUP_PACKAGES", &v)?;
+            packages.auto = on;
+            packages.manual = on;
+        }
+        for (name, argv) in packages.commands.iter().flatten() {
+            if argv.first().is_none_or(|p| p.is_empty()) {
+                return Err(Error::usage(
+                    "bad_config",
+                    format!(
+                        "{}: packages.commands.{name} is empty; give the program and its arguments",
+                        file_src()
+                    ),
+                )
+                .with_hint(format!(
+                    "e.g. {name} = [\"brew\", \"list\", \"--versions\"]"
+                )));
+            }
+        }
+        if packages.timeout_secs == 0 || file.health.min_free_mb > file.health.warn_free_mb {
+            return Err(Error::usage(
+                "bad_config",
+                format!(
+                    "{}: packages.timeout_secs must be at least 1 and health.min_free_mb at most health.warn_free_mb",
+                    file_src()
+                ),
+            ));
+        }
         Ok(Settings {
             home,
             repo,
@@ -722,6 +817,8 @@ impl Settings {
             secrets,
             external,
             retry,
+            packages,
+            health: file.health.clone(),
             sources,
         })
     }

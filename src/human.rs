@@ -2,12 +2,161 @@
 //! people and machines always see the same facts.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
 use crate::cli::human_bytes;
 use crate::config::Settings;
 use crate::report::{Envelope, Status};
+
+/// `--color`: when human output may use ANSI colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set (non-empty) or `TERM=dumb`.
+    #[default]
+    Auto,
+    /// Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Whether to colour a stream that is (or is not) a terminal.
+pub fn color_wanted(choice: ColorChoice, is_terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Never => false,
+        ColorChoice::Always => true,
+        ColorChoice::Auto => {
+            is_terminal
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+        }
+    }
+}
+
+/// Set once by the run wrapper before rendering; off by default (tests, pipes).
+static COLOR: AtomicBool = AtomicBool::new(false);
+
+/// Turn colour in the renderers below on or off.
+pub fn set_color(on: bool) {
+    COLOR.store(on, Ordering::Relaxed);
+}
+
+/// A colour or emphasis.
+#[derive(Debug, Clone, Copy)]
+pub enum Style {
+    /// Failures, removals.
+    Red,
+    /// Success, additions.
+    Green,
+    /// Warnings, changes.
+    Yellow,
+    /// Emphasis.
+    Bold,
+}
+
+/// `text` in `style` when `on`.
+pub fn paint_if(on: bool, text: &str, style: Style) -> String {
+    if !on {
+        return text.to_string();
+    }
+    let code = match style {
+        Style::Red => "31",
+        Style::Green => "32",
+        Style::Yellow => "33",
+        Style::Bold => "1",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// `text` in `style` when colour is on for stdout.
+fn paint(text: &str, style: Style) -> String {
+    paint_if(COLOR.load(Ordering::Relaxed), text, style)
+}
+
+/// `backup-list --diff`: one line per path (`+` added, `-` removed, `~`
+/// changed with what changed and the size change), then the totals.
+fn diff(env: &Envelope, items: &[Value]) -> String {
+    let mut out = String::new();
+    let name = |v: &Value| {
+        format!(
+            "{} {}",
+            v["short_id"].as_str().unwrap_or("?"),
+            v["label"].as_str().unwrap_or("?")
+        )
+    };
+    let from = env.extra.get("from").map(name).unwrap_or_default();
+    let to = match env.extra.get("to") {
+        Some(v) if !v.is_null() => name(v),
+        _ => "the live home".to_string(),
+    };
+    let _ = writeln!(out, "changes from {from} to {to}:");
+    if items.is_empty() {
+        let _ = writeln!(out, "  no differences");
+    }
+    for it in items {
+        let size = it["size"].as_u64().unwrap_or(0);
+        let sized = |size| match it["type"].as_str() {
+            Some("dir") => "dir".to_string(),
+            Some("symlink") => "symlink".to_string(),
+            _ => human_bytes(size),
+        };
+        let (mark, detail) = match it["change"].as_str().unwrap_or("?") {
+            "added" => ("+", sized(size)),
+            "removed" => ("-", sized(size)),
+            _ => {
+                let what: Vec<&str> = it["changes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let mut d = what.join(",");
+                if let Some(t) = it["old_type"].as_str() {
+                    d = format!("{d} {t} -> {}", it["type"].as_str().unwrap_or("?"));
+                }
+                if let Some(m) = it["old_mode"].as_str() {
+                    d = format!("{d} {m} -> {}", it["mode"].as_str().unwrap_or("?"));
+                }
+                let old = it["old_size"].as_u64().unwrap_or(size);
+                if what.contains(&"content") && old != size {
+                    d = format!("{d} {} -> {}", human_bytes(old), human_bytes(size));
+                } else if it["type"] == "file" {
+                    d = format!("{d} {}", human_bytes(size));
+                }
+                ("~", d)
+            }
+        };
+        let kind = match it["type"].as_str() {
+            Some("dir") => "/",
+            Some("symlink") => "@",
+            _ => "",
+        };
+        let style = match mark {
+            "+" => Style::Green,
+            "-" => Style::Red,
+            _ => Style::Yellow,
+        };
+        let _ = writeln!(
+            out,
+            "{} {}{kind}  ({detail})",
+            paint(mark, style),
+            it["path"].as_str().unwrap_or("?")
+        );
+    }
+    let g = |k: &str| env.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{} added ({}), {} removed ({}), {} changed",
+        g("added"),
+        human_bytes(g("added_bytes")),
+        g("removed"),
+        human_bytes(g("removed_bytes")),
+        g("changed")
+    );
+    out
+}
 
 fn snapshot_line(env: &Envelope) -> String {
     let Some(s) = &env.snapshot else {
@@ -70,6 +219,7 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
         human_bytes(new_bytes),
         env.duration_ms
     );
+    out.push_str(&packages_line(env));
     if let Some(Value::Array(large)) = env.extra.get("large_files") {
         for f in large {
             let _ = writeln!(
@@ -114,12 +264,16 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
             }
         }
     }
+    out.push_str(&completion(env));
     out
 }
 
 /// `backup-list`.
 pub fn list(env: &Envelope, _s: &Settings) -> String {
     let mut out = String::new();
+    if let Some(Value::Array(items)) = env.extra.get("diff") {
+        return diff(env, items);
+    }
     if let Some(Value::Array(entries)) = env.extra.get("entries") {
         let _ = writeln!(out, "{}", snapshot_line(env));
         for e in entries {
@@ -216,7 +370,8 @@ pub fn verify(env: &Envelope, _s: &Settings) -> String {
         for p in problems {
             let _ = writeln!(
                 out,
-                "PROBLEM {}: {}",
+                "{} {}: {}",
+                paint("PROBLEM", Style::Red),
                 p["code"].as_str().unwrap_or("?"),
                 p["message"].as_str().unwrap_or("?")
             );
@@ -238,24 +393,28 @@ pub fn health(env: &Envelope, _s: &Settings) -> String {
         for c in checks {
             let level = c["status"].as_str().unwrap_or("?");
             let mark = match level {
-                "green" => "ok  ",
-                "yellow" => "WARN",
-                _ => "FAIL",
+                "green" => paint("ok  ", Style::Green),
+                "yellow" => paint("WARN", Style::Yellow),
+                _ => paint("FAIL", Style::Red),
             };
             let _ = writeln!(
                 out,
-                "{mark} {:<16} {}",
+                "{mark} {:<22} {}",
                 c["name"].as_str().unwrap_or("?"),
                 c["message"].as_str().unwrap_or("")
             );
         }
+        let g = |k: &str| env.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
         let _ = writeln!(
             out,
-            "overall: {}",
+            "overall: {} ({} green, {} yellow, {} red)",
             env.extra
                 .get("health")
                 .and_then(Value::as_str)
-                .unwrap_or("?")
+                .unwrap_or("?"),
+            g("green"),
+            g("yellow"),
+            g("red")
         );
     }
     out
@@ -287,10 +446,17 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
             let _ = writeln!(out, "  nothing to do: everything matches");
         }
         for a in actions {
+            let action = a["action"].as_str().unwrap_or("?");
+            let style = match action {
+                "delete" | "conflict" => Style::Red,
+                "create" => Style::Green,
+                "skip" => Style::Bold,
+                _ => Style::Yellow,
+            };
             let _ = writeln!(
                 out,
-                "  {:<8} {:<7} {}  ({})",
-                a["action"].as_str().unwrap_or("?"),
+                "  {} {:<7} {}  ({})",
+                paint(&format!("{action:<8}"), style),
                 a["type"].as_str().unwrap_or("?"),
                 a["path"].as_str().unwrap_or("?"),
                 a["reason"].as_str().unwrap_or("")
@@ -396,5 +562,142 @@ pub fn secrets_initialized(env: &Envelope, _s: &Settings) -> String {
         text("recipients_file")
     );
     let _ = writeln!(out, "secret-class files are now stored encrypted to this recipient; restoring them needs the identity file");
+    out
+}
+
+/// Package-list captures of a checkpoint, one line.
+fn packages_line(env: &Envelope) -> String {
+    let Some(Value::Array(outcomes)) = env.extra.get("packages") else {
+        return String::new();
+    };
+    let parts: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o["status"] != "missing")
+        .map(|o| {
+            let name = o["name"].as_str().unwrap_or("?");
+            match o["status"].as_str() {
+                Some("captured") => format!("{name} ({})", o["packages"].as_u64().unwrap_or(0)),
+                Some(other) => format!("{name} {other}"),
+                None => name.to_string(),
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "  package lists: no package manager found\n".into()
+    } else {
+        format!("  package lists: {}\n", parts.join(", "))
+    }
+}
+
+/// The bootstrap completion report (`backup-checkpoint auto bootstrap-complete`).
+pub fn completion(env: &Envelope) -> String {
+    let mut out = String::new();
+    let Some(report) = env.extra.get("completion") else {
+        return out;
+    };
+    let phases = report["phases"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\nbootstrap complete: {} of {} phases have a checkpoint, {} added to the repository",
+        report["protected"].as_u64().unwrap_or(0),
+        phases.len(),
+        human_bytes(report["new_bytes"].as_u64().unwrap_or(0))
+    );
+    let _ = writeln!(
+        out,
+        "{:<18}  {:<9}  {:<8}  {:>6}  {:>10}  {:>10}  ROLL BACK WITH",
+        "PHASE", "STATUS", "ID", "FILES", "SIZE", "ADDED"
+    );
+    for p in &phases {
+        let has = p["snapshot"].is_string();
+        let _ = writeln!(
+            out,
+            "{:<18}  {:<9}  {:<8}  {:>6}  {:>10}  {:>10}  {}",
+            p["phase"].as_str().unwrap_or("?"),
+            p["status"].as_str().unwrap_or("?"),
+            p["snapshot"].as_str().unwrap_or("-"),
+            if has {
+                p["files"].to_string()
+            } else {
+                "-".into()
+            },
+            if has {
+                human_bytes(p["bytes"].as_u64().unwrap_or(0))
+            } else {
+                "-".into()
+            },
+            if has {
+                human_bytes(p["new_bytes"].as_u64().unwrap_or(0))
+            } else {
+                "-".into()
+            },
+            p["rollback"].as_str().unwrap_or("-")
+        );
+        for w in p["warnings"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "    warning: {}", w.as_str().unwrap_or("?"));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "preview a rollback with `backup-rollback ID --dry-run`; undo one with `backup-rollback --undo`"
+    );
+    out
+}
+
+/// `backup-list --stats`: the run-log summary.
+pub fn run_stats(env: &Envelope, _s: &Settings) -> String {
+    let mut out = String::new();
+    let Some(st) = env.extra.get("run_stats") else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "{} run(s) in the log{}",
+        st["runs"].as_u64().unwrap_or(0),
+        st["since"]
+            .as_str()
+            .map(|s| format!(" since {}", s.get(..19).unwrap_or(s)))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "{:<18}  {:>5}  {:>7}  {:>7}  {:>6}  {:>8}  {:>10}  {:>10}",
+        "COMMAND", "RUNS", "SUCCESS", "PARTIAL", "FAILED", "RATE", "MEDIAN", "P95"
+    );
+    for (name, c) in st["commands"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<18}  {:>5}  {:>7}  {:>7}  {:>6}  {:>7.1}%  {:>7} ms  {:>7} ms",
+            name,
+            c["runs"],
+            c["success"],
+            c["partial"],
+            c["failed"],
+            c["success_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            c["median_ms"],
+            c["p95_ms"]
+        );
+    }
+    if let Some(codes) = st["failures_by_code"].as_object().filter(|m| !m.is_empty()) {
+        let _ = writeln!(out, "failures by code:");
+        for (code, n) in codes {
+            let _ = writeln!(out, "  {code:<24} {n}");
+        }
+    }
+    let _ = writeln!(out, "last successful checkpoint per phase:");
+    for (phase, at) in st["last_success_per_phase"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            out,
+            "  {phase:<18} {}",
+            match at.as_str() {
+                Some(t) => format!("{} ago", crate::time::age(t)),
+                None => "never".into(),
+            }
+        );
+    }
     out
 }

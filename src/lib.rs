@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod cli;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod exit;
 pub mod external;
@@ -15,7 +16,9 @@ pub mod hash;
 pub mod host;
 pub mod human;
 pub mod ops;
+pub mod packages;
 pub mod paths;
+pub mod progress;
 pub mod repo;
 pub mod report;
 pub mod retry;

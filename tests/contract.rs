@@ -70,6 +70,8 @@ impl Env {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .env("BACKUP_REPO", &self.repo)
+            // This machine's package managers would make envelopes machine-specific.
+            .env("BACKUP_PACKAGES", "0")
             .envs(extra_env.iter().copied())
             .output()
             .unwrap();
@@ -758,6 +760,7 @@ fn shell_helper_skips_or_fails_like_the_role() {
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", &e.home)
             .env("BACKUP_REPO", &e.repo)
+            .env("BACKUP_PACKAGES", "0")
             .envs(extra.iter().copied())
             .output()
             .unwrap()

@@ -42,6 +42,7 @@ fn normalize(v: &Value, e: &TestEnv) -> Value {
                 "version" => Some("[version]"),
                 "disk_space" => Some("[free space]"),
                 "last_checkpoint" => Some("[label, id and age]"),
+                n if n.starts_with("phase ") => Some("[id and age]"),
                 _ => None,
             };
             if let Some(r) = redacted {

@@ -75,6 +75,11 @@ struct Case {
     plant: Plant,
 }
 
+/// An edit of a snapshot record or tree (JSON).
+type JsonEdit = fn(&mut Value);
+/// An edit of an index or pack file (bytes).
+type ByteEdit = fn(&mut Vec<u8>);
+
 fn case(name: impl Into<String>, expect: Expect, plant: impl Fn(&Ctx) + 'static) -> Case {
     Case {
         name: name.into(),
@@ -741,7 +746,7 @@ fn record_cases(out: &mut Vec<Case>) {
             .file_name();
         name.to_str().unwrap().trim_end_matches(".json").to_string()
     };
-    let variants: Vec<(&str, Expect, fn(&mut Value))> = vec![
+    let variants: Vec<(&str, Expect, JsonEdit)> = vec![
         ("version 2 (future)", Expect::Refused, |r| {
             r["version"] = json!(2)
         }),
@@ -834,7 +839,7 @@ fn binary_cases(out: &mut Vec<Case>) {
         let p = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
         12 + p * 32 + 4
     }
-    let index_edits: Vec<(&str, fn(&mut Vec<u8>))> = vec![
+    let index_edits: Vec<(&str, ByteEdit)> = vec![
         ("truncated", |b| b.truncate(b.len() - 5)),
         ("bad magic", |b| b[0] = b'X'),
         ("pack count u32::MAX", |b| {
@@ -906,7 +911,7 @@ fn binary_cases(out: &mut Vec<Case>) {
             std::os::unix::fs::symlink(c.outside.join("secret"), &old).unwrap();
         },
     ));
-    let pack_edits: Vec<(&str, fn(&mut Vec<u8>))> = vec![
+    let pack_edits: Vec<(&str, ByteEdit)> = vec![
         ("trailer count u32::MAX", |b| {
             let n = b.len();
             b[n - 12..n - 8].copy_from_slice(&u32::MAX.to_le_bytes())
@@ -1291,7 +1296,10 @@ fn binary_cases_real(out: &mut Vec<Case>) {
     }
 }
 
-fn all_groups() -> Vec<(&'static str, fn(&mut Vec<Case>))> {
+/// A named group of cases: the function pushes its cases.
+type CaseGroup = (&'static str, fn(&mut Vec<Case>));
+
+fn all_groups() -> Vec<CaseGroup> {
     vec![
         ("paths", path_cases),
         ("roots", root_cases),

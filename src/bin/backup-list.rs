@@ -18,7 +18,7 @@ enum Kind {
     name = "backup-list",
     version,
     about,
-    after_help = "Examples:\n  backup-list\n  backup-list pre-dotfiles --files\n  backup-list latest --json"
+    after_help = "Examples:\n  backup-list\n  backup-list pre-dotfiles --files\n  backup-list latest --json\n  backup-list --stats\n  backup-list --diff pre-dotfiles post-setup\n  backup-list --diff pre-dotfiles        # against the live home"
 )]
 struct Args {
     /// Snapshot id (or prefix), label, or `latest`
@@ -29,15 +29,30 @@ struct Args {
     /// Only snapshots of this kind
     #[arg(long, value_enum)]
     kind: Option<Kind>,
+    /// What changed from snapshot A to snapshot B (or to the live home when B is left out)
+    #[arg(long, num_args = 1..=2, value_names = ["A", "B"], conflicts_with_all = ["snapshot", "files"])]
+    diff: Option<Vec<String>>,
     /// List the external copy (the only target, or the one named) instead of the local repository
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     external: Option<String>,
+    /// Summarise the run log: runs per command, success rate, failures by code, median/p95 duration, last success per phase
+    #[arg(long, conflicts_with_all = ["snapshot", "files"])]
+    stats: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args: Args = cli::parse("backup-list");
+    if args.stats {
+        return cli::run(
+            "backup-list",
+            &args.common,
+            args.common.overrides(),
+            dotfiles_backup::runlog::stats,
+            dotfiles_backup::human::run_stats,
+        );
+    }
     let opts = ListOptions {
         selector: args
             .snapshot
@@ -49,6 +64,10 @@ fn main() -> std::process::ExitCode {
             Kind::Backup => SnapshotKind::Backup,
             Kind::Safety => SnapshotKind::Safety,
         }),
+        diff: args
+            .diff
+            .as_ref()
+            .and_then(|d| Some((d.first()?.clone(), d.get(1).cloned()))),
     };
     cli::run(
         "backup-list",

@@ -38,8 +38,8 @@ use crate::repo::cache::{FilesCache, StatKey, RACY_WINDOW_NS};
 use crate::repo::index::{self, Index};
 use crate::repo::pack::{PackWriter, FLAG_AGE, FLAG_PLAIN};
 use crate::repo::snapshot::{
-    Entry, EntryType, RootTree, Sealed, Snapshot, SnapshotKind, SnapshotRecord, Summary, Tree,
-    OBJECT_VERSION,
+    Entry, EntryType, PackageList, RootTree, Sealed, Snapshot, SnapshotKind, SnapshotRecord,
+    Summary, Tree, OBJECT_VERSION,
 };
 use crate::repo::Repository;
 use crate::report::Warning;
@@ -112,6 +112,10 @@ pub struct BackupStats {
     pub auto_pruned_snapshots: u64,
     /// Bytes freed by the automatic prune.
     pub auto_pruned_bytes: u64,
+    /// Files whose content the repository did not have yet (deduplicated within the run).
+    pub files_new: u64,
+    /// Share of the bytes read that were already stored, 0.0–1.0 (0 when nothing was read).
+    pub dedup_ratio: f64,
 }
 
 /// The result of a snapshot run.
@@ -137,6 +141,15 @@ pub struct BackupReport {
 
 /// Open (creating on first use) the repository, take the lock, and snapshot the configured roots.
 pub fn run_backup(settings: &Settings, opts: &BackupOptions) -> Result<BackupReport> {
+    run_backup_with(settings, opts, None)
+}
+
+/// [`run_backup`], also recording `packages` (package-manager lists) in the snapshot record.
+pub fn run_backup_with(
+    settings: &Settings,
+    opts: &BackupOptions,
+    packages: Option<&[PackageList]>,
+) -> Result<BackupReport> {
     let rules = Rules::new(settings)?;
     if opts.dry_run {
         let repo = if Repository::exists(&settings.repo) {
@@ -144,12 +157,13 @@ pub fn run_backup(settings: &Settings, opts: &BackupOptions) -> Result<BackupRep
         } else {
             None
         };
-        return snapshot_roots(repo.as_ref(), &settings.roots, &rules, opts);
+        return snapshot_roots_with(repo.as_ref(), &settings.roots, &rules, opts, packages);
     }
     let (repo, _created) = Repository::open_or_create(&settings.repo)?;
     let guard = repo.lock(&opts.command, settings.lock_wait)?;
     let mut pre_warnings = Vec::new();
-    let mut report = match snapshot_roots(Some(&repo), &settings.roots, &rules, opts) {
+    let mut report = match snapshot_roots_with(Some(&repo), &settings.roots, &rules, opts, packages)
+    {
         // Over the quota: prune by policy (every kind), then try once more.
         Err(e) if e.code == "quota_exceeded" => {
             let (removed, freed) =
@@ -160,7 +174,7 @@ pub fn run_backup(settings: &Settings, opts: &BackupOptions) -> Result<BackupRep
                     "the repository was over its quota; pruned {removed} snapshot(s) by the retention policy, freeing {freed} bytes"
                 ),
             ));
-            snapshot_roots(Some(&repo), &settings.roots, &rules, opts)?
+            snapshot_roots_with(Some(&repo), &settings.roots, &rules, opts, packages)?
         }
         other => other?,
     };
@@ -212,10 +226,23 @@ pub fn snapshot_roots(
     rules: &Rules,
     opts: &BackupOptions,
 ) -> Result<BackupReport> {
+    snapshot_roots_with(repo, roots, rules, opts, None)
+}
+
+/// [`snapshot_roots`], also recording `packages` in the record. An existing
+/// snapshot is reused only when its package lists match too.
+pub fn snapshot_roots_with(
+    repo: Option<&Repository>,
+    roots: &[TrackedRoot],
+    rules: &Rules,
+    opts: &BackupOptions,
+    packages: Option<&[PackageList]>,
+) -> Result<BackupReport> {
     let t0 = Instant::now();
     let scan_start_ns = crate::time::now_ns();
     let mut stats = BackupStats::default();
     let mut warnings = Vec::new();
+    crate::progress::stage("scanning", 0, 0);
     let scanned = scan::scan(roots, rules);
     let mut errors = scanned.errors;
     let mut scanned_roots = scanned.roots;
@@ -305,6 +332,13 @@ pub fn snapshot_roots(
     }
 
     // Read, hash and pack what is needed.
+    crate::progress::stage(
+        "reading",
+        work.len() as u64,
+        work.iter()
+            .map(|w| scanned_roots[w.root].items[w.item].size)
+            .sum(),
+    );
     let mut new_packs = Vec::new();
     let mut pack_dir = None;
     if !work.is_empty() {
@@ -427,13 +461,24 @@ pub fn snapshot_roots(
     }
     summary.new_blobs = stats.new_blobs;
     summary.new_bytes = stats.new_bytes;
+    stats.files_new = stats.new_blobs;
+    if stats.bytes_read > 0 {
+        let kept = stats.bytes_read.saturating_sub(stats.new_bytes) as f64;
+        // Rounded so that envelopes stay readable and stable.
+        stats.dedup_ratio = (kept / stats.bytes_read as f64 * 1000.0).round() / 1000.0;
+    }
     let (tree_id, tree_bytes) = tree.encode();
     let changed = !existing.iter().any(|s| s.record.tree == tree_id);
     let same_label = existing
         .iter()
         .rev()
         .find(|s| s.record.kind == opts.kind && s.record.label == opts.label);
-    let reuse = same_label.filter(|s| s.record.tree == tree_id).cloned();
+    let reuse = same_label
+        .filter(|s| {
+            s.record.tree == tree_id
+                && packages.is_none_or(|p| s.record.packages.as_deref() == Some(p))
+        })
+        .cloned();
 
     let record = SnapshotRecord {
         version: OBJECT_VERSION,
@@ -447,6 +492,7 @@ pub fn snapshot_roots(
         tree: tree_id,
         roots: tree.roots.iter().map(|r| r.root.clone()).collect(),
         summary,
+        packages: packages.map(<[PackageList]>::to_vec),
     };
 
     let snapshot = match (repo, opts.dry_run, reuse) {
@@ -648,6 +694,7 @@ fn read_and_pack<'w>(
                 Ok((hash, data, key)) => {
                     stats.files_read += 1;
                     stats.bytes_read += data.len() as u64;
+                    crate::progress::advance(1, data.len() as u64);
                     if !index.contains(&hash) && seen.insert(hash) {
                         stats.new_blobs += 1;
                         stats.new_bytes += data.len() as u64;
@@ -805,6 +852,7 @@ fn read_large(
         }
         stats.files_read += 1;
         stats.bytes_read += len;
+        crate::progress::advance(1, len);
         if !index.contains(&hash) && seen.insert(hash) {
             stats.new_blobs += 1;
             stats.new_bytes += len;

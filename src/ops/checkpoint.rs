@@ -4,7 +4,7 @@
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::ops::backup::{run_backup, BackupOptions, BackupReport};
+use crate::ops::backup::{run_backup, run_backup_with, BackupOptions, BackupReport};
 use crate::repo::snapshot::{invalid_name, SnapshotKind, PHASES};
 use crate::report::{Envelope, SnapshotInfo, Status};
 
@@ -60,14 +60,17 @@ pub fn checkpoint(
     dry_run: bool,
     env: &mut Envelope,
 ) -> Result<()> {
-    let label = match target {
+    let (label, capture) = match target {
         CheckpointTarget::Phase(p) => {
             check_phase(p)?;
-            p.clone()
+            // Logged even when the run fails, so the completion report can
+            // tell a failed phase from one that never ran.
+            env.put("phase", p);
+            (p.clone(), settings.packages.auto)
         }
         CheckpointTarget::Manual(n) => {
             check_name(n)?;
-            n.clone()
+            (n.clone(), settings.packages.manual)
         }
     };
     let opts = BackupOptions {
@@ -78,8 +81,24 @@ pub fn checkpoint(
         command: env.command.clone(),
         space: Some(settings.space.clone()),
     };
-    let report = run_backup(settings, &opts)?;
+    // Package managers run before the lock is taken (they can be slow), and
+    // not in a dry run, which promises to only look at the tracked files.
+    let captured = (capture && !dry_run).then(|| crate::packages::capture(&settings.packages));
+    let report = run_backup_with(
+        settings,
+        &opts,
+        captured.as_ref().map(|c| c.lists.as_slice()),
+    )?;
     fill(env, report, dry_run, settings);
+    if let Some(c) = captured {
+        env.stat("packages_ms", c.duration_ms);
+        env.stat("package_lists", c.lists.len() as u64);
+        env.put("packages", &c.outcomes);
+        env.warnings.extend(c.warnings);
+    }
+    if matches!(target, CheckpointTarget::Phase(p) if p == "bootstrap-complete") && !dry_run {
+        crate::ops::report::attach(settings, env);
+    }
     Ok(())
 }
 

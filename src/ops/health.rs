@@ -1,6 +1,15 @@
 //! `backup-checkpoint --health-check`: is the tool ready to protect this
 //! machine? Each check is green, yellow or red with a reason; the run fails
 //! (exit 1) only when something is red, so CI and Ansible can gate on it.
+//!
+//! Rows: version, config, tracked paths, repository (present and opening),
+//! writable, lock (free / held by whom / stale record of a dead holder), disk
+//! space, the newest checkpoint and one row per phase that has one (`phase
+//! NAME`, its age), a quick verify now, the last `backup-verify` from the run
+//! log, each external target (reachable, holding every snapshot), and the
+//! secrets keys. Thresholds come from
+//! `[health]` in the config (docs/config.md); docs/cli.md lists every cause
+//! of yellow and red.
 
 use std::path::Path;
 
@@ -13,14 +22,11 @@ use crate::repo::snapshot::{SnapshotKind, PHASES};
 use crate::repo::Repository;
 use crate::report::{Envelope, Status};
 
-/// Free space below this is red.
+/// Free space below this is red by default (`health.min_free_mb`); restore
+/// keeps a tenth of it free.
 pub const DISK_RED_BYTES: u64 = 100 << 20;
-/// Free space below this is yellow.
-pub const DISK_YELLOW_BYTES: u64 = 1 << 30;
 /// Repositories up to this size are fully re-hashed by the health check.
 pub const QUICK_VERIFY_MAX_BYTES: u64 = 256 << 20;
-/// A newest checkpoint older than this is yellow.
-pub const STALE_CHECKPOINT_SECS: i64 = 30 * 86400;
 
 /// Traffic-light level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -143,19 +149,14 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             )
         },
     ));
-    match crate::repo::lock::current_holder(&repo_path.join("lock")) {
-        Some(h) => out.push(check(
-            "lock",
-            Level::Yellow,
-            format!("held by pid {} ({}) on {}", h.pid, h.command, h.host),
-        )),
-        None => out.push(check("lock", Level::Green, "free")),
-    }
+    out.push(lock_check(&repo_path.join("lock")));
+    let red_bytes = settings.health.min_free_mb.saturating_mul(1 << 20);
+    let yellow_bytes = settings.health.warn_free_mb.saturating_mul(1 << 20);
     match free_bytes(repo_path) {
         Some(free) => {
-            let level = if free < DISK_RED_BYTES {
+            let level = if free < red_bytes {
                 Level::Red
-            } else if free < DISK_YELLOW_BYTES {
+            } else if free < yellow_bytes {
                 Level::Yellow
             } else {
                 Level::Green
@@ -164,8 +165,10 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
                 "disk_space",
                 level,
                 format!(
-                    "{} free on the file system holding {shown}",
-                    crate::cli::human_bytes(free)
+                    "{} free on the file system holding {shown} (yellow below {} MiB, red below {} MiB)",
+                    crate::cli::human_bytes(free),
+                    settings.health.warn_free_mb,
+                    settings.health.min_free_mb
                 ),
             ));
         }
@@ -175,6 +178,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             "could not read free space",
         )),
     }
+    let max_age = (settings.health.max_checkpoint_age_days as i64).saturating_mul(86400);
     if let Some(repo) = &repo {
         match repo.snapshots() {
             Ok(snaps) => {
@@ -193,7 +197,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
                             .collect();
                         out.push(check(
                             "last_checkpoint",
-                            if age > STALE_CHECKPOINT_SECS {
+                            if age > max_age {
                                 Level::Yellow
                             } else {
                                 Level::Green
@@ -212,6 +216,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
                         ));
                     }
                 }
+                out.extend(phase_checks(&checkpoints, max_age));
             }
             Err(e) => out.push(check("last_checkpoint", Level::Red, e.message)),
         }
@@ -237,7 +242,287 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             )),
             Err(e) => out.push(check("verify", Level::Red, e.message)),
         }
+        out.push(last_verify_check(
+            &crate::runlog::read_all(repo_path),
+            (settings.health.max_verify_age_days as i64).saturating_mul(86400),
+        ));
     }
+    out.extend(external_checks(settings, repo.as_ref()));
+    out.extend(secrets_checks(settings, repo.as_ref()));
+    out
+}
+
+/// External copies: one row per target (`external_target NAME`): reachable,
+/// and holding every local snapshot record. Unreachable or behind is yellow:
+/// checkpoints still succeed locally (`degradation: local-only`).
+fn external_checks(settings: &Settings, repo: Option<&Repository>) -> Vec<Check> {
+    let ext = &settings.external;
+    if ext.targets.is_empty() {
+        return vec![check("external_target", Level::Green, "not configured")];
+    }
+    let local: Vec<String> = repo
+        .and_then(|r| r.snapshots().ok())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| format!("snapshots/{}.json", s.id.to_hex()))
+        .collect();
+    let mut out = Vec::new();
+    for t in &ext.targets {
+        let name = format!("external_target {}", t.name);
+        if let Some(dir) = crate::external::target_dir(t) {
+            if !dir.is_dir() {
+                out.push(check(
+                    &name,
+                    Level::Yellow,
+                    format!(
+                        "{} is not there (drive not mounted?); checkpoints stay local until it is",
+                        crate::paths::display_path(dir)
+                    ),
+                ));
+                continue;
+            }
+        }
+        let listing = crate::external::open_target(t, settings).and_then(|store| {
+            let shown = store.shown();
+            store.list().map(|l| (shown, l))
+        });
+        out.push(match listing {
+            Err(e) => check(
+                &name,
+                Level::Yellow,
+                format!("not reachable: {}; checkpoints stay local until it is", e.message),
+            ),
+            Ok((shown, listing)) => {
+                let behind = local.iter().filter(|k| !listing.contains_key(*k)).count();
+                if behind > 0 {
+                    check(
+                        &name,
+                        Level::Yellow,
+                        format!(
+                            "{shown} is reachable but lacks {behind} of {} snapshot(s); run `backup-create --sync-external`",
+                            local.len()
+                        ),
+                    )
+                } else if settings.local_only {
+                    check(
+                        &name,
+                        Level::Yellow,
+                        format!("{shown} is up to date, but local-only mode (BACKUP_LOCAL_ONLY / general.local_only) stops further copies"),
+                    )
+                } else {
+                    check(
+                        &name,
+                        Level::Green,
+                        format!("{shown} is reachable and has all {} snapshot(s)", local.len()),
+                    )
+                }
+            }
+        });
+    }
+    out
+}
+
+/// The lock: free, held (by whom, since when), or a record left by a dead holder.
+fn lock_check(path: &Path) -> Check {
+    if let Some(h) = crate::repo::lock::current_holder(path) {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64 - h.started_at)
+            .unwrap_or(0)
+            .max(0);
+        return check(
+            "lock",
+            Level::Yellow,
+            format!(
+                "held by pid {} ({}) on {}, taken {} ago; writers wait for it",
+                h.pid,
+                h.command,
+                h.host,
+                crate::time::human_duration(since as u64)
+            ),
+        );
+    }
+    // flock is free; a record left in the file means its holder died mid-run.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    match serde_json::from_str::<crate::repo::lock::LockRecord>(text.trim()) {
+        Ok(h) => check(
+            "lock",
+            Level::Yellow,
+            format!(
+                "stale: left by pid {} ({}) on {}, which is no longer running; the next writer takes it over",
+                h.pid, h.command, h.host
+            ),
+        ),
+        Err(_) => check("lock", Level::Green, "free"),
+    }
+}
+
+/// One row per phase with a checkpoint: yellow when its newest is older than `max_age` seconds.
+fn phase_checks(checkpoints: &[&crate::repo::snapshot::Snapshot], max_age: i64) -> Vec<Check> {
+    let mut out = Vec::new();
+    for phase in PHASES {
+        let Some(s) = checkpoints.iter().rev().find(|s| s.record.label == phase) else {
+            continue;
+        };
+        let age = crate::time::seconds_since(&s.record.created_at).unwrap_or(0);
+        out.push(check(
+            &format!("phase {phase}"),
+            if age > max_age {
+                Level::Yellow
+            } else {
+                Level::Green
+            },
+            format!(
+                "{} taken {} ago{}",
+                s.id.short(),
+                crate::time::human_duration(age.max(0) as u64),
+                if age > max_age {
+                    format!(
+                        " (older than health.max_checkpoint_age_days = {})",
+                        max_age / 86400
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    out
+}
+
+/// The newest `backup-verify` run in the log: red if it found damage, yellow
+/// if there is none or it is older than `max_age` seconds.
+pub fn last_verify_check(log: &[serde_json::Value], max_age: i64) -> Check {
+    let Some(v) = log.iter().rev().find(|v| v["command"] == "backup-verify") else {
+        return check(
+            "last_verify",
+            Level::Yellow,
+            "no `backup-verify` run in the log; run `backup-verify --read-data`",
+        );
+    };
+    let when = v["logged_at"].as_str();
+    let age = when.and_then(crate::time::seconds_since);
+    let ago = age
+        .map(|a| format!("{} ago", crate::time::human_duration(a.max(0) as u64)))
+        .unwrap_or_else(|| "at an unknown time".into());
+    if v["status"] != "success" {
+        let first = v["errors"][0]["message"].as_str().unwrap_or("it failed");
+        return check(
+            "last_verify",
+            Level::Red,
+            format!("the last `backup-verify` ({ago}) failed: {first}; repair, then run `backup-verify --read-data`"),
+        );
+    }
+    match age {
+        Some(a) if a <= max_age => check(
+            "last_verify",
+            Level::Green,
+            format!(
+                "passed {ago}{}",
+                if v["stats"]["bytes_read"].as_u64().unwrap_or(0) > 0 {
+                    " (every byte re-hashed)"
+                } else {
+                    " (structure only)"
+                }
+            ),
+        ),
+        _ => check(
+            "last_verify",
+            Level::Yellow,
+            format!(
+                "the last passing `backup-verify` was {ago}, older than health.max_verify_age_days = {}; run `backup-verify --read-data`",
+                max_age / 86400
+            ),
+        ),
+    }
+}
+
+/// Secrets: recipients configured (else secret files are skipped), the
+/// repository's wrapped key and the local plain key, and the identity file.
+fn secrets_checks(settings: &Settings, repo: Option<&Repository>) -> Vec<Check> {
+    let s = &settings.secrets;
+    if s.recipients.is_empty() {
+        return vec![check(
+            "secrets",
+            Level::Yellow,
+            "no age recipients configured: secret-class files (ssh keys, tokens) are skipped; set up with `backup-create --init-secrets`",
+        )];
+    }
+    let mut out = Vec::new();
+    let name = crate::secrets::key_name(&s.recipients);
+    match repo {
+        None => out.push(check(
+            "secrets",
+            Level::Green,
+            format!(
+                "{} recipient(s); the key is made with the repository",
+                s.recipients.len()
+            ),
+        )),
+        Some(repo) => {
+            let wrapped = repo
+                .sub(crate::secrets::KEYS_DIR)
+                .join(format!("{name}.age"));
+            let plain = s
+                .key_dir
+                .as_ref()
+                .map(|d| d.join(&repo.config.id).join(format!("{name}.key")));
+            let has_plain = plain.as_ref().is_some_and(|p| p.is_file());
+            let shown = |p: &Path| crate::paths::display_path(p);
+            out.push(match (wrapped.is_file(), has_plain) {
+                (true, true) => check(
+                    "secrets",
+                    Level::Green,
+                    format!("{} recipient(s); key {name} present in the repository and locally", s.recipients.len()),
+                ),
+                (false, false) => check(
+                    "secrets",
+                    Level::Green,
+                    format!(
+                        "{} recipient(s); key {name} is created by the first checkpoint that stores a secret file",
+                        s.recipients.len()
+                    ),
+                ),
+                (true, false) => check(
+                    "secrets",
+                    Level::Yellow,
+                    format!(
+                        "the local copy of key {name} is missing ({}); the next checkpoint needs the identity file to unwrap {}, otherwise it skips secret files",
+                        plain.as_deref().map(shown).unwrap_or_else(|| "no key directory: HOME unset".into()),
+                        shown(&wrapped)
+                    ),
+                ),
+                (false, true) => check(
+                    "secrets",
+                    Level::Red,
+                    format!(
+                        "{} is missing from the repository: secrets stored under key {name} cannot be restored on another machine; copy it back from a backup of the repository",
+                        shown(&wrapped)
+                    ),
+                ),
+            });
+        }
+    }
+    out.push(match &s.identity_file {
+        Some(p) if std::fs::File::open(p).is_ok() => check(
+            "secrets_identity",
+            Level::Green,
+            format!("{} is readable (needed to restore secrets)", crate::paths::display_path(p)),
+        ),
+        Some(p) => check(
+            "secrets_identity",
+            Level::Yellow,
+            format!(
+                "{} is missing or unreadable: checkpoints still store secrets, but restoring them needs it; keep it (e.g. in a password manager) and put it back before a restore",
+                crate::paths::display_path(p)
+            ),
+        ),
+        None => check(
+            "secrets_identity",
+            Level::Yellow,
+            "no identity file configured (HOME unset): restoring secrets needs one",
+        ),
+    });
     out
 }
 

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod health;
 pub mod list;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod sync;
 pub mod verify;

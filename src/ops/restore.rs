@@ -149,15 +149,10 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
             out.push(mk(ActionKind::Skip, "current content is not in the safety snapshot (secret or unreadable); left as it is", 0));
             continue;
         }
-        let differs = have.kind != want.kind
-            || match want.kind {
-                EntryType::File => have.content_id() != want.content_id(),
-                EntryType::Symlink => have.target != want.target,
-                EntryType::Dir => false,
-            };
-        let meta_differs = have.mode != want.mode
-            || have.mtime_ns != want.mtime_ns
-            || (crate::host::euid() == 0 && (have.uid != want.uid || have.gid != want.gid));
+        // The same comparison `backup-list --diff` reports (crate::diff).
+        let d = crate::diff::compare(have, want);
+        let differs = d.data();
+        let meta_differs = d.mode || d.mtime || (crate::host::euid() == 0 && d.owner);
         let reason = if have.kind != want.kind {
             format!(
                 "is a {} now, was a {}",
@@ -870,11 +865,20 @@ pub fn apply(
     let mut dirs_to_sync: BTreeMap<(PathBuf, Vec<u8>), ()> = BTreeMap::new();
     let mut dir_times: Vec<(PathBuf, Vec<u8>, Entry)> = Vec::new();
     let is_root = crate::host::euid() == 0;
+    let doing = actions
+        .iter()
+        .filter(|a| !matches!(a.action, ActionKind::Skip | ActionKind::Conflict));
+    crate::progress::stage(
+        "restoring",
+        doing.clone().count() as u64,
+        doing.map(|a| a.bytes).sum(),
+    );
     for a in actions {
         if matches!(a.action, ActionKind::Skip | ActionKind::Conflict) {
             stats.skipped += 1;
             continue;
         }
+        crate::progress::advance(1, a.bytes);
         let (anchor, rel) = anchor_of(&a.abs, home, target);
         let shown_path = Path::new(OsStr::from_bytes(&a.abs)).to_path_buf();
         let result = (|| -> Result<()> {

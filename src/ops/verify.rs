@@ -257,6 +257,14 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         by_pack.entry(loc.pack).or_default().push((*b, *loc));
     }
     let packs_dir = repo.sub("packs");
+    if read_data {
+        let total: u64 = by_pack
+            .keys()
+            .filter_map(|p| std::fs::metadata(pack::pack_path(&packs_dir, p)).ok())
+            .map(|m| m.len())
+            .sum();
+        crate::progress::stage("verifying", by_pack.len() as u64, total);
+    }
     for (pack_id, blobs) in &by_pack {
         report.stats.packs += 1;
         let path = pack::pack_path(&packs_dir, pack_id);
@@ -314,6 +322,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
             continue;
         }
         report.stats.bytes_read += bytes.len() as u64;
+        crate::progress::advance(1, bytes.len() as u64);
         let mut bad: Vec<(Hash, BlobLocation)> = Vec::new();
         // Sealed (age) blobs are named by a keyed hash that only the identity's
         // holder can recompute; the pack's own SHA-256 covers their bytes.

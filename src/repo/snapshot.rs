@@ -90,6 +90,26 @@ pub struct SnapshotRecord {
     pub roots: Vec<ByteName>,
     /// Counts.
     pub summary: Summary,
+    /// Package-manager lists captured with this checkpoint (`brew list --versions`, …).
+    /// Optional: absent in records written before it existed and when capture is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<PackageList>>,
+}
+
+/// One command's package list as stored in a record (see `src/packages.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageList {
+    /// Name of the capture (`brew`, `apt`, `pip`, `code`, `npm`, or a configured name).
+    pub name: String,
+    /// The command as run: program as found on `PATH`, then its arguments.
+    pub command: Vec<String>,
+    /// SHA-256 of the raw stdout: equal lists have equal ids.
+    pub sha256: Hash,
+    /// Length of the raw stdout in bytes.
+    pub bytes: u64,
+    /// The stdout as text (invalid UTF-8 replaced by U+FFFD).
+    pub output: String,
 }
 
 /// Type of a tree entry.

@@ -173,7 +173,10 @@ impl TestEnv {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
-            .env("BACKUP_REPO", &self.repo);
+            .env("BACKUP_REPO", &self.repo)
+            // Package-list captures run this machine's package managers: off
+            // unless a test turns them on (tests/packages.rs).
+            .env("BACKUP_PACKAGES", "0");
     }
 
     /// Run and return the raw output (no `--json` added).

@@ -1,0 +1,16 @@
+complete -c backup-rollback -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
+complete -c backup-rollback -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
+complete -c backup-rollback -l path -d 'Track this path instead of the configured set (repeatable)' -r -F
+complete -c backup-rollback -l color -d 'Colour in human output: auto (a terminal and no NO_COLOR), always, never' -r -f -a "auto\t'On a terminal, unless `NO_COLOR` is set (non-empty) or `TERM=dumb`'
+always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
+never\t'Never'"
+complete -c backup-rollback -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
+complete -c backup-rollback -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-rollback -l undo -d 'Go back to the state just before the last rollback or restore'
+complete -c backup-rollback -l keep-new -d 'Leave files created since the checkpoint in place'
+complete -c backup-rollback -l dry-run -d 'Print the plan; change nothing'
+complete -c backup-rollback -l json -d 'Print exactly one JSON document (the envelope) on stdout'
+complete -c backup-rollback -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
+complete -c backup-rollback -s v -l verbose -d 'More detail on stderr'
+complete -c backup-rollback -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c backup-rollback -s V -l version -d 'Print version'

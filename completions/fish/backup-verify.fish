@@ -1,0 +1,15 @@
+complete -c backup-verify -l external -d 'Check the external copy (the only target, or the one named) instead of the local repository' -r
+complete -c backup-verify -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
+complete -c backup-verify -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
+complete -c backup-verify -l path -d 'Track this path instead of the configured set (repeatable)' -r -F
+complete -c backup-verify -l color -d 'Colour in human output: auto (a terminal and no NO_COLOR), always, never' -r -f -a "auto\t'On a terminal, unless `NO_COLOR` is set (non-empty) or `TERM=dumb`'
+always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
+never\t'Never'"
+complete -c backup-verify -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
+complete -c backup-verify -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-verify -l read-data -d 'Re-hash every byte of every pack (slower, complete)'
+complete -c backup-verify -l json -d 'Print exactly one JSON document (the envelope) on stdout'
+complete -c backup-verify -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
+complete -c backup-verify -s v -l verbose -d 'More detail on stderr'
+complete -c backup-verify -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c backup-verify -s V -l version -d 'Print version'

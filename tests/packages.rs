@@ -1,0 +1,266 @@
+//! Package-list captures through the real `backup-checkpoint`, with fake
+//! package managers on `PATH`: one that prints a list, one that fails, one
+//! that hangs (with a child of its own) past the timeout, and the rest
+//! missing. Covers what is stored in the record, the warnings, reuse of an
+//! unchanged checkpoint, the on/off switches, and that a dry run runs nothing.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const CKPT: &str = "backup-checkpoint";
+const BREW_LIST: &str = "git 2.43.0\nripgrep 14.1.0\n";
+
+fn script(dir: &Path, name: &str, body: &str) {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A fake-manager directory: `brew` prints a list (from `brew.out`), `apt-mark`
+/// fails, `pip` hangs with a child holding stdout; no `pip3`, `code`, `npm`.
+fn fake_managers(e: &TestEnv) -> PathBuf {
+    let bin = e.tmp.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("brew.out"), BREW_LIST).unwrap();
+    script(
+        &bin,
+        "brew",
+        &format!("/bin/cat '{}'", bin.join("brew.out").display()),
+    );
+    script(
+        &bin,
+        "apt-mark",
+        "echo 'E: could not open lock file' >&2\nexit 3",
+    );
+    // Not `exec`: the sleeping child keeps the pipe open unless the whole group is killed.
+    script(&bin, "pip", "/bin/sleep 60\necho never");
+    bin
+}
+
+fn config(e: &TestEnv, body: &str) {
+    e.write(
+        ".config/dotfiles-backup/config.toml",
+        body.as_bytes(),
+        0o644,
+    );
+}
+
+fn run_with_path(e: &TestEnv, bin: &Path, args: &[&str], extra: &[(&str, &str)]) -> (i32, Value) {
+    let path = bin.to_string_lossy().into_owned();
+    let mut env: Vec<(&str, &str)> = vec![("PATH", &path), ("BACKUP_PACKAGES", "1")];
+    env.extend_from_slice(extra);
+    let (rc, v, _) = e.run(CKPT, args, &env);
+    (rc, v)
+}
+
+/// Run with `PATH` and no `BACKUP_PACKAGES` (TestEnv sets it off for hermetic tests).
+fn without_switch(e: &TestEnv, path: &str, args: &[&str]) -> Value {
+    let mut argv = vec!["--json"];
+    argv.extend_from_slice(args);
+    let mut cmd = e.command(CKPT, &argv, &[("PATH", path)]);
+    cmd.env_remove("BACKUP_PACKAGES");
+    let (rc, v) = parse_envelope(&cmd.output().unwrap());
+    assert_eq!(rc, 0, "{v:#}");
+    v
+}
+
+fn record(e: &TestEnv, v: &Value) -> Value {
+    let id = v["snapshot"]["id"].as_str().expect("snapshot id");
+    let text =
+        std::fs::read_to_string(e.repo.join("snapshots").join(format!("{id}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn outcome<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["packages"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["name"] == name))
+        .unwrap_or_else(|| panic!("no outcome for {name}: {v:#}"))
+}
+
+#[test]
+fn captures_lists_skips_missing_and_warns_on_failure_and_timeout() {
+    let e = TestEnv::with_dotfiles();
+    let bin = fake_managers(&e);
+    config(&e, "[packages]\ntimeout_secs = 2\n");
+    let started = Instant::now();
+    let (rc, v) = run_with_path(&e, &bin, &["auto", "pre-homebrew"], &[]);
+    let took = started.elapsed();
+    assert_eq!(
+        rc, 0,
+        "a failing package manager never fails the checkpoint: {v:#}"
+    );
+    assert_eq!(v["status"], "success");
+    // The hanging `pip` and its child were killed at the timeout.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+
+    assert_eq!(outcome(&v, "brew")["status"], "captured");
+    assert_eq!(outcome(&v, "brew")["packages"], 2);
+    assert_eq!(outcome(&v, "apt")["status"], "failed");
+    assert_eq!(outcome(&v, "pip")["status"], "timeout");
+    assert_eq!(outcome(&v, "code")["status"], "missing");
+    assert_eq!(outcome(&v, "npm")["status"], "missing");
+    assert_eq!(v["stats"]["package_lists"], 1);
+
+    let warnings: Vec<&Value> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == "package_capture_failed")
+        .collect();
+    assert_eq!(warnings.len(), 2, "missing commands are silent: {v:#}");
+    let text: Vec<&str> = warnings
+        .iter()
+        .map(|w| w["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        text.iter().any(|m| m.contains("apt-mark")
+            && m.contains("status 3")
+            && m.contains("could not open lock file")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|m| m.contains("pip") && m.contains("did not finish within 2 s")),
+        "{text:?}"
+    );
+
+    // Stored in the record: only what was captured, with its hash.
+    let r = record(&e, &v);
+    let lists = r["packages"].as_array().expect("packages in the record");
+    assert_eq!(lists.len(), 1, "{r:#}");
+    assert_eq!(lists[0]["name"], "brew");
+    assert_eq!(lists[0]["output"], BREW_LIST);
+    assert_eq!(lists[0]["bytes"], BREW_LIST.len());
+    assert_eq!(
+        lists[0]["sha256"],
+        hex::encode(Sha256::digest(BREW_LIST.as_bytes()))
+    );
+    assert!(lists[0]["command"][0].as_str().unwrap().ends_with("/brew"));
+}
+
+#[test]
+fn unchanged_lists_reuse_the_checkpoint_and_changed_ones_make_a_new_one() {
+    let e = TestEnv::with_dotfiles();
+    let bin = fake_managers(&e);
+    config(
+        &e,
+        "[packages]\ntimeout_secs = 5\n[packages.commands]\nbrew = [\"brew\"]\n",
+    );
+    let (rc, first) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &[]);
+    assert_eq!(rc, 0, "{first:#}");
+    assert_eq!(
+        first["warnings"],
+        serde_json::json!([]),
+        "only `brew` is configured"
+    );
+    let (_, again) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &[]);
+    assert_eq!(again["snapshot"]["reused"], true, "{again:#}");
+    assert_eq!(again["snapshot"]["id"], first["snapshot"]["id"]);
+
+    // Same files, one more package: a new checkpoint that records it.
+    std::fs::write(bin.join("brew.out"), format!("{BREW_LIST}zsh 5.9\n")).unwrap();
+    let (_, third) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &[]);
+    assert_eq!(third["snapshot"]["reused"], false, "{third:#}");
+    assert_ne!(third["snapshot"]["id"], first["snapshot"]["id"]);
+    assert_eq!(third["snapshot"]["tree"], first["snapshot"]["tree"]);
+    let r = record(&e, &third);
+    assert!(r["packages"][0]["output"]
+        .as_str()
+        .unwrap()
+        .contains("zsh 5.9"));
+}
+
+#[test]
+fn switches_manual_default_off_env_override_and_dry_run_runs_nothing() {
+    let e = TestEnv::with_dotfiles();
+    let bin = e.tmp.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let marker = e.tmp.path().join("ran");
+    script(
+        &bin,
+        "brew",
+        &format!("/bin/touch '{}'\necho x 1", marker.display()),
+    );
+    let path = bin.to_string_lossy().into_owned();
+
+    // Manual checkpoints capture nothing by default.
+    let (rc, v, _) = e.run(CKPT, &["manual", "before-x"], &[("PATH", &path)]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert!(v.get("packages").is_none(), "{v:#}");
+    assert!(record(&e, &v).get("packages").is_none());
+    assert!(!marker.exists());
+
+    // A dry run of a phase checkpoint does not run package managers.
+    let (rc, v, _) = e.run(
+        CKPT,
+        &["auto", "pre-ansible", "--dry-run"],
+        &[("PATH", &path), ("BACKUP_PACKAGES", "1")],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert!(!marker.exists(), "dry run ran a package manager");
+
+    // BACKUP_PACKAGES=0 turns phase captures off.
+    let (_, v, _) = e.run(
+        CKPT,
+        &["auto", "pre-ansible"],
+        &[("PATH", &path), ("BACKUP_PACKAGES", "0")],
+    );
+    assert!(v.get("packages").is_none(), "{v:#}");
+    assert!(!marker.exists());
+
+    // The config default (no BACKUP_PACKAGES at all): phase checkpoints capture.
+    let v = without_switch(&e, &path, &["auto", "pre-homebrew"]);
+    assert_eq!(outcome(&v, "brew")["status"], "captured", "{v:#}");
+    assert!(marker.exists());
+    // And `manual = true` in the config turns them on for named checkpoints.
+    std::fs::remove_file(&marker).unwrap();
+    config(&e, "[packages]\nmanual = true\n");
+    let v = without_switch(&e, &path, &["manual", "before-y"]);
+    assert_eq!(outcome(&v, "brew")["status"], "captured", "{v:#}");
+    assert!(marker.exists());
+}
+
+#[test]
+fn output_over_the_limit_is_a_warning_not_a_truncated_list() {
+    let e = TestEnv::with_dotfiles();
+    let bin = e.tmp.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // ~200 KiB of output against a 64 KiB limit.
+    script(&bin, "brew", "i=0; while [ $i -lt 4000 ]; do echo \"package-$i 1.0.0-with-a-long-version-string-here\"; i=$((i+1)); done");
+    config(&e, "[packages]\nmax_output_kb = 64\n");
+    let (rc, v) = run_with_path(&e, &bin, &["auto", "pre-homebrew"], &[]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(outcome(&v, "brew")["status"], "failed");
+    assert!(v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["code"] == "package_capture_failed"
+            && w["message"].as_str().unwrap().contains("max_output_kb")));
+    assert!(record(&e, &v)
+        .get("packages")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn bad_package_config_is_a_usage_error_naming_the_key() {
+    let e = TestEnv::with_dotfiles();
+    config(&e, "[packages.commands]\nbrew = []\n");
+    let (rc, v) = e.json(CKPT, &["auto", "pre-homebrew"]);
+    assert_eq!(rc, 2, "{v:#}");
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("packages.commands.brew"));
+}
