@@ -166,6 +166,8 @@ pub struct HealthSection {
     pub warn_free_mb: u64,
     /// Free space below this (MiB) is red.
     pub min_free_mb: u64,
+    /// Repositories up to this size (MiB) are re-hashed in full by the check itself.
+    pub quick_verify_max_mb: u64,
 }
 
 impl Default for HealthSection {
@@ -175,6 +177,7 @@ impl Default for HealthSection {
             max_verify_age_days: 30,
             warn_free_mb: 1024,
             min_free_mb: 100,
+            quick_verify_max_mb: crate::ops::health::QUICK_VERIFY_MAX_BYTES >> 20,
         }
     }
 }

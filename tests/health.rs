@@ -118,7 +118,15 @@ fn red_and_yellow_disk_space_follow_the_configured_thresholds() {
 #[test]
 fn red_when_the_last_logged_verify_failed_yellow_when_none_or_old() {
     let e = checkpointed();
+    // A fresh, small repository is re-hashed by the check itself: green whatever the log says.
     let (_, v) = health(&e);
+    assert_eq!(level(&v, "last_verify"), "green", "{v:#}");
+    assert!(message(&v, "last_verify").contains("this check re-hashed every byte"));
+    // Too large for that (limit 0): the log decides.
+    config(&e, "[health]\nquick_verify_max_mb = 0\n");
+    let (_, v) = health(&e);
+    assert_eq!(level(&v, "verify"), "green", "{v:#}");
+    assert!(message(&v, "verify").contains("structure intact"));
     assert_eq!(level(&v, "last_verify"), "yellow", "never verified: {v:#}");
     assert!(message(&v, "last_verify").contains("backup-verify --read-data"));
 
@@ -128,14 +136,17 @@ fn red_when_the_last_logged_verify_failed_yellow_when_none_or_old() {
     assert_eq!(level(&v, "last_verify"), "green", "{v:#}");
 
     // Old: a zero-day limit and a second gone by.
-    config(&e, "[health]\nmax_verify_age_days = 0\n");
+    config(
+        &e,
+        "[health]\nmax_verify_age_days = 0\nquick_verify_max_mb = 0\n",
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let (_, v) = health(&e);
     assert_eq!(level(&v, "last_verify"), "yellow", "{v:#}");
     assert!(message(&v, "last_verify").contains("max_verify_age_days"));
 
     // A failed verify in the log is red until a later one passes.
-    config(&e, "");
+    config(&e, "[health]\nquick_verify_max_mb = 0\n");
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(e.repo.join("logs/runs.jsonl"))
@@ -211,12 +222,23 @@ fn red_when_the_wrapped_key_is_missing_from_the_repository() {
 // ------------------------------------------------------------------ yellow
 
 #[test]
-fn yellow_when_no_recipients_are_configured() {
+fn yellow_when_secrets_were_skipped_for_want_of_a_recipient() {
     let e = checkpointed();
+    // No secret-class file in the home: nothing was skipped, nothing to warn about.
+    let (rc, v) = health(&e);
+    assert_eq!(rc, 0);
+    assert_eq!(level(&v, "secrets"), "green", "{v:#}");
+    e.write(".ssh/id_ed25519", b"PRIVATE KEY", 0o600);
+    let (rc, v) = e.json(CKPT, &["manual", "with-key", "--path", "~/.ssh"]);
+    assert_eq!(rc, 0, "{v:#}");
     let (rc, v) = health(&e);
     assert_eq!(rc, 0);
     assert_eq!(level(&v, "secrets"), "yellow", "{v:#}");
     assert!(message(&v, "secrets").contains("skipped"));
+    assert!(
+        message(&v, "secrets").contains("~/.ssh/id_ed25519"),
+        "{v:#}"
+    );
     assert!(v["checks"]
         .as_array()
         .unwrap()

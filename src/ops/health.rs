@@ -221,7 +221,8 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             Err(e) => out.push(check("last_checkpoint", Level::Red, e.message)),
         }
         // Re-hash every byte when that is quick; otherwise check structure only.
-        let read_data = crate::ops::prune::repo_size(repo) <= QUICK_VERIFY_MAX_BYTES;
+        let quick_max = settings.health.quick_verify_max_mb.saturating_mul(1 << 20);
+        let read_data = crate::ops::prune::repo_size(repo) <= quick_max;
         match crate::ops::verify::verify(repo, read_data) {
             Ok(r) if r.problems.is_empty() && read_data => {
                 out.push(check("verify", Level::Green, "every byte re-hashed and intact"))
@@ -242,10 +243,22 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             )),
             Err(e) => out.push(check("verify", Level::Red, e.message)),
         }
-        out.push(last_verify_check(
+        let last = last_verify_check(
             &crate::runlog::read_all(repo_path),
             (settings.health.max_verify_age_days as i64).saturating_mul(86400),
-        ));
+        );
+        let rehashed_now = read_data && out.last().is_some_and(|c| c.status == Level::Green);
+        if rehashed_now && last.status != Level::Green {
+            // This check has just re-hashed every byte and found it intact: an
+            // old or failed `backup-verify` in the log says nothing more.
+            out.push(check(
+                "last_verify",
+                Level::Green,
+                "this check re-hashed every byte and found it intact",
+            ));
+        } else {
+            out.push(last);
+        }
     }
     out.extend(external_checks(settings, repo.as_ref()));
     out.extend(secrets_checks(settings, repo.as_ref()));
@@ -437,16 +450,47 @@ pub fn last_verify_check(log: &[serde_json::Value], max_age: i64) -> Check {
     }
 }
 
+/// Secret-class paths the newest snapshot recorded without content, as shown to people.
+fn skipped_secrets(repo: &Repository) -> Vec<String> {
+    let newest = repo.snapshots().ok().and_then(|mut s| s.pop());
+    let Some(tree) = newest.and_then(|s| repo.tree(&s.record.tree).ok()) else {
+        return Vec::new();
+    };
+    tree.entries()
+        .filter(|(_, e)| e.omitted.as_deref() == Some("secret"))
+        .map(|(r, e)| {
+            if e.path.lossy().is_empty() {
+                r.root.lossy()
+            } else {
+                format!("{}/{}", r.root.lossy(), e.path.lossy())
+            }
+        })
+        .collect()
+}
+
 /// Secrets: recipients configured (else secret files are skipped), the
 /// repository's wrapped key and the local plain key, and the identity file.
 fn secrets_checks(settings: &Settings, repo: Option<&Repository>) -> Vec<Check> {
     let s = &settings.secrets;
     if s.recipients.is_empty() {
-        return vec![check(
-            "secrets",
-            Level::Yellow,
-            "no age recipients configured: secret-class files (ssh keys, tokens) are skipped; set up with `backup-create --init-secrets`",
-        )];
+        // Yellow only when secrets were actually left out: a home without
+        // keys or tokens needs no recipient, and a warning there is noise.
+        let skipped = repo.map(skipped_secrets).unwrap_or_default();
+        return vec![match skipped.first() {
+            Some(first) => check(
+                "secrets",
+                Level::Yellow,
+                format!(
+                    "no age recipients configured: {} secret-class file(s) skipped by the newest snapshot (first: {first}); set up with `backup-create --init-secrets`",
+                    skipped.len()
+                ),
+            ),
+            None => check(
+                "secrets",
+                Level::Green,
+                "no secret-class files in the newest snapshot (none skipped); `backup-create --init-secrets` stores keys and tokens encrypted",
+            ),
+        }];
     }
     let mut out = Vec::new();
     let name = crate::secrets::key_name(&s.recipients);
