@@ -155,6 +155,63 @@ fn diff(env: &Envelope, items: &[Value]) -> String {
         human_bytes(g("removed_bytes")),
         g("changed")
     );
+    out.push_str(&package_diff(env));
+    out
+}
+
+/// The package-list part of `--diff`: per manager, what was installed,
+/// removed or changed version between the two.
+fn package_diff(env: &Envelope) -> String {
+    let mut out = String::new();
+    let Some(Value::Array(managers)) = env.extra.get("package_diff") else {
+        return out;
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    };
+    for m in managers {
+        let name = m["name"].as_str().unwrap_or("?");
+        match m["status"].as_str() {
+            Some("only_in_from") => {
+                let _ = writeln!(out, "packages {name}: listed only in the first snapshot");
+                continue;
+            }
+            Some("only_in_to") => {
+                let _ = writeln!(out, "packages {name}: listed only in the second");
+                continue;
+            }
+            _ => {}
+        }
+        let (added, removed) = (names(&m["added"]), names(&m["removed"]));
+        let changed = m["changed"].as_array().cloned().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "packages {name}: {} installed, {} removed, {} changed version",
+            added.len(),
+            removed.len(),
+            changed.len()
+        );
+        for a in &added {
+            let _ = writeln!(out, "  {} {a}", paint("+", Style::Green));
+        }
+        for r in &removed {
+            let _ = writeln!(out, "  {} {r}", paint("-", Style::Red));
+        }
+        for c in &changed {
+            let _ = writeln!(
+                out,
+                "  {} {} {} -> {}",
+                paint("~", Style::Yellow),
+                c["name"].as_str().unwrap_or("?"),
+                c["from"].as_str().unwrap_or("?"),
+                c["to"].as_str().unwrap_or("?")
+            );
+        }
+    }
     out
 }
 
@@ -393,9 +450,10 @@ pub fn health(env: &Envelope, _s: &Settings) -> String {
         for c in checks {
             let level = c["status"].as_str().unwrap_or("?");
             let mark = match level {
-                "green" => paint("ok  ", Style::Green),
-                "yellow" => paint("WARN", Style::Yellow),
-                _ => paint("FAIL", Style::Red),
+                // The level's own word, so the table reads the same without colour.
+                "green" => paint("green ", Style::Green),
+                "yellow" => paint("yellow", Style::Yellow),
+                _ => paint("red   ", Style::Red),
             };
             let _ = writeln!(
                 out,
@@ -669,13 +727,14 @@ pub fn run_stats(env: &Envelope, _s: &Settings) -> String {
             out,
             "{:<18}  {:>5}  {:>7}  {:>7}  {:>6}  {:>7.1}%  {:>7} ms  {:>7} ms",
             name,
-            c["runs"],
-            c["success"],
-            c["partial"],
-            c["failed"],
+            // As numbers: a JSON value's Display ignores the column width.
+            c["runs"].as_u64().unwrap_or(0),
+            c["success"].as_u64().unwrap_or(0),
+            c["partial"].as_u64().unwrap_or(0),
+            c["failed"].as_u64().unwrap_or(0),
             c["success_rate"].as_f64().unwrap_or(0.0) * 100.0,
-            c["median_ms"],
-            c["p95_ms"]
+            c["median_ms"].as_u64().unwrap_or(0),
+            c["p95_ms"].as_u64().unwrap_or(0)
         );
     }
     if let Some(codes) = st["failures_by_code"].as_object().filter(|m| !m.is_empty()) {
@@ -685,11 +744,12 @@ pub fn run_stats(env: &Envelope, _s: &Settings) -> String {
         }
     }
     let _ = writeln!(out, "last successful checkpoint per phase:");
-    for (phase, at) in st["last_success_per_phase"]
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
+    // In bootstrap order, not the alphabetical order of the JSON object.
+    let per_phase = &st["last_success_per_phase"];
+    for phase in crate::repo::snapshot::PHASES {
+        let Some(at) = per_phase.get(phase) else {
+            continue;
+        };
         let _ = writeln!(
             out,
             "  {phase:<18} {}",

@@ -353,7 +353,9 @@ fn human_table_has_levels_and_an_overall_line() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("lock"), "{text}");
     assert!(text.contains("overall:"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("ok")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("green  lock")), "{text}");
+    // No colour codes in a pipe.
+    assert!(!text.contains('\x1b'), "{text}");
 }
 
 #[test]

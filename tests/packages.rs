@@ -264,3 +264,75 @@ fn bad_package_config_is_a_usage_error_naming_the_key() {
         .unwrap()
         .contains("packages.commands.brew"));
 }
+
+#[test]
+fn diff_shows_packages_installed_removed_and_upgraded_between_phases_and_live() {
+    let e = TestEnv::with_dotfiles();
+    let bin = fake_managers(&e);
+    config(
+        &e,
+        "[packages]\ntimeout_secs = 5\n[packages.commands]\nbrew = [\"brew\"]\n",
+    );
+    let (rc, v) = run_with_path(&e, &bin, &["auto", "pre-homebrew"], &[]);
+    assert_eq!(rc, 0, "{v:#}");
+    // The phase installs zsh, upgrades git and removes ripgrep.
+    std::fs::write(bin.join("brew.out"), "git 2.44.0\nzsh 5.9\n").unwrap();
+    let (rc, v) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &[]);
+    assert_eq!(rc, 0, "{v:#}");
+
+    let path = bin.to_string_lossy().into_owned();
+    let env = [("PATH", path.as_str()), ("BACKUP_PACKAGES", "1")];
+    let (rc, v, _) = e.run(
+        "backup-list",
+        &["--diff", "pre-homebrew", "pre-dotfiles"],
+        &env,
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let brew = &v["package_diff"][0];
+    assert_eq!(brew["name"], "brew", "{v:#}");
+    assert_eq!(brew["added"], serde_json::json!(["zsh 5.9"]));
+    assert_eq!(brew["removed"], serde_json::json!(["ripgrep 14.1.0"]));
+    assert_eq!(
+        brew["changed"],
+        serde_json::json!([{"name": "git", "from": "2.43.0", "to": "2.44.0"}])
+    );
+    assert_eq!(v["stats"]["packages_added"], 1);
+    assert_eq!(v["stats"]["packages_removed"], 1);
+
+    // Against the live home the managers are asked now.
+    std::fs::write(bin.join("brew.out"), "git 2.44.0\nzsh 5.9\nfzf 0.50\n").unwrap();
+    let (rc, v, _) = e.run("backup-list", &["--diff", "pre-dotfiles"], &env);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(
+        v["package_diff"][0]["added"],
+        serde_json::json!(["fzf 0.50"]),
+        "{v:#}"
+    );
+
+    // The human form names each package.
+    let out = e
+        .command(
+            "backup-list",
+            &["--diff", "pre-homebrew", "pre-dotfiles"],
+            &env,
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("packages brew: 1 installed, 1 removed, 1 changed version"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+ zsh 5.9") && text.contains("~ git 2.43.0 -> 2.44.0"),
+        "{text}"
+    );
+
+    // Same lists: nothing reported.
+    let (_, v, _) = e.run(
+        "backup-list",
+        &["--diff", "pre-dotfiles", "pre-dotfiles"],
+        &env,
+    );
+    assert_eq!(v["package_diff"], serde_json::json!([]), "{v:#}");
+}

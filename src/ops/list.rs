@@ -225,17 +225,43 @@ fn diff(
 ) -> Result<()> {
     let from = select(snapshots, a, kinds)?;
     let old_tree = repo.tree(&from.record.tree)?;
-    let new_tree = match b {
+    let old_packages = from.record.packages.as_deref();
+    let (new_tree, new_packages) = match b {
         Some(sel) => {
             let to = select(snapshots, sel, kinds)?;
             env.put("to", SnapshotInfo::from_snapshot(to, false));
-            repo.tree(&to.record.tree)?
+            (repo.tree(&to.record.tree)?, to.record.packages.clone())
         }
         None => {
             env.put("to", serde_json::Value::Null);
-            live_tree(settings, repo, &old_tree, env)?
+            let tree = live_tree(settings, repo, &old_tree, env)?;
+            // Ask the package managers only when A has lists to compare with:
+            // they take seconds, and the answer would be "only_in_to" anyway.
+            let live = old_packages.filter(|l| !l.is_empty()).map(|_| {
+                let c = crate::packages::capture(&settings.packages);
+                env.warnings.extend(c.warnings);
+                env.stat("packages_ms", c.duration_ms);
+                c.lists
+            });
+            (tree, live)
         }
     };
+    let package_diff = crate::packages::diff(old_packages, new_packages.as_deref());
+    env.stat(
+        "packages_added",
+        package_diff
+            .iter()
+            .map(|d| d.added.len() as u64)
+            .sum::<u64>(),
+    );
+    env.stat(
+        "packages_removed",
+        package_diff
+            .iter()
+            .map(|d| d.removed.len() as u64)
+            .sum::<u64>(),
+    );
+    env.put("package_diff", package_diff);
     env.put("from", SnapshotInfo::from_snapshot(from, false));
     let (items, stats) = crate::diff::diff(
         &crate::diff::flatten(&old_tree),
