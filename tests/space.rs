@@ -110,3 +110,59 @@ fn low_space_is_refused_before_writing_and_enospc_exits_7_leaving_a_clean_reposi
         b"first"
     );
 }
+
+/// Rollback onto a full disk: the home is a small tmpfs that cannot take the
+/// checkpointed content back; the rollback refuses (exit 5, naming the file
+/// system) before it changes a single file, and works once space is freed.
+#[test]
+fn rollback_onto_a_full_disk_refuses_before_changing_anything() {
+    if !unshare_works() {
+        eprintln!("note: skipping tmpfs space tests: unshare -rm with tmpfs is not permitted here");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let script = format!(
+        r#"export HOME='{home}' BACKUP_REPO='{tmp}/repo' BACKUP_PACKAGES=0
+        mkdir -p '{home}/.config'
+        head -c 1200000 /dev/urandom > '{home}/.config/big'
+        echo original > '{home}/.config/small'
+        backup-checkpoint manual base --path '~/.config' -q; echo "base=$?"
+        rm '{home}/.config/big'; echo damaged > '{home}/.config/small'
+        # Fill the file system with something rollback must not touch.
+        head -c $(( $(df -B1 --output=avail '{home}' | tail -1) - 100000 )) /dev/zero > '{home}/filler' 2>/dev/null
+        before=$(cd '{home}' && find . | sort | xargs -d '\n' sha256sum 2>/dev/null | sha256sum)
+        backup-rollback base --json > '{tmp}/full.json'; echo "rollback=$?"
+        after=$(cd '{home}' && find . | sort | xargs -d '\n' sha256sum 2>/dev/null | sha256sum)
+        [ "$before" = "$after" ] && echo "untouched=yes"
+        rm '{home}/filler'
+        backup-rollback base -q; echo "again=$?"
+        cat '{home}/.config/small' | sed 's/^/small=/'
+        cmp -s '{home}/.config/big' /dev/null; [ -s '{home}/.config/big' ] && echo "big=back""#,
+        home = home.display(),
+        tmp = tmp.path().display()
+    );
+    let out = in_tmpfs(&home, "16m", &script);
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(get("base"), "0", "{out}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("full.json")).unwrap()).unwrap();
+    assert_eq!(get("rollback"), "5", "{out}\n{v:#}");
+    assert_eq!(v["errors"][0]["code"], "insufficient_space", "{v:#}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&home.display().to_string()),
+        "names the file system: {msg}"
+    );
+    assert_eq!(get("untouched"), "yes", "{out}");
+    assert_eq!(get("again"), "0", "{out}");
+    assert_eq!(get("small"), "original", "{out}");
+    assert_eq!(get("big"), "back", "{out}");
+}

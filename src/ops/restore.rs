@@ -691,20 +691,25 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         return Err(e);
     }
     let need: u64 = actions.iter().map(|a| a.bytes).sum();
-    if let Some(free) =
-        crate::ops::health::free_bytes(roots.first().map(|p| p.as_path()).unwrap_or(Path::new("/")))
-    {
-        if need.saturating_add(crate::ops::health::DISK_RED_BYTES / 10) > free {
+    let target_fs = roots.first().map(|p| p.as_path()).unwrap_or(Path::new("/"));
+    if let Some(free) = crate::ops::health::free_bytes(target_fs) {
+        let margin = crate::ops::health::DISK_RED_BYTES / 10;
+        if need.saturating_add(margin) > free {
+            let fs = crate::space::mount_point(target_fs);
             return Err(Error::new(
                 ExitCode::Refused,
                 "insufficient_space",
                 format!(
-                    "the plan writes {} but only {} are free; nothing was changed",
+                    "the plan writes {} but only {} are free on {fs}; nothing was changed",
                     crate::cli::human_bytes(need),
                     crate::cli::human_bytes(free)
                 ),
             )
-            .with_hint("free space on the target file system and run again"));
+            .with_path(target_fs)
+            .with_hint(format!(
+                "free at least {} on {fs} and run again",
+                crate::cli::human_bytes(need.saturating_add(margin) - free)
+            )));
         }
     }
     if opts.dry_run || changing == 0 {
