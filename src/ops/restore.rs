@@ -851,6 +851,9 @@ fn ts(ns: i64) -> Timespec {
     }
 }
 
+/// A directory of the home or target: its anchor and the path beneath it.
+type DirKey = (PathBuf, Vec<u8>);
+
 /// Execute a plan. Per-path failures are collected; everything else proceeds.
 pub fn apply(
     repo: &Repository,
@@ -867,7 +870,10 @@ pub fn apply(
             return;
         }
     }
-    let mut dirs_to_sync: BTreeMap<(PathBuf, Vec<u8>), ()> = BTreeMap::new();
+    // Directory -> the actions that changed an entry in it. A change is only
+    // durable once its directory is fsynced; if that fails, those actions are
+    // reported as failed (power-loss test: a rename acknowledged but lost).
+    let mut dirs_to_sync: BTreeMap<DirKey, Vec<(ActionKind, PathBuf)>> = BTreeMap::new();
     let mut dir_times: Vec<(PathBuf, Vec<u8>, Entry)> = Vec::new();
     let is_root = crate::host::euid() == 0;
     let doing = actions
@@ -900,7 +906,9 @@ pub fn apply(
             let (parent_rel, name) = split_name(rel);
             let name = OsStr::from_bytes(name);
             let parent = base.open_beneath(parent_rel, a.action != ActionKind::Delete, 0o700)?;
-            dirs_to_sync.insert((anchor.clone(), parent_rel.to_vec()), ());
+            dirs_to_sync
+                .entry((anchor.clone(), parent_rel.to_vec()))
+                .or_default();
             match a.action {
                 ActionKind::Delete => remove_path(&parent, name, a.current == Some(EntryType::Dir)),
                 ActionKind::Create | ActionKind::Update | ActionKind::Metadata => {
@@ -1051,7 +1059,15 @@ pub fn apply(
             }
         })();
         match result {
-            Ok(()) => count(stats, a.action, true),
+            Ok(()) => {
+                count(stats, a.action, true);
+                if !rel.is_empty() {
+                    let (parent_rel, _) = split_name(rel);
+                    if let Some(v) = dirs_to_sync.get_mut(&(anchor.clone(), parent_rel.to_vec())) {
+                        v.push((a.action, shown_path));
+                    }
+                }
+            }
             Err(e) => {
                 stats.failed += 1;
                 errors.push(e);
@@ -1088,13 +1104,60 @@ pub fn apply(
             errors.push(e);
         }
     }
-    for ((anchor, rel), ()) in dirs_to_sync {
-        if let Ok(d) = Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
-            // Temp files of an earlier run that was killed mid-write.
-            let _ = d.remove_stale_temps();
-            let _ = d.sync();
+    for ((anchor, rel), changed) in dirs_to_sync {
+        let synced = match Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
+            Ok(d) => {
+                // Temp files of an earlier run that was killed mid-write.
+                let _ = d.remove_stale_temps();
+                d.sync()
+            }
+            Err(e) => {
+                // Removed or replaced by a later action of this plan: the sync
+                // of its parent (also in this map) makes that durable.
+                let p = anchor.join(OsStr::from_bytes(&rel));
+                if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                    continue;
+                }
+                Err(e)
+            }
+        };
+        let Err(e) = synced else { continue };
+        if changed.is_empty() {
+            continue;
         }
+        // The renames, links and removals in this directory may not survive a
+        // power cut: they are not done, whatever the calls before returned.
+        for (kind, _) in &changed {
+            uncount(stats, *kind);
+            stats.failed += 1;
+        }
+        let first = crate::paths::display_path(&changed[0].1);
+        errors.push(
+            Error::new(
+                e.exit,
+                "not_durable",
+                format!(
+                    "{}; {} change(s) in that directory, e.g. {first}, may be lost on a power cut",
+                    e.message,
+                    changed.len()
+                ),
+            )
+            .with_path(&changed[0].1)
+            .with_hint("check the file system (dmesg, fsck), then run the same command again"),
+        );
     }
+}
+
+/// Take back a [`count`] of an action that turned out not to be durable.
+fn uncount(stats: &mut ApplyStats, kind: ActionKind) {
+    let n = match kind {
+        ActionKind::Create => &mut stats.created,
+        ActionKind::Update => &mut stats.updated,
+        ActionKind::Delete => &mut stats.deleted,
+        ActionKind::Metadata => &mut stats.metadata,
+        ActionKind::Skip | ActionKind::Conflict => &mut stats.skipped,
+    };
+    *n = n.saturating_sub(1);
 }
 
 fn set_meta_at(
@@ -1128,7 +1191,10 @@ fn set_meta_at(
             last_modification: t,
         },
     )
-    .map_err(|e| Error::io("setting time of", shown, &e.into()))
+    .map_err(|e| Error::io("setting time of", shown, &e.into()))?;
+    // A mode change is an inode change: journaled file systems keep it without
+    // this, others (and the contract "done means durable") need the fsync.
+    rustix::fs::fsync(&fd).map_err(|e| Error::io("syncing", shown, &e.into()))
 }
 
 /// Remove a file, symlink, or (empty, or emptied by earlier deletes) directory.
