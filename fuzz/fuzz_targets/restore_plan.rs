@@ -164,11 +164,11 @@ fn perturbed(tree: &Tree) -> Tree {
         let mut n = 0usize;
         r.entries.retain_mut(|e| {
             n += 1;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 e.mtime_ns = e.mtime_ns.wrapping_add(1);
                 e.size = e.size.wrapping_add(1);
             }
-            n % 3 != 0
+            !n.is_multiple_of(3)
         });
     }
     t
