@@ -1114,15 +1114,21 @@ pub fn apply(
             Err(e) => {
                 // Removed or replaced by a later action of this plan: the sync
                 // of its parent (also in this map) makes that durable.
+                // Anything else (EIO from a dying disk) is a failure.
                 let p = anchor.join(OsStr::from_bytes(&rel));
-                if !std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-                    continue;
+                match std::fs::symlink_metadata(&p) {
+                    Err(m) if m.kind() == std::io::ErrorKind::NotFound => continue,
+                    Ok(m) if !m.is_dir() => continue,
+                    _ => Err(e),
                 }
-                Err(e)
             }
         };
         let Err(e) = synced else { continue };
         if changed.is_empty() {
+            // Nothing in it was reported done, but say the directory is in trouble.
+            errors.push(
+                e.with_hint("check the file system (dmesg, fsck), then run the same command again"),
+            );
             continue;
         }
         // The renames, links and removals in this directory may not survive a
@@ -1132,19 +1138,19 @@ pub fn apply(
             stats.failed += 1;
         }
         let first = crate::paths::display_path(&changed[0].1);
-        errors.push(
-            Error::new(
-                e.exit,
-                "not_durable",
-                format!(
-                    "{}; {} change(s) in that directory, e.g. {first}, may be lost on a power cut",
-                    e.message,
-                    changed.len()
-                ),
-            )
-            .with_path(&changed[0].1)
-            .with_hint("check the file system (dmesg, fsck), then run the same command again"),
-        );
+        // `path` stays the directory (from the failed call): that is what is in doubt.
+        let mut err = Error::new(
+            e.exit,
+            "not_durable",
+            format!(
+                "{}; {} change(s) in that directory, e.g. {first}, may be lost on a power cut",
+                e.message,
+                changed.len()
+            ),
+        )
+        .with_hint("check the file system (dmesg, fsck), then run the same command again");
+        err.path = e.path;
+        errors.push(err);
     }
 }
 
