@@ -36,6 +36,15 @@ fn in_tmpfs(mnt: &Path, size: &str, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The value of a `key=value` line the script printed.
+fn field(out: &str, k: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{k}=")))
+        .unwrap_or_else(|| panic!("no {k} in {out}"))
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn low_space_is_refused_before_writing_and_enospc_exits_7_leaving_a_clean_repository() {
     if !unshare_works() {
@@ -74,13 +83,7 @@ fn low_space_is_refused_before_writing_and_enospc_exits_7_leaving_a_clean_reposi
         tmp = tmp.path().display()
     );
     let out = in_tmpfs(&mnt, "1m", &script);
-    let get = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("no {k} in {out}"))
-            .trim()
-            .to_string()
-    };
+    let get = |k: &str| field(&out, k);
     assert_eq!(get("base"), "0", "{out}");
     assert_eq!(get("refused"), "5", "{out}");
     assert_eq!(get("untouched"), "yes", "{out}");
@@ -144,13 +147,7 @@ fn rollback_onto_a_full_disk_refuses_before_changing_anything() {
         tmp = tmp.path().display()
     );
     let out = in_tmpfs(&home, "16m", &script);
-    let get = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("no {k} in {out}"))
-            .trim()
-            .to_string()
-    };
+    let get = |k: &str| field(&out, k);
     assert_eq!(get("base"), "0", "{out}");
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("full.json")).unwrap()).unwrap();

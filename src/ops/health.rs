@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::repo::snapshot::{SnapshotKind, PHASES};
+use crate::repo::snapshot::{Snapshot, SnapshotKind, PHASES};
 use crate::repo::Repository;
 use crate::report::{Envelope, Status};
 
@@ -179,9 +179,16 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
         )),
     }
     let max_age = (settings.health.max_checkpoint_age_days as i64).saturating_mul(86400);
+    // Read the snapshot records once: the checkpoint, external and secrets rows all use them.
+    let listing = repo.as_ref().map(Repository::snapshots);
+    let snaps: &[Snapshot] = match &listing {
+        Some(Ok(s)) => s,
+        _ => &[],
+    };
     if let Some(repo) = &repo {
-        match repo.snapshots() {
-            Ok(snaps) => {
+        match &listing {
+            Some(Err(e)) => out.push(check("last_checkpoint", Level::Red, e.message.clone())),
+            _ => {
                 let checkpoints: Vec<_> = snaps
                     .iter()
                     .filter(|s| s.record.kind == SnapshotKind::Checkpoint)
@@ -218,7 +225,6 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
                 }
                 out.extend(phase_checks(&checkpoints, max_age));
             }
-            Err(e) => out.push(check("last_checkpoint", Level::Red, e.message)),
         }
         // Re-hash every byte when that is quick; otherwise check structure only.
         let quick_max = settings.health.quick_verify_max_mb.saturating_mul(1 << 20);
@@ -260,22 +266,20 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             out.push(last);
         }
     }
-    out.extend(external_checks(settings, repo.as_ref()));
-    out.extend(secrets_checks(settings, repo.as_ref()));
+    out.extend(external_checks(settings, snaps));
+    out.extend(secrets_checks(settings, repo.as_ref(), snaps));
     out
 }
 
 /// External copies: one row per target (`external_target NAME`): reachable,
 /// and holding every local snapshot record. Unreachable or behind is yellow:
 /// checkpoints still succeed locally (`degradation: local-only`).
-fn external_checks(settings: &Settings, repo: Option<&Repository>) -> Vec<Check> {
+fn external_checks(settings: &Settings, snaps: &[Snapshot]) -> Vec<Check> {
     let ext = &settings.external;
     if ext.targets.is_empty() {
         return vec![check("external_target", Level::Green, "not configured")];
     }
-    let local: Vec<String> = repo
-        .and_then(|r| r.snapshots().ok())
-        .unwrap_or_default()
+    let local: Vec<String> = snaps
         .iter()
         .map(|s| format!("snapshots/{}.json", s.id.to_hex()))
         .collect();
@@ -451,9 +455,8 @@ pub fn last_verify_check(log: &[serde_json::Value], max_age: i64) -> Check {
 }
 
 /// Secret-class paths the newest snapshot recorded without content, as shown to people.
-fn skipped_secrets(repo: &Repository) -> Vec<String> {
-    let newest = repo.snapshots().ok().and_then(|mut s| s.pop());
-    let Some(tree) = newest.and_then(|s| repo.tree(&s.record.tree).ok()) else {
+fn skipped_secrets(repo: &Repository, snaps: &[Snapshot]) -> Vec<String> {
+    let Some(tree) = snaps.last().and_then(|s| repo.tree(&s.record.tree).ok()) else {
         return Vec::new();
     };
     tree.entries()
@@ -470,12 +473,16 @@ fn skipped_secrets(repo: &Repository) -> Vec<String> {
 
 /// Secrets: recipients configured (else secret files are skipped), the
 /// repository's wrapped key and the local plain key, and the identity file.
-fn secrets_checks(settings: &Settings, repo: Option<&Repository>) -> Vec<Check> {
+fn secrets_checks(
+    settings: &Settings,
+    repo: Option<&Repository>,
+    snaps: &[Snapshot],
+) -> Vec<Check> {
     let s = &settings.secrets;
     if s.recipients.is_empty() {
         // Yellow only when secrets were actually left out: a home without
         // keys or tokens needs no recipient, and a warning there is noise.
-        let skipped = repo.map(skipped_secrets).unwrap_or_default();
+        let skipped = repo.map(|r| skipped_secrets(r, snaps)).unwrap_or_default();
         return vec![match skipped.first() {
             Some(first) => check(
                 "secrets",

@@ -714,7 +714,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     }
     if opts.dry_run || changing == 0 {
         for a in &actions {
-            count(&mut stats, a.action, false);
+            count(&mut stats, a.action);
         }
         env.changed = false;
         env.stats = to_map(&stats);
@@ -790,15 +790,19 @@ fn to_map(stats: &ApplyStats) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
-fn count(stats: &mut ApplyStats, kind: ActionKind, done: bool) {
-    let _ = done;
+/// The counter an action kind adds to.
+fn tally(stats: &mut ApplyStats, kind: ActionKind) -> &mut u64 {
     match kind {
-        ActionKind::Create => stats.created += 1,
-        ActionKind::Update => stats.updated += 1,
-        ActionKind::Delete => stats.deleted += 1,
-        ActionKind::Metadata => stats.metadata += 1,
-        ActionKind::Skip | ActionKind::Conflict => stats.skipped += 1,
+        ActionKind::Create => &mut stats.created,
+        ActionKind::Update => &mut stats.updated,
+        ActionKind::Delete => &mut stats.deleted,
+        ActionKind::Metadata => &mut stats.metadata,
+        ActionKind::Skip | ActionKind::Conflict => &mut stats.skipped,
     }
+}
+
+fn count(stats: &mut ApplyStats, kind: ActionKind) {
+    *tally(stats, kind) += 1;
 }
 
 /// Keep the newest `keep` safety snapshots; remove older records (their data goes at the next prune).
@@ -892,6 +896,9 @@ pub fn apply(
         crate::progress::advance(1, a.bytes);
         let (anchor, rel) = anchor_of(&a.abs, home, target);
         let shown_path = Path::new(OsStr::from_bytes(&a.abs)).to_path_buf();
+        // The directory holding the entry (none for the anchor itself).
+        let parent_key: Option<DirKey> =
+            (!rel.is_empty()).then(|| (anchor.clone(), split_name(rel).0.to_vec()));
         let result = (|| -> Result<()> {
             let base = Dir::open(&anchor)?;
             if rel.is_empty() {
@@ -906,9 +913,9 @@ pub fn apply(
             let (parent_rel, name) = split_name(rel);
             let name = OsStr::from_bytes(name);
             let parent = base.open_beneath(parent_rel, a.action != ActionKind::Delete, 0o700)?;
-            dirs_to_sync
-                .entry((anchor.clone(), parent_rel.to_vec()))
-                .or_default();
+            if let Some(k) = &parent_key {
+                dirs_to_sync.entry(k.clone()).or_default();
+            }
             match a.action {
                 ActionKind::Delete => remove_path(&parent, name, a.current == Some(EntryType::Dir)),
                 ActionKind::Create | ActionKind::Update | ActionKind::Metadata => {
@@ -1060,12 +1067,9 @@ pub fn apply(
         })();
         match result {
             Ok(()) => {
-                count(stats, a.action, true);
-                if !rel.is_empty() {
-                    let (parent_rel, _) = split_name(rel);
-                    if let Some(v) = dirs_to_sync.get_mut(&(anchor.clone(), parent_rel.to_vec())) {
-                        v.push((a.action, shown_path));
-                    }
+                count(stats, a.action);
+                if let Some(v) = parent_key.and_then(|k| dirs_to_sync.get_mut(&k)) {
+                    v.push((a.action, shown_path));
                 }
             }
             Err(e) => {
@@ -1156,13 +1160,7 @@ pub fn apply(
 
 /// Take back a [`count`] of an action that turned out not to be durable.
 fn uncount(stats: &mut ApplyStats, kind: ActionKind) {
-    let n = match kind {
-        ActionKind::Create => &mut stats.created,
-        ActionKind::Update => &mut stats.updated,
-        ActionKind::Delete => &mut stats.deleted,
-        ActionKind::Metadata => &mut stats.metadata,
-        ActionKind::Skip | ActionKind::Conflict => &mut stats.skipped,
-    };
+    let n = tally(stats, kind);
     *n = n.saturating_sub(1);
 }
 

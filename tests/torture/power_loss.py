@@ -448,6 +448,22 @@ def committed_env(rc, env):
         and env.get("snapshot") and env["snapshot"].get("id")
 
 
+def rollback_expect(run, args, want, what, problems, ignore_tmp=False):
+    """Run `backup-rollback ARGS --json`, record its safety snapshot as committed, and
+    check the home ends as `want` (temp files of a cut run ignored when asked)."""
+    rc, env, p = run.tool.run(["backup-rollback", *args, "--json"])
+    if rc != 0:
+        problems.append(f"{what} exit {rc}: {brief(env, p.stderr)}")
+        return
+    if committed_env(rc, env):
+        run.committed[env["snapshot"]["id"]] = env["snapshot"].get("label")
+    got = tree_state(run.home)
+    if ignore_tmp:
+        got = {k: v for k, v in got.items() if not is_tmp(k)}
+    if got != want:
+        problems.append(f"{what} did not end as expected: " + "; ".join(diff_states(got, want)))
+
+
 def error_paths(env, home):
     """Home-relative paths (bytes) that a partial run names in errors[]: those may hold either state."""
     out = set()
@@ -748,47 +764,15 @@ def scenario_rollback_cut(run, rounds, base_seed, max_delay):
         print(f"       safety snapshot of the cut rollback: {'present, checking --undo' if mid else 'absent'}")
         if mid:
             # The safety snapshot of the cut rollback is durable: --undo must give the damaged home back.
-            rc, env, p = run.tool.run(["backup-rollback", "--undo", "--json"])
-            if rc != 0:
-                problems.append(f"--undo after the cut exit {rc}: {brief(env, p.stderr)}")
-            else:
-                if committed_env(rc, env):
-                    run.committed[env["snapshot"]["id"]] = env["snapshot"].get("label")
-                got = {k2: v for k2, v in tree_state(run.home).items() if not is_tmp(k2)}
-                if got != damaged:
-                    problems.append("--undo after the cut did not give back the pre-rollback home: "
-                                    + "; ".join(diff_states(got, damaged)))
-        rc, env, p = run.tool.run(["backup-rollback", label, "--json"])
-        if rc != 0:
-            problems.append(f"re-running the rollback exit {rc}: {brief(env, p.stderr)}")
-        else:
-            if committed_env(rc, env):
-                run.committed[env["snapshot"]["id"]] = env["snapshot"].get("label")
-            got = tree_state(run.home)
-            if got != base:
-                problems.append("re-running the rollback did not end at the checkpoint: " + "; ".join(diff_states(got, base)))
+            rollback_expect(run, ["--undo"], damaged, "--undo after the cut (pre-rollback home)",
+                            problems, ignore_tmp=True)
+        rollback_expect(run, [label], base, "re-running the rollback (checkpoint)", problems)
         if not mid:
             # Undo the re-run (back to the state the cut left), then roll back again.
             pre_rerun = {k2: v for k2, v in now.items() if not is_tmp(k2)}
-            rc, env, p = run.tool.run(["backup-rollback", "--undo", "--json"])
-            if rc != 0:
-                problems.append(f"--undo of the re-run exit {rc}: {brief(env, p.stderr)}")
-            else:
-                if committed_env(rc, env):
-                    run.committed[env["snapshot"]["id"]] = env["snapshot"].get("label")
-                got = {k2: v for k2, v in tree_state(run.home).items() if not is_tmp(k2)}
-                if got != pre_rerun:
-                    problems.append("--undo of the re-run did not give back the state after the cut: "
-                                    + "; ".join(diff_states(got, pre_rerun)))
-            rc, env, p = run.tool.run(["backup-rollback", label, "--json"])
-            if rc != 0:
-                problems.append(f"rollback after --undo exit {rc}: {brief(env, p.stderr)}")
-            else:
-                if committed_env(rc, env):
-                    run.committed[env["snapshot"]["id"]] = env["snapshot"].get("label")
-                got = tree_state(run.home)
-                if got != base:
-                    problems.append("rollback after --undo did not end at the checkpoint: " + "; ".join(diff_states(got, base)))
+            rollback_expect(run, ["--undo"], pre_rerun, "--undo of the re-run (state after the cut)",
+                            problems, ignore_tmp=True)
+            rollback_expect(run, [label], base, "rollback after --undo (checkpoint)", problems)
         syncfs(run.home)
         run.case(name, problems)
 
