@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use crate::paths::{display_path, ByteName};
 use crate::repo::snapshot::EntryType;
 
+/// The reason given for a temp file of ours found by a scan.
+pub const INTERRUPTED_WRITE: &str = "temp file of an interrupted write";
+
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 /// Sensitivity of a file.
@@ -423,7 +426,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
             // A write of ours that was interrupted; never back it up. Restore cleans it.
             w.excluded.push(Excluded {
                 path: display_path(&abs),
-                reason: "temp file of an interrupted write".into(),
+                reason: INTERRUPTED_WRITE.into(),
             });
             return w;
         }

@@ -57,9 +57,9 @@ fn a_failed_directory_fsync_in_the_home_is_reported_not_claimed_done() {
         "-o",
         "/dev/null",
         "-e",
-        "trace=fsync",
+        "trace=fsync,syncfs",
         "-e",
-        "inject=fsync:error=EIO",
+        "inject=fsync,syncfs:error=EIO",
         "-P",
     ])
     .arg(&e.home)

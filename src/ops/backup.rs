@@ -34,7 +34,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::exit::ExitCode;
 use crate::hash::Hash;
 use crate::paths::ByteName;
-use crate::repo::cache::{FilesCache, StatKey, RACY_WINDOW_NS};
+use crate::repo::cache::{CacheEntry, FilesCache, StatKey, RACY_WINDOW_NS};
 use crate::repo::index::{self, Index};
 use crate::repo::pack::{PackWriter, FLAG_AGE, FLAG_PLAIN};
 use crate::repo::snapshot::{
@@ -238,6 +238,122 @@ pub fn snapshot_roots_with(
     opts: &BackupOptions,
     packages: Option<&[PackageList]>,
 ) -> Result<BackupReport> {
+    prepare_snapshot(repo, roots, rules, opts, packages)?.commit()
+}
+
+/// A snapshot whose content is packed (packs durable, unless a dry run) but
+/// not committed: nothing refers to its packs yet. [`commit`](Self::commit)
+/// writes index, tree and record; dropping it instead removes the packs.
+///
+/// Restore and rollback plan against [`tree`](Self::tree) and commit it as
+/// their safety snapshot only when they will change something, so the roots
+/// are scanned and changed files read once, not twice.
+pub struct PreparedSnapshot<'r> {
+    repo: Option<&'r Repository>,
+    dry_run: bool,
+    new_packs: Vec<crate::repo::pack::FinishedPack>,
+    tree_id: Hash,
+    record: SnapshotRecord,
+    reuse: Option<Snapshot>,
+    same_label: Option<Hash>,
+    /// The files cache to save, when it changed.
+    cache_bytes: Option<Vec<u8>>,
+    report: BackupReport,
+    started: Instant,
+    done: bool,
+}
+
+impl PreparedSnapshot<'_> {
+    /// The tree that will be stored.
+    pub fn tree(&self) -> &Tree {
+        &self.report.tree
+    }
+
+    /// Paths the scan excluded, and why.
+    pub fn excluded(&self) -> &[Excluded] {
+        &self.report.excluded
+    }
+
+    /// Commit (a dry run only computes the record's id) and save the files cache.
+    pub fn commit(mut self) -> Result<BackupReport> {
+        self.done = true;
+        let record = self.record.clone();
+        let snapshot = match (self.repo, self.dry_run, self.reuse.take()) {
+            (_, _, Some(existing)) => existing,
+            (None, _, None) | (Some(_), true, None) => {
+                let (id, _) = record.encode();
+                Snapshot { id, record }
+            }
+            (Some(r), false, None) => {
+                match commit(r, &self.new_packs, self.tree_id, &self.report.tree, record) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.remove_packs();
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let mut report = std::mem::replace(&mut self.report, empty_report());
+        report.reused = self.same_label == Some(snapshot.id);
+        if let (Some(r), false, Some(bytes)) = (self.repo, self.dry_run, &self.cache_bytes) {
+            {
+                if let Err(e) = r.save_cache(bytes) {
+                    report.warnings.push(Warning::new(
+                        "cache_not_saved",
+                        format!("{e}; the next run will read files again"),
+                    ));
+                }
+            }
+        }
+        report.snapshot = Some(snapshot);
+        report.stats.commit_ms = self.started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// Nothing refers to this run's packs; do not leave them behind (on what
+    /// may be a full disk).
+    fn remove_packs(&self) {
+        if let (Some(r), false) = (self.repo, self.dry_run) {
+            for p in &self.new_packs {
+                let _ = std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
+            }
+        }
+    }
+}
+
+impl Drop for PreparedSnapshot<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.remove_packs();
+        }
+    }
+}
+
+fn empty_report() -> BackupReport {
+    BackupReport {
+        snapshot: None,
+        reused: false,
+        changed: false,
+        warnings: Vec::new(),
+        errors: Vec::new(),
+        excluded: Vec::new(),
+        stats: BackupStats::default(),
+        tree: Tree {
+            version: OBJECT_VERSION,
+            roots: Vec::new(),
+        },
+    }
+}
+
+/// Scan, read and pack, up to the commit: see [`PreparedSnapshot`].
+pub fn prepare_snapshot<'r>(
+    repo: Option<&'r Repository>,
+    roots: &[TrackedRoot],
+    rules: &Rules,
+    opts: &BackupOptions,
+    packages: Option<&[PackageList]>,
+) -> Result<PreparedSnapshot<'r>> {
     let t0 = Instant::now();
     let scan_start_ns = crate::time::now_ns();
     let mut stats = BackupStats::default();
@@ -254,7 +370,15 @@ pub fn snapshot_roots_with(
         None => Vec::new(),
     };
     let old_cache = match repo.map(|r| r.load_cache()) {
-        Some(Ok(Some(c))) => c,
+        // Trusted only while a snapshot of its tree exists (prune may have
+        // removed the blobs of any other; `cache` module docs).
+        Some(Ok(Some(c)))
+            if c.tree
+                .is_some_and(|t| existing.iter().any(|s| s.record.tree == t)) =>
+        {
+            c
+        }
+        Some(Ok(Some(_))) => FilesCache::default(),
         Some(Ok(None)) | None => FilesCache::default(),
         Some(Err(msg)) => {
             warnings.push(Warning::new("cache_rebuilt", msg));
@@ -408,10 +532,10 @@ pub fn snapshot_roots_with(
         version: OBJECT_VERSION,
         roots: Vec::with_capacity(scanned_roots.len()),
     };
-    let mut new_cache = FilesCache::default();
-    new_cache
-        .entries
-        .reserve(old_cache.entries.len().max(stats.files_scanned as usize));
+    // The new cache's entries borrow the scan's paths; it is compared with
+    // the old one and encoded before the tree is hashed, so the two are
+    // never held as tables at once (peak memory, docs/performance.md).
+    let mut new_cache: Vec<CacheEntry<'_>> = Vec::with_capacity(stats.files_scanned as usize);
     for (ri, root) in scanned_roots.iter().enumerate() {
         let mut entries = Vec::with_capacity(root.items.len());
         for (ii, item) in root.items.iter().enumerate() {
@@ -429,10 +553,7 @@ pub fn snapshot_roots_with(
             if let (Some(h), EntryType::File) = (sha256, item.kind) {
                 if item.mtime_ns < scan_start_ns - RACY_WINDOW_NS {
                     use std::os::unix::ffi::OsStrExt;
-                    new_cache.entries.insert(
-                        item.abs.as_os_str().as_bytes().to_vec(),
-                        (stat_key(item), h),
-                    );
+                    new_cache.push((item.abs.as_os_str().as_bytes(), stat_key(item), h));
                 }
             }
             entries.push(Entry {
@@ -449,7 +570,7 @@ pub fn snapshot_roots_with(
                 sealed: if omit.is_some() {
                     None
                 } else {
-                    sealed[ri][ii].take()
+                    sealed[ri][ii].take().map(Box::new)
                 },
             });
         }
@@ -467,7 +588,12 @@ pub fn snapshot_roots_with(
         // Rounded so that envelopes stay readable and stable.
         stats.dedup_ratio = (kept / stats.bytes_read as f64 * 1000.0).round() / 1000.0;
     }
-    let (tree_id, tree_bytes) = tree.encode();
+    let (tree_id, _) = tree.id_and_len();
+    // The cache is bound to the tree it describes (`cache` module docs).
+    let cache_bytes = (!old_cache.same_as(Some(tree_id), &new_cache))
+        .then(|| FilesCache::encode_entries(Some(tree_id), &mut new_cache));
+    drop(new_cache);
+    drop(old_cache);
     let changed = !existing.iter().any(|s| s.record.tree == tree_id);
     let same_label = existing
         .iter()
@@ -495,49 +621,28 @@ pub fn snapshot_roots_with(
         packages: packages.map(<[PackageList]>::to_vec),
     };
 
-    let snapshot = match (repo, opts.dry_run, reuse) {
-        (_, _, Some(existing)) => Some(existing),
-        (None, _, None) | (Some(_), true, None) => {
-            let (id, _) = record.encode();
-            Some(Snapshot { id, record })
-        }
-        (Some(r), false, None) => match commit(r, &new_packs, tree_id, &tree_bytes, record) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                // Nothing refers to this run's packs yet; do not leave them
-                // behind on what may be a full disk.
-                for p in &new_packs {
-                    let _ =
-                        std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
-                }
-                return Err(e);
-            }
-        },
-    };
-    let reused = snapshot
-        .as_ref()
-        .is_some_and(|s| same_label.is_some_and(|l| l.id == s.id));
-
-    if let (Some(r), false) = (repo, opts.dry_run) {
-        if new_cache != old_cache {
-            if let Err(e) = r.save_cache(&new_cache) {
-                warnings.push(Warning::new(
-                    "cache_not_saved",
-                    format!("{e}; the next run will read files again"),
-                ));
-            }
-        }
-    }
-    stats.commit_ms = t2.elapsed().as_millis() as u64;
-    Ok(BackupReport {
-        snapshot,
-        reused,
+    let report = BackupReport {
+        snapshot: None,
+        reused: false,
         changed,
         warnings,
         errors,
         excluded: scanned.excluded,
         stats,
         tree,
+    };
+    Ok(PreparedSnapshot {
+        repo,
+        dry_run: opts.dry_run,
+        new_packs,
+        tree_id,
+        record,
+        reuse,
+        same_label: same_label.map(|s| s.id),
+        cache_bytes,
+        report,
+        started: t2,
+        done: false,
     })
 }
 
@@ -546,7 +651,7 @@ fn commit(
     repo: &Repository,
     packs: &[crate::repo::pack::FinishedPack],
     tree_id: Hash,
-    tree_bytes: &[u8],
+    tree: &Tree,
     record: SnapshotRecord,
 ) -> Result<Snapshot> {
     if !packs.is_empty() {
@@ -557,7 +662,7 @@ fn commit(
     if !tree_path.exists() {
         Dir::open(&repo.sub("trees"))?.write_atomic(
             OsStr::new(&format!("{}.json", tree_id.to_hex())),
-            tree_bytes,
+            &tree.encode().1,
             0o600,
         )?;
     }

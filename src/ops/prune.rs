@@ -628,8 +628,8 @@ pub fn collect_garbage(
         let _ = std::fs::remove_file(repo.sub("trees").join(name));
     }
     Dir::open(&repo.sub("trees"))?.sync()?;
-    // A cached hash may name a blob that is gone now.
-    repo.drop_cache()?;
+    // The files cache is kept: it is used only while a snapshot of the tree
+    // it was built with exists, and then all its blobs are live (`cache` docs).
     Ok(stats)
 }
 

@@ -20,11 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
 use serde::Serialize;
 
-use crate::atomic::Dir;
+use crate::atomic::{AtomicFile, Dir};
 use crate::config::{Settings, TrackedRoot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
@@ -36,7 +37,7 @@ use crate::report::{Envelope, SnapshotInfo, Status, Warning};
 use crate::scan::Rules;
 use crate::secrets::Opener;
 
-use super::backup::{snapshot_roots, stale_lock_warning, BackupOptions};
+use super::backup::{prepare_snapshot, stale_lock_warning, BackupOptions};
 use super::list::select;
 
 /// What restore does with existing paths whose content differs.
@@ -655,12 +656,18 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         kind: SnapshotKind::Safety,
         label: label.into(),
         tags: vec![format!("for:{}", chosen.id.short())],
-        dry_run: true,
+        dry_run: opts.dry_run,
         command: opts.command.clone(),
         space: Some(settings.space.clone()),
     };
-    let current_report = snapshot_roots(Some(&repo), &tracked, &rules, &safety_opts)?;
-    let (current, _) = flatten(&current_report.tree, &|root: &Path| {
+    // Packed now, committed below only if something is going to change
+    // (dropped on every other way out, which removes its packs).
+    let safety = prepare_snapshot(Some(&repo), &tracked, &rules, &safety_opts, None)?;
+    let clean_temps = safety
+        .excluded()
+        .iter()
+        .any(|e| e.reason == crate::scan::INTERRUPTED_WRITE);
+    let (current, _) = flatten(safety.tree(), &|root: &Path| {
         Ok(expand_tilde(root, settings.home.as_deref()).unwrap_or_else(|| root.to_path_buf()))
     })?;
     let actions = plan(&desired, &current, opts.mode);
@@ -727,11 +734,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         return Ok(());
     }
     // Commit the safety snapshot before the first change.
-    let safety_commit = BackupOptions {
-        dry_run: false,
-        ..safety_opts
-    };
-    let safety = snapshot_roots(Some(&repo), &tracked, &rules, &safety_commit)?;
+    let safety = safety.commit()?;
     if !safety.errors.is_empty() {
         // Unreadable paths are recorded as omitted, and the planner already leaves them alone.
         for e in &safety.errors {
@@ -753,7 +756,11 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         &repo,
         &index,
         &actions,
-        (settings.home.as_deref(), anchor.as_deref()),
+        ApplyTarget {
+            home: settings.home.as_deref(),
+            target: anchor.as_deref(),
+            clean_temps,
+        },
         &secret_access(settings, &actions),
         &mut stats,
         &mut errors,
@@ -858,16 +865,38 @@ fn ts(ns: i64) -> Timespec {
 /// A directory of the home or target: its anchor and the path beneath it.
 type DirKey = (PathBuf, Vec<u8>);
 
+/// Where [`apply`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyTarget<'a> {
+    /// `$HOME`, for entries under `~`.
+    pub home: Option<&'a Path>,
+    /// `--target`: everything goes beneath it.
+    pub target: Option<&'a Path>,
+    /// The safety scan saw temp files of an interrupted write: look for
+    /// stale ones in every directory changed (otherwise none can be there,
+    /// and the listing of each directory is saved).
+    pub clean_temps: bool,
+}
+
 /// Execute a plan. Per-path failures are collected; everything else proceeds.
+///
+/// Durability: written files are synced in groups before they are renamed
+/// into place, and every changed directory is made durable at the end; only
+/// then does a change count as done (see `flush_staged`).
 pub fn apply(
     repo: &Repository,
     index: &Index,
     actions: &[Action],
-    (home, target): (Option<&Path>, Option<&Path>),
+    place: ApplyTarget<'_>,
     secrets: &SecretAccess,
     stats: &mut ApplyStats,
     errors: &mut Vec<Error>,
 ) {
+    let ApplyTarget {
+        home,
+        target,
+        clean_temps,
+    } = place;
     if let Some(t) = target {
         if let Err(e) = std::fs::create_dir_all(t) {
             errors.push(Error::io("creating target", t, &e));
@@ -879,6 +908,15 @@ pub fn apply(
     // reported as failed (power-loss test: a rename acknowledged but lost).
     let mut dirs_to_sync: BTreeMap<DirKey, Vec<(ActionKind, PathBuf)>> = BTreeMap::new();
     let mut dir_times: Vec<(PathBuf, Vec<u8>, Entry)> = Vec::new();
+    // Files written to temp names, waiting to be synced together and renamed
+    // into place (see `flush_staged`).
+    let mut staged: Vec<Staged> = Vec::new();
+    // The parent directory of the previous action: plans are in path order,
+    // so most actions share it and need not resolve it again.
+    let mut last_parent: Option<(DirKey, Rc<Dir>)> = None;
+    // One directory per file system written to, opened before the first
+    // write there (see `Dir::sync_file_system_since_open`).
+    let mut file_systems: Vec<(u64, Dir)> = Vec::new();
     let is_root = crate::host::euid() == 0;
     let doing = actions
         .iter()
@@ -899,25 +937,43 @@ pub fn apply(
         // The directory holding the entry (none for the anchor itself).
         let parent_key: Option<DirKey> =
             (!rel.is_empty()).then(|| (anchor.clone(), split_name(rel).0.to_vec()));
-        let result = (|| -> Result<()> {
-            let base = Dir::open(&anchor)?;
+        // An action on a directory may remove or replace one that is cached.
+        let touches_dir = a.current == Some(EntryType::Dir)
+            || a.desired.as_ref().is_some_and(|d| d.kind == EntryType::Dir);
+        let result = (|| -> Result<Option<(AtomicFile<'static>, u64)>> {
             if rel.is_empty() {
+                Dir::open(&anchor)?;
                 // The anchor itself (e.g. a snapshot of ~ restored onto ~): only metadata.
                 if let Some(want) = &a.desired {
                     if want.kind == EntryType::Dir {
                         dir_times.push((anchor.clone(), Vec::new(), want.clone()));
                     }
                 }
-                return Ok(());
+                return Ok(None);
             }
             let (parent_rel, name) = split_name(rel);
             let name = OsStr::from_bytes(name);
-            let parent = base.open_beneath(parent_rel, a.action != ActionKind::Delete, 0o700)?;
-            if let Some(k) = &parent_key {
-                dirs_to_sync.entry(k.clone()).or_default();
-            }
+            let key = parent_key
+                .clone()
+                .expect("entries below the anchor have a parent");
+            let parent = match &last_parent {
+                Some((k, d)) if *k == key => Rc::clone(d),
+                _ => {
+                    let d = Rc::new(Dir::open(&anchor)?.open_beneath(
+                        parent_rel,
+                        a.action != ActionKind::Delete,
+                        0o700,
+                    )?);
+                    note_file_system(&mut file_systems, &d);
+                    last_parent = Some((key.clone(), Rc::clone(&d)));
+                    d
+                }
+            };
+            dirs_to_sync.entry(key).or_default();
             match a.action {
-                ActionKind::Delete => remove_path(&parent, name, a.current == Some(EntryType::Dir)),
+                ActionKind::Delete => {
+                    remove_path(&parent, name, a.current == Some(EntryType::Dir)).map(|()| None)
+                }
                 ActionKind::Create | ActionKind::Update | ActionKind::Metadata => {
                     let want = a
                         .desired
@@ -935,20 +991,14 @@ pub fn apply(
                     }
                     match want.kind {
                         EntryType::File if a.action == ActionKind::Metadata => {
-                            set_meta_at(&parent, name, want, is_root, &shown_path)
+                            set_meta_at(&parent, name, want, is_root, &shown_path).map(|()| None)
                         }
                         EntryType::File if want.sealed.is_some() => {
                             let data = open_sealed(repo, index, want, secrets, &shown_path)?;
-                            let mut f = parent.create_atomic(name, want.mode & 0o700)?;
-                            f.write_all_ctx(&data)?;
-                            if is_root {
-                                f.set_owner(want.uid, want.gid)?;
-                            }
-                            f.set_mtime(want.mtime_ns)?;
-                            f.commit(false)?;
-                            stats.bytes_written += data.len() as u64;
+                            let f =
+                                stage_file(&parent, name, want.mode & 0o700, want, &data, is_root)?;
                             stats.secrets_decrypted += 1;
-                            Ok(())
+                            Ok(Some((f, data.len() as u64)))
                         }
                         EntryType::File => {
                             let id = want.sha256.ok_or_else(|| {
@@ -977,15 +1027,8 @@ pub fn apply(
                                 );
                                 e
                             })?;
-                            let mut f = parent.create_atomic(name, want.mode)?;
-                            f.write_all_ctx(&data)?;
-                            if is_root {
-                                f.set_owner(want.uid, want.gid)?;
-                            }
-                            f.set_mtime(want.mtime_ns)?;
-                            f.commit(false)?;
-                            stats.bytes_written += data.len() as u64;
-                            Ok(())
+                            let f = stage_file(&parent, name, want.mode, want, &data, is_root)?;
+                            Ok(Some((f, data.len() as u64)))
                         }
                         EntryType::Symlink => {
                             let target = want.target.as_ref().ok_or_else(|| {
@@ -1042,7 +1085,7 @@ pub fn apply(
                                     AtFlags::SYMLINK_NOFOLLOW,
                                 );
                             }
-                            Ok(())
+                            Ok(None)
                         }
                         EntryType::Dir => {
                             match rustix::fs::mkdirat(parent.fd(), name, Mode::from_raw_mode(0o700))
@@ -1058,15 +1101,30 @@ pub fn apply(
                             }
                             // Mode and time are set after the children are written (deepest first).
                             dir_times.push((anchor.clone(), rel.to_vec(), want.clone()));
-                            Ok(())
+                            Ok(None)
                         }
                     }
                 }
-                ActionKind::Skip | ActionKind::Conflict => Ok(()),
+                ActionKind::Skip | ActionKind::Conflict => Ok(None),
             }
         })();
+        if touches_dir {
+            last_parent = None;
+        }
         match result {
-            Ok(()) => {
+            Ok(Some((file, bytes))) => {
+                staged.push(Staged {
+                    file,
+                    kind: a.action,
+                    parent_key,
+                    shown_path,
+                    bytes,
+                });
+                if staged.len() >= STAGED_MAX {
+                    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync);
+                }
+            }
+            Ok(None) => {
                 count(stats, a.action);
                 if let Some(v) = parent_key.and_then(|k| dirs_to_sync.get_mut(&k)) {
                     v.push((a.action, shown_path));
@@ -1078,12 +1136,17 @@ pub fn apply(
             }
         }
     }
+    // Renames change their directories' times: all of them before those are set.
+    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync);
+    drop(last_parent);
     // Directory modes and times, deepest first, after all children changed.
+    // Each is made durable with the directories below.
     dir_times.sort_by_key(|d| std::cmp::Reverse(d.1.len()));
     for (anchor, rel, want) in dir_times {
         let res = Dir::open(&anchor)
             .and_then(|b| b.open_beneath(&rel, false, 0o700))
             .and_then(|d| {
+                note_file_system(&mut file_systems, &d);
                 rustix::fs::fchmod(d.fd(), Mode::from_raw_mode(want.mode))
                     .map_err(|e| Error::io("setting mode of", d.path(), &e.into()))?;
                 if is_root {
@@ -1101,18 +1164,37 @@ pub fn apply(
                         last_modification: t,
                     },
                 )
-                .map_err(|e| Error::io("setting time of", d.path(), &e.into()))?;
-                d.sync()
+                .map_err(|e| Error::io("setting time of", d.path(), &e.into()))
             });
-        if let Err(e) = res {
-            errors.push(e);
+        match res {
+            Ok(()) => {
+                dirs_to_sync.entry((anchor, rel)).or_default();
+            }
+            Err(e) => errors.push(e),
         }
     }
+    // One `syncfs` per file system makes every rename, removal and directory
+    // change above durable at once (one journal commit instead of one per
+    // directory). If it fails or is not known to report errors, each
+    // directory is fsynced, which names the ones in trouble.
+    let all_durable = !file_systems.is_empty()
+        && file_systems
+            .iter()
+            .all(|(_, d)| d.sync_file_system_since_open());
     for ((anchor, rel), changed) in dirs_to_sync {
+        if all_durable && !clean_temps {
+            continue;
+        }
         let synced = match Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
             Ok(d) => {
-                // Temp files of an earlier run that was killed mid-write.
-                let _ = d.remove_stale_temps();
+                if clean_temps {
+                    // Temp files of an earlier run that was killed mid-write
+                    // (the safety scan saw at least one).
+                    let _ = d.remove_stale_temps();
+                }
+                if all_durable {
+                    continue;
+                }
                 d.sync()
             }
             Err(e) => {
@@ -1123,6 +1205,7 @@ pub fn apply(
                 match std::fs::symlink_metadata(&p) {
                     Err(m) if m.kind() == std::io::ErrorKind::NotFound => continue,
                     Ok(m) if !m.is_dir() => continue,
+                    _ if all_durable => continue,
                     _ => Err(e),
                 }
             }
@@ -1155,6 +1238,88 @@ pub fn apply(
         .with_hint("check the file system (dmesg, fsck), then run the same command again");
         err.path = e.path;
         errors.push(err);
+    }
+}
+
+/// How many written files wait for one common sync at most: each holds two
+/// descriptors (file and directory, the directory often shared), well under
+/// the usual limit of 1024.
+const STAGED_MAX: usize = 128;
+
+/// A restored file under its temp name, content written, mode and times set.
+struct Staged {
+    file: AtomicFile<'static>,
+    kind: ActionKind,
+    parent_key: Option<DirKey>,
+    shown_path: PathBuf,
+    bytes: u64,
+}
+
+/// Write a file's content to a temp name beside `name`, with its final
+/// metadata; it becomes visible in [`flush_staged`].
+fn stage_file(
+    parent: &Rc<Dir>,
+    name: &OsStr,
+    mode: u32,
+    want: &Entry,
+    data: &[u8],
+    is_root: bool,
+) -> Result<AtomicFile<'static>> {
+    let mut f = Dir::create_atomic_shared(parent, name, mode)?;
+    f.write_all_ctx(data)?;
+    if is_root {
+        f.set_owner(want.uid, want.gid)?;
+    }
+    f.set_mtime(want.mtime_ns)?;
+    f.apply_mode()?;
+    Ok(f)
+}
+
+/// Make the staged files durable (one `syncfs` per file system, or one
+/// fsync each when that is not known to report errors), then rename each
+/// into place. Only then is the action counted as done; its directory is
+/// fsynced at the end of [`apply`]. A file that fails to sync is left under
+/// its temp name (removed) and reported, the rest go on.
+fn flush_staged(
+    staged: &mut Vec<Staged>,
+    stats: &mut ApplyStats,
+    errors: &mut Vec<Error>,
+    dirs_to_sync: &mut BTreeMap<DirKey, Vec<(ActionKind, PathBuf)>>,
+) {
+    if staged.is_empty() {
+        return;
+    }
+    let all_synced =
+        crate::atomic::sync_all_files(&staged.iter().map(|s| &s.file).collect::<Vec<_>>());
+    for mut s in staged.drain(..) {
+        let res = if all_synced { Ok(()) } else { s.file.sync() };
+        match res.and_then(|()| s.file.rename_synced()) {
+            Ok(()) => {
+                count(stats, s.kind);
+                stats.bytes_written += s.bytes;
+                if let Some(v) = s.parent_key.and_then(|k| dirs_to_sync.get_mut(&k)) {
+                    v.push((s.kind, s.shown_path));
+                }
+            }
+            Err(e) => {
+                stats.failed += 1;
+                errors.push(e);
+            }
+        }
+    }
+}
+
+/// Remember `dir` as the handle of its file system unless one is known.
+fn note_file_system(file_systems: &mut Vec<(u64, Dir)>, dir: &Dir) {
+    let Ok(st) = rustix::fs::fstat(dir.fd()) else {
+        return;
+    };
+    #[allow(clippy::unnecessary_cast)] // dev_t is not u64 everywhere
+    let dev = st.st_dev as u64;
+    if !file_systems.iter().any(|(d, _)| *d == dev) {
+        if let Ok(handle) = dir.try_clone() {
+            file_systems.push((dev, handle));
+        }
     }
 }
 

@@ -4,21 +4,31 @@
 //! Like git's index and borg's files cache, an entry is trusted only when
 //! size, mtime (ns), ctime (ns), inode and device all match. It lives in
 //! `<repo>/cache/files`, is not part of any snapshot, and can be deleted at
-//! any time (the next run just reads everything). Prune deletes it because a
-//! cached hash may name a blob that prune removed. A damaged cache is
+//! any time (the next run just reads everything). A damaged cache is
 //! detected by its checksum and ignored with a warning.
+//!
+//! A cached hash must never name a blob that is gone (prune removes blobs no
+//! snapshot uses), so the cache records the tree it was built with, whose
+//! files are exactly its entries: it is used only while a snapshot of that
+//! tree exists, since then all those blobs are live. That rule, not the order
+//! of writes, keeps it safe, so the cache is written without fsync: after a
+//! power cut it is the old one, the new one, or damaged, and each is fine.
 //!
 //! Racy files: a file whose mtime is within [`RACY_WINDOW_NS`] of the scan's
 //! start may still be changed in the same timestamp tick after we read it,
 //! so it is not cached and will be read again next time.
 
+use std::hash::Hasher;
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
 
 use crate::hash::Hash;
 
-const MAGIC: &[u8; 8] = b"DFBCACH1";
+const MAGIC: &[u8; 8] = b"DFBCACH2";
+/// Bytes of one entry after its path: size, mtime, ctime, inode, device, SHA-256.
+const RECORD: usize = 8 * 5 + 32;
 
 /// Files modified this close to the scan start are not cached (coarse
 /// kernel timestamps are jiffy- or second-granular on some file systems).
@@ -39,67 +49,167 @@ pub struct StatKey {
     pub dev: u64,
 }
 
-/// Absolute path bytes → (stat facts, content hash). FxHash: the keys are
-/// our own paths, not attacker-chosen, and SipHash showed up in profiles.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// One entry to encode: absolute path bytes, stat facts, content hash.
+pub type CacheEntry<'a> = (&'a [u8], StatKey, Hash);
+
+/// The loaded cache: its encoded bytes, and a table of entry offsets found
+/// by a hash of the path (FxHash: the keys are our own paths, not
+/// attacker-chosen, and SipHash showed up in profiles).
+///
+/// Why not a map of owned paths: at 20k files that was a 3.2 MB table plus
+/// 1.1 MB of path copies next to the 2.2 MB file; offsets take 128 KB
+/// (peak memory, docs/performance.md).
+#[derive(Default, Clone)]
 pub struct FilesCache {
-    /// Entries.
-    pub entries: FxHashMap<Vec<u8>, (StatKey, Hash)>,
+    /// The tree whose file entries these are (`None`: built by no snapshot).
+    pub tree: Option<Hash>,
+    bytes: Vec<u8>,
+    table: HashTable<u32>,
+}
+
+impl std::fmt::Debug for FilesCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesCache")
+            .field("tree", &self.tree)
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+impl PartialEq for FilesCache {
+    /// Equal caches encode equally (entries are sorted).
+    fn eq(&self, other: &Self) -> bool {
+        self.tree == other.tree && self.bytes == other.bytes
+    }
+}
+
+fn path_hash(path: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(path);
+    h.finish()
 }
 
 impl FilesCache {
     /// Decode; `None` when the bytes are damaged or of another format.
     pub fn decode(bytes: &[u8]) -> Option<FilesCache> {
-        if bytes.len() < 8 + 32 || &bytes[..8] != MAGIC {
+        FilesCache::decode_owned(bytes.to_vec())
+    }
+
+    /// [`decode`](Self::decode), keeping `bytes` as the cache's storage.
+    pub fn decode_owned(bytes: Vec<u8>) -> Option<FilesCache> {
+        if bytes.len() < 8 + 1 + 32 || &bytes[..8] != MAGIC {
             return None;
         }
-        let (body, sum) = bytes.split_at(bytes.len() - 32);
+        let body_len = bytes.len() - 32;
+        let (body, sum) = bytes.split_at(body_len);
         if Hash::of(body).0 != sum {
             return None;
         }
-        // Count first: sizing the table from the byte length overshot to the
-        // next power of two (6.4 MB instead of 3.2 MB at 20k files, and the
-        // cache is held twice during a run: peak memory, docs/performance.md).
-        let mut count = 0usize;
-        let mut at = 8usize;
-        while let Some(len) = body.get(at..at + 4) {
-            let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-            at = at.checked_add(4 + len + 8 * 5 + 32)?;
-            count += 1;
-        }
-        let mut pos = 8;
-        let mut entries = FxHashMap::with_capacity_and_hasher(count, Default::default());
-        let take = |pos: &mut usize, n: usize| -> Option<&[u8]> {
-            let s = body.get(*pos..*pos + n)?;
-            *pos += n;
-            Some(s)
+        let (tree, start) = match body[8] {
+            0 => (None, 9),
+            1 => (Some(Hash(body.get(9..41)?.try_into().ok()?)), 41),
+            _ => return None,
         };
-        while pos < body.len() {
-            let len = u32::from_le_bytes(take(&mut pos, 4)?.try_into().ok()?) as usize;
-            let path = take(&mut pos, len)?.to_vec();
-            let rec = take(&mut pos, 8 * 5 + 32)?;
-            let u = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().expect("8"));
-            let key = StatKey {
-                size: u(0),
-                mtime_ns: u(1) as i64,
-                ctime_ns: u(2) as i64,
-                ino: u(3),
-                dev: u(4),
-            };
-            let hash = Hash(rec[40..72].try_into().ok()?);
-            entries.insert(path, (key, hash));
+        // Offsets are u32: a cache over 4 GiB is not one of ours.
+        u32::try_from(body_len).ok()?;
+        let mut offsets = Vec::new();
+        let mut at = start;
+        while at < body_len {
+            let len = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
+            let end = at.checked_add(4 + len + RECORD)?;
+            if end > body_len {
+                return None;
+            }
+            offsets.push(at as u32);
+            at = end;
         }
-        Some(FilesCache { entries })
+        let mut table = HashTable::with_capacity(offsets.len());
+        for off in offsets {
+            let path = path_at(body, off);
+            let h = path_hash(path);
+            match table.entry(
+                h,
+                |o: &u32| path_at(body, *o) == path,
+                |o: &u32| path_hash(path_at(body, *o)),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = off,
+                hashbrown::hash_table::Entry::Vacant(e) => {
+                    e.insert(off);
+                }
+            }
+        }
+        let mut bytes = bytes;
+        bytes.truncate(body_len);
+        Some(FilesCache { tree, bytes, table })
     }
 
-    /// Encode with a trailing checksum; entries sorted so equal caches encode equally.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut keys: Vec<&Vec<u8>> = self.entries.keys().collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(8 + keys.len() * 120);
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The stat facts and hash cached for `path`.
+    pub fn get(&self, path: &[u8]) -> Option<(StatKey, Hash)> {
+        let off = *self
+            .table
+            .find(path_hash(path), |o| path_at(&self.bytes, *o) == path)?;
+        let at = off as usize + 4 + path.len();
+        let rec = &self.bytes[at..at + RECORD];
+        let u = |i: usize| u64::from_le_bytes(rec[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let key = StatKey {
+            size: u(0),
+            mtime_ns: u(1) as i64,
+            ctime_ns: u(2) as i64,
+            ino: u(3),
+            dev: u(4),
+        };
+        Some((key, Hash(rec[40..72].try_into().expect("32 bytes"))))
+    }
+
+    /// The cached hash for `path` if every stat fact matches.
+    pub fn lookup(&self, path: &Path, key: &StatKey) -> Option<Hash> {
+        use std::os::unix::ffi::OsStrExt;
+        match self.get(path.as_os_str().as_bytes()) {
+            Some((k, h)) if k == *key => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Whether a cache of `tree` with `entries` (paths unique) would equal this one.
+    pub fn same_as(&self, tree: Option<Hash>, entries: &[CacheEntry<'_>]) -> bool {
+        self.tree == tree
+            && self.len() == entries.len()
+            && entries
+                .iter()
+                .all(|(k, s, h)| self.get(k).is_some_and(|(os, oh)| os == *s && oh == *h))
+    }
+
+    /// Encode a cache of `tree` (sorted in place, so equal caches encode
+    /// equally; paths unique), with a trailing checksum.
+    pub fn encode_entries(tree: Option<Hash>, entries: &mut [CacheEntry<'_>]) -> Vec<u8> {
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(
+            8 + 33
+                + 32
+                + entries
+                    .iter()
+                    .map(|e| 4 + e.0.len() + RECORD)
+                    .sum::<usize>(),
+        );
         out.extend_from_slice(MAGIC);
-        for k in keys {
-            let (s, h) = &self.entries[k];
+        match &tree {
+            None => out.push(0),
+            Some(t) => {
+                out.push(1);
+                out.extend_from_slice(&t.0);
+            }
+        }
+        for (k, s, h) in entries.iter() {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(k);
             for v in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev] {
@@ -111,15 +221,13 @@ impl FilesCache {
         out.extend_from_slice(&sum.0);
         out
     }
+}
 
-    /// The cached hash for `path` if every stat fact matches.
-    pub fn lookup(&self, path: &Path, key: &StatKey) -> Option<Hash> {
-        use std::os::unix::ffi::OsStrExt;
-        match self.entries.get(path.as_os_str().as_bytes()) {
-            Some((k, h)) if k == key => Some(*h),
-            _ => None,
-        }
-    }
+/// The path of the entry at `off` (offsets come from a validated walk).
+fn path_at(body: &[u8], off: u32) -> &[u8] {
+    let at = off as usize;
+    let len = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
+    &body[at + 4..at + 4 + len]
 }
 
 #[cfg(test)]
@@ -128,7 +236,6 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage_detection() {
-        let mut c = FilesCache::default();
         let key = StatKey {
             size: 1,
             mtime_ns: 2,
@@ -136,11 +243,20 @@ mod tests {
             ino: 4,
             dev: 5,
         };
-        c.entries
-            .insert(b"/h/.zshrc".to_vec(), (key, Hash::of(b"x")));
-        c.entries.insert(vec![b'/', 0xff], (key, Hash::of(b"y")));
-        let bytes = c.encode();
-        assert_eq!(FilesCache::decode(&bytes).unwrap(), c);
+        let tree = Some(Hash::of(b"tree"));
+        let odd = [b'/', 0xff];
+        let mut entries = vec![
+            (&b"/h/.zshrc"[..], key, Hash::of(b"x")),
+            (&odd[..], key, Hash::of(b"y")),
+        ];
+        let bytes = FilesCache::encode_entries(tree, &mut entries);
+        let c = FilesCache::decode(&bytes).unwrap();
+        assert_eq!(c.tree, tree);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get(&odd), Some((key, Hash::of(b"y"))));
+        assert!(c.same_as(tree, &entries));
+        assert!(!c.same_as(None, &entries));
+        assert!(!c.same_as(tree, &entries[..1]));
         let mut bad = bytes.clone();
         bad[12] ^= 1;
         assert!(FilesCache::decode(&bad).is_none());
@@ -148,5 +264,28 @@ mod tests {
         let other = StatKey { ctime_ns: 9, ..key };
         assert!(c.lookup(Path::new("/h/.zshrc"), &key).is_some());
         assert!(c.lookup(Path::new("/h/.zshrc"), &other).is_none());
+        assert!(c.lookup(Path::new("/h/.bashrc"), &key).is_none());
+        let treeless = FilesCache::decode(&FilesCache::encode_entries(None, &mut [])).unwrap();
+        assert_eq!(treeless.tree, None);
+        assert!(treeless.is_empty());
+    }
+
+    #[test]
+    fn an_entry_running_past_the_end_is_damage() {
+        let key = StatKey {
+            size: 1,
+            mtime_ns: 2,
+            ctime_ns: 3,
+            ino: 4,
+            dev: 5,
+        };
+        let mut entries = vec![(&b"/h/a"[..], key, Hash::of(b"x"))];
+        let mut bytes = FilesCache::encode_entries(None, &mut entries);
+        // Claim a longer path, then re-seal the checksum so only the walk can notice.
+        bytes[9] = 200;
+        let body = bytes.len() - 32;
+        let sum = Hash::of(&bytes[..body]);
+        bytes[body..].copy_from_slice(&sum.0);
+        assert!(FilesCache::decode(&bytes).is_none());
     }
 }

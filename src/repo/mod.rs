@@ -294,7 +294,7 @@ impl Repository {
     pub fn load_cache(&self) -> std::result::Result<Option<FilesCache>, String> {
         let path = self.sub("cache").join("files");
         match std::fs::read(&path) {
-            Ok(bytes) => FilesCache::decode(&bytes)
+            Ok(bytes) => FilesCache::decode_owned(bytes)
                 .map(Some)
                 .ok_or_else(|| format!("{} is damaged; it will be rebuilt", display_path(&path))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -302,20 +302,15 @@ impl Repository {
         }
     }
 
-    /// Save the files cache atomically.
-    pub fn save_cache(&self, cache: &FilesCache) -> Result<()> {
+    /// Save the files cache atomically (temp file and rename), without the
+    /// fsyncs: its safety does not depend on it being durable (`cache`
+    /// module docs), and they were two of a checkpoint's 13.
+    pub fn save_cache(&self, encoded: &[u8]) -> Result<()> {
         let dir = Dir::open(&self.sub("cache"))?;
-        dir.write_atomic(OsStr::new("files"), &cache.encode(), 0o600)
-    }
-
-    /// Remove the files cache (after prune).
-    pub fn drop_cache(&self) -> Result<()> {
-        let path = self.sub("cache").join("files");
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("removing", &path, &e)),
-        }
+        let mut file = dir.create_atomic(OsStr::new("files"), 0o600)?;
+        file.write_all_ctx(encoded)?;
+        file.apply_mode()?;
+        file.rename_synced()
     }
 }
 
