@@ -237,3 +237,51 @@ fn pinned_snapshots_survive_and_cannot_be_forgotten() {
         .collect();
     assert_eq!(kept.len(), 1, "{list}");
 }
+
+/// Give a file an mtime well outside the racy window, so the files cache keeps it.
+fn age(p: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+/// The files cache names blobs, and prune deletes blobs; so the cache is
+/// trusted only while a snapshot of the tree it was built with exists. Here
+/// the snapshot is forgotten and its blob deleted, then an old copy of the
+/// cache is put back (what a power cut could leave, since the cache is
+/// written without fsync): the next checkpoint must read the file again
+/// instead of naming the deleted blob, and the repository must verify.
+#[test]
+fn files_cache_is_trusted_only_while_a_snapshot_of_its_tree_is_kept() {
+    let e = Env::new("[retention]\nauto = false\n");
+    let f = e.home.join(".config/app/f");
+    write(&f, &vec![7u8; 100_000]);
+    age(&f);
+    let (rc, v) = e.run("backup-checkpoint", &["manual", "a", "--path", "~/.config"]);
+    assert_eq!(rc, 0, "{v}");
+    let first = v["snapshot"]["id"].as_str().unwrap().to_string();
+    // Kept by a prune that removes nothing, the cache still saves the read.
+    let (rc, v) = e.run("backup-prune", &[]);
+    assert_eq!(rc, 0, "{v}");
+    let (rc, v) = e.run("backup-checkpoint", &["manual", "a", "--path", "~/.config"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["stats"]["files_read"], 0, "cache used: {v}");
+
+    let cache = e.repo.join("cache/files");
+    let saved = std::fs::read(&cache).unwrap();
+    let (rc, v) = e.run("backup-prune", &["--forget", &first]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        std::fs::read_dir(e.repo.join("packs")).unwrap().count() == 0,
+        "the blob is gone"
+    );
+    std::fs::write(&cache, &saved).unwrap();
+    let (rc, v) = e.run("backup-checkpoint", &["manual", "b", "--path", "~/.config"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["stats"]["files_read"], 1, "stale cache ignored: {v}");
+    e.check_all_restorable();
+}
