@@ -532,10 +532,11 @@ pub fn prepare_snapshot<'r>(
         version: OBJECT_VERSION,
         roots: Vec::with_capacity(scanned_roots.len()),
     };
-    // The new cache's entries borrow the scan's paths; it is compared with
-    // the old one and encoded before the tree is hashed, so the two are
-    // never held as tables at once (peak memory, docs/performance.md).
-    let mut new_cache: Vec<CacheEntry<'_>> = Vec::with_capacity(stats.files_scanned as usize);
+    // The new cache is a list of (root, item) positions into the scan (8
+    // bytes per file); it is compared with the old one and encoded right
+    // after the tree is hashed, so the two are never held as tables at once
+    // (peak memory, docs/performance.md).
+    let mut new_cache: Vec<(u32, u32)> = Vec::with_capacity(stats.files_scanned as usize);
     for (ri, root) in scanned_roots.iter().enumerate() {
         let mut entries = Vec::with_capacity(root.items.len());
         for (ii, item) in root.items.iter().enumerate() {
@@ -550,11 +551,11 @@ pub fn prepare_snapshot<'r>(
                 EntryType::Dir => summary.dirs += 1,
                 EntryType::Symlink => summary.symlinks += 1,
             }
-            if let (Some(h), EntryType::File) = (sha256, item.kind) {
-                if item.mtime_ns < scan_start_ns - RACY_WINDOW_NS {
-                    use std::os::unix::ffi::OsStrExt;
-                    new_cache.push((item.abs.as_os_str().as_bytes(), stat_key(item), h));
-                }
+            if sha256.is_some()
+                && item.kind == EntryType::File
+                && item.mtime_ns < scan_start_ns - RACY_WINDOW_NS
+            {
+                new_cache.push((ri as u32, ii as u32));
             }
             entries.push(Entry {
                 path: ByteName(item.rel.clone()),
@@ -590,8 +591,22 @@ pub fn prepare_snapshot<'r>(
     }
     let (tree_id, _) = tree.id_and_len();
     // The cache is bound to the tree it describes (`cache` module docs).
-    let cache_bytes = (!old_cache.same_as(Some(tree_id), &new_cache))
-        .then(|| FilesCache::encode_entries(Some(tree_id), &mut new_cache));
+    let cache_entry = |&(ri, ii): &(u32, u32)| -> CacheEntry<'_> {
+        use std::os::unix::ffi::OsStrExt;
+        let item = &scanned_roots[ri as usize].items[ii as usize];
+        let hash = hashes[ri as usize][ii as usize].expect("cached entries have a hash");
+        (item.abs.as_os_str().as_bytes(), stat_key(item), hash)
+    };
+    let unchanged = old_cache.same_as(
+        Some(tree_id),
+        new_cache.len(),
+        new_cache.iter().map(cache_entry),
+    );
+    let cache_bytes = (!unchanged).then(|| {
+        // Sorted only when it is written (a no-change run skips the sort).
+        new_cache.sort_unstable_by(|a, b| cache_entry(a).0.cmp(cache_entry(b).0));
+        FilesCache::encode_sorted(Some(tree_id), new_cache.iter().map(cache_entry))
+    });
     drop(new_cache);
     drop(old_cache);
     let changed = !existing.iter().any(|s| s.record.tree == tree_id);

@@ -180,24 +180,36 @@ impl FilesCache {
         }
     }
 
-    /// Whether a cache of `tree` with `entries` (paths unique) would equal this one.
-    pub fn same_as(&self, tree: Option<Hash>, entries: &[CacheEntry<'_>]) -> bool {
+    /// Whether a cache of `tree` with these `len` entries (paths unique, any
+    /// order) would equal this one.
+    pub fn same_as<'a>(
+        &self,
+        tree: Option<Hash>,
+        len: usize,
+        mut entries: impl Iterator<Item = CacheEntry<'a>>,
+    ) -> bool {
         self.tree == tree
-            && self.len() == entries.len()
-            && entries
-                .iter()
-                .all(|(k, s, h)| self.get(k).is_some_and(|(os, oh)| os == *s && oh == *h))
+            && self.len() == len
+            && entries.all(|(k, s, h)| self.get(k).is_some_and(|(os, oh)| os == s && oh == h))
     }
 
     /// Encode a cache of `tree` (sorted in place, so equal caches encode
     /// equally; paths unique), with a trailing checksum.
     pub fn encode_entries(tree: Option<Hash>, entries: &mut [CacheEntry<'_>]) -> Vec<u8> {
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        FilesCache::encode_sorted(tree, entries.iter().copied())
+    }
+
+    /// [`encode_entries`](Self::encode_entries) for entries already sorted by path.
+    pub fn encode_sorted<'a, I>(tree: Option<Hash>, entries: I) -> Vec<u8>
+    where
+        I: Iterator<Item = CacheEntry<'a>> + Clone,
+    {
         let mut out = Vec::with_capacity(
             8 + 33
                 + 32
                 + entries
-                    .iter()
+                    .clone()
                     .map(|e| 4 + e.0.len() + RECORD)
                     .sum::<usize>(),
         );
@@ -209,7 +221,7 @@ impl FilesCache {
                 out.extend_from_slice(&t.0);
             }
         }
-        for (k, s, h) in entries.iter() {
+        for (k, s, h) in entries {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(k);
             for v in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev] {
@@ -254,9 +266,9 @@ mod tests {
         assert_eq!(c.tree, tree);
         assert_eq!(c.len(), 2);
         assert_eq!(c.get(&odd), Some((key, Hash::of(b"y"))));
-        assert!(c.same_as(tree, &entries));
-        assert!(!c.same_as(None, &entries));
-        assert!(!c.same_as(tree, &entries[..1]));
+        assert!(c.same_as(tree, 2, entries.iter().copied()));
+        assert!(!c.same_as(None, 2, entries.iter().copied()));
+        assert!(!c.same_as(tree, 1, entries[..1].iter().copied()));
         let mut bad = bytes.clone();
         bad[12] ^= 1;
         assert!(FilesCache::decode(&bad).is_none());
