@@ -34,7 +34,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::exit::ExitCode;
 use crate::hash::Hash;
 use crate::paths::ByteName;
-use crate::repo::cache::{CacheEntry, FilesCache, StatKey, RACY_WINDOW_NS};
+use crate::repo::cache::{CacheEntry, FilesCache, StatKey, TreeStamp, RACY_WINDOW_NS};
 use crate::repo::index::{self, Index};
 use crate::repo::pack::{PackWriter, FLAG_AGE, FLAG_PLAIN};
 use crate::repo::snapshot::{
@@ -374,7 +374,7 @@ pub fn prepare_snapshot<'r>(
         // removed the blobs of any other; `cache` module docs).
         Some(Ok(Some(c)))
             if c.tree
-                .is_some_and(|t| existing.iter().any(|s| s.record.tree == t)) =>
+                .is_some_and(|t| existing.iter().any(|s| s.record.tree == t.id)) =>
         {
             c
         }
@@ -589,7 +589,17 @@ pub fn prepare_snapshot<'r>(
         // Rounded so that envelopes stay readable and stable.
         stats.dedup_ratio = (kept / stats.bytes_read as f64 * 1000.0).round() / 1000.0;
     }
-    let (tree_id, _) = tree.id_and_len();
+    // The same tree as the cache's (same fingerprint) has the same id; only
+    // a new tree is serialized to learn it.
+    let fingerprint = tree.fingerprint();
+    let tree_id = match old_cache.tree {
+        Some(t) if t.fingerprint == fingerprint => t.id,
+        _ => tree.id_and_len().0,
+    };
+    let stamp = Some(TreeStamp {
+        id: tree_id,
+        fingerprint,
+    });
     // The cache is bound to the tree it describes (`cache` module docs).
     let cache_entry = |&(ri, ii): &(u32, u32)| -> CacheEntry<'_> {
         use std::os::unix::ffi::OsStrExt;
@@ -597,15 +607,11 @@ pub fn prepare_snapshot<'r>(
         let hash = hashes[ri as usize][ii as usize].expect("cached entries have a hash");
         (item.abs.as_os_str().as_bytes(), stat_key(item), hash)
     };
-    let unchanged = old_cache.same_as(
-        Some(tree_id),
-        new_cache.len(),
-        new_cache.iter().map(cache_entry),
-    );
+    let unchanged = old_cache.same_as(stamp, new_cache.len(), new_cache.iter().map(cache_entry));
     let cache_bytes = (!unchanged).then(|| {
         // Sorted only when it is written (a no-change run skips the sort).
         new_cache.sort_unstable_by(|a, b| cache_entry(a).0.cmp(cache_entry(b).0));
-        FilesCache::encode_sorted(Some(tree_id), new_cache.iter().map(cache_entry))
+        FilesCache::encode_sorted(stamp, new_cache.iter().map(cache_entry))
     });
     drop(new_cache);
     drop(old_cache);

@@ -49,6 +49,17 @@ pub struct StatKey {
     pub dev: u64,
 }
 
+/// The tree a cache was built with: its id, and its
+/// [fingerprint](crate::repo::snapshot::Tree::fingerprint), which lets a
+/// checkpoint that finds the same tree again skip encoding it to learn its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeStamp {
+    /// The tree's id (SHA-256 of its JSON).
+    pub id: Hash,
+    /// [`Tree::fingerprint`](crate::repo::snapshot::Tree::fingerprint).
+    pub fingerprint: Hash,
+}
+
 /// One entry to encode: absolute path bytes, stat facts, content hash.
 pub type CacheEntry<'a> = (&'a [u8], StatKey, Hash);
 
@@ -62,7 +73,7 @@ pub type CacheEntry<'a> = (&'a [u8], StatKey, Hash);
 #[derive(Default, Clone)]
 pub struct FilesCache {
     /// The tree whose file entries these are (`None`: built by no snapshot).
-    pub tree: Option<Hash>,
+    pub tree: Option<TreeStamp>,
     bytes: Vec<u8>,
     table: HashTable<u32>,
 }
@@ -81,6 +92,11 @@ impl PartialEq for FilesCache {
     fn eq(&self, other: &Self) -> bool {
         self.tree == other.tree && self.bytes == other.bytes
     }
+}
+
+/// A cache written by an older version (format 1 had no tree stamp).
+pub fn is_older_format(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"DFBCACH1")
 }
 
 fn path_hash(path: &[u8]) -> u64 {
@@ -107,7 +123,11 @@ impl FilesCache {
         }
         let (tree, start) = match body[8] {
             0 => (None, 9),
-            1 => (Some(Hash(body.get(9..41)?.try_into().ok()?)), 41),
+            1 => {
+                let id = Hash(body.get(9..41)?.try_into().ok()?);
+                let fingerprint = Hash(body.get(41..73)?.try_into().ok()?);
+                (Some(TreeStamp { id, fingerprint }), 73)
+            }
             _ => return None,
         };
         // Offsets are u32: a cache over 4 GiB is not one of ours.
@@ -184,7 +204,7 @@ impl FilesCache {
     /// order) would equal this one.
     pub fn same_as<'a>(
         &self,
-        tree: Option<Hash>,
+        tree: Option<TreeStamp>,
         len: usize,
         mut entries: impl Iterator<Item = CacheEntry<'a>>,
     ) -> bool {
@@ -195,13 +215,13 @@ impl FilesCache {
 
     /// Encode a cache of `tree` (sorted in place, so equal caches encode
     /// equally; paths unique), with a trailing checksum.
-    pub fn encode_entries(tree: Option<Hash>, entries: &mut [CacheEntry<'_>]) -> Vec<u8> {
+    pub fn encode_entries(tree: Option<TreeStamp>, entries: &mut [CacheEntry<'_>]) -> Vec<u8> {
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         FilesCache::encode_sorted(tree, entries.iter().copied())
     }
 
     /// [`encode_entries`](Self::encode_entries) for entries already sorted by path.
-    pub fn encode_sorted<'a, I>(tree: Option<Hash>, entries: I) -> Vec<u8>
+    pub fn encode_sorted<'a, I>(tree: Option<TreeStamp>, entries: I) -> Vec<u8>
     where
         I: Iterator<Item = CacheEntry<'a>> + Clone,
     {
@@ -218,7 +238,8 @@ impl FilesCache {
             None => out.push(0),
             Some(t) => {
                 out.push(1);
-                out.extend_from_slice(&t.0);
+                out.extend_from_slice(&t.id.0);
+                out.extend_from_slice(&t.fingerprint.0);
             }
         }
         for (k, s, h) in entries {
@@ -255,7 +276,10 @@ mod tests {
             ino: 4,
             dev: 5,
         };
-        let tree = Some(Hash::of(b"tree"));
+        let tree = Some(TreeStamp {
+            id: Hash::of(b"tree"),
+            fingerprint: Hash::of(b"fingerprint"),
+        });
         let odd = [b'/', 0xff];
         let mut entries = vec![
             (&b"/h/.zshrc"[..], key, Hash::of(b"x")),

@@ -294,6 +294,8 @@ impl Repository {
     pub fn load_cache(&self) -> std::result::Result<Option<FilesCache>, String> {
         let path = self.sub("cache").join("files");
         match std::fs::read(&path) {
+            // An older version's cache is simply not used (no warning).
+            Ok(bytes) if cache::is_older_format(&bytes) => Ok(None),
             Ok(bytes) => FilesCache::decode_owned(bytes)
                 .map(Some)
                 .ok_or_else(|| format!("{} is damaged; it will be rebuilt", display_path(&path))),

@@ -243,6 +243,78 @@ impl Tree {
         (Hash::from_hasher(hasher), len)
     }
 
+    /// A SHA-256 over an unambiguous binary encoding of every field, which
+    /// the files cache keeps beside the tree's id: when the next scan gives
+    /// the same fingerprint, the tree is the same, and its id is known
+    /// without serializing it as JSON (the largest cost of a no-change
+    /// checkpoint after the scan itself, about 10 ms at 20k files).
+    ///
+    /// The destructuring below is exhaustive on purpose: a field added to
+    /// a tree type without being added here does not compile.
+    pub fn fingerprint(&self) -> Hash {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let bytes = |h: &mut sha2::Sha256, b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        let opt = |h: &mut sha2::Sha256, b: Option<&[u8]>| match b {
+            None => h.update([0u8]),
+            Some(b) => {
+                h.update([1u8]);
+                bytes(h, b);
+            }
+        };
+        let Tree { version, roots } = self;
+        h.update(b"dfb-tree-fingerprint-1");
+        h.update(version.to_le_bytes());
+        h.update((roots.len() as u64).to_le_bytes());
+        for RootTree {
+            root,
+            present,
+            entries,
+        } in roots
+        {
+            bytes(&mut h, &root.0);
+            h.update([u8::from(*present)]);
+            h.update((entries.len() as u64).to_le_bytes());
+            for Entry {
+                path,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+                size,
+                sha256,
+                target,
+                omitted,
+                sealed,
+            } in entries
+            {
+                bytes(&mut h, &path.0);
+                h.update([*kind as u8]);
+                h.update(mode.to_le_bytes());
+                h.update(uid.to_le_bytes());
+                h.update(gid.to_le_bytes());
+                h.update(mtime_ns.to_le_bytes());
+                h.update(size.to_le_bytes());
+                opt(&mut h, sha256.as_ref().map(|x| &x.0[..]));
+                opt(&mut h, target.as_ref().map(|t| &t.0[..]));
+                opt(&mut h, omitted.as_ref().map(|o| o.as_bytes()));
+                match sealed.as_deref() {
+                    None => h.update([0u8]),
+                    Some(Sealed { id, key }) => {
+                        h.update([1u8]);
+                        h.update(id.0);
+                        bytes(&mut h, key.as_bytes());
+                    }
+                }
+            }
+        }
+        Hash::from_hasher(h)
+    }
+
     /// Every entry with its root.
     pub fn entries(&self) -> impl Iterator<Item = (&RootTree, &Entry)> {
         self.roots
@@ -313,6 +385,76 @@ pub fn invalid_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample_tree() -> Tree {
+        let file = Entry {
+            path: ByteName(b"a".to_vec()),
+            kind: EntryType::File,
+            mode: 0o644,
+            uid: 1,
+            gid: 2,
+            mtime_ns: 3,
+            size: 4,
+            sha256: Some(Hash::of(b"x")),
+            target: None,
+            omitted: None,
+            sealed: None,
+        };
+        Tree {
+            version: OBJECT_VERSION,
+            roots: vec![RootTree {
+                root: ByteName(b"~".to_vec()),
+                present: true,
+                entries: vec![file],
+            }],
+        }
+    }
+
+    /// The fingerprint stands in for the JSON id: every field must move it,
+    /// and moving bytes between fields must too.
+    #[test]
+    fn fingerprint_changes_with_every_field() {
+        let base = sample_tree();
+        assert_eq!(base.fingerprint(), sample_tree().fingerprint());
+        type Edit = Box<dyn Fn(&mut Tree)>;
+        let edits: Vec<Edit> = vec![
+            Box::new(|t| t.version += 1),
+            Box::new(|t| t.roots[0].root = ByteName(b"~/x".to_vec())),
+            Box::new(|t| t.roots[0].present = false),
+            Box::new(|t| t.roots[0].entries[0].path = ByteName(b"b".to_vec())),
+            Box::new(|t| t.roots[0].entries[0].kind = EntryType::Symlink),
+            Box::new(|t| t.roots[0].entries[0].mode = 0o600),
+            Box::new(|t| t.roots[0].entries[0].uid = 9),
+            Box::new(|t| t.roots[0].entries[0].gid = 9),
+            Box::new(|t| t.roots[0].entries[0].mtime_ns = 9),
+            Box::new(|t| t.roots[0].entries[0].size = 9),
+            Box::new(|t| t.roots[0].entries[0].sha256 = None),
+            Box::new(|t| t.roots[0].entries[0].target = Some(ByteName(b"t".to_vec()))),
+            Box::new(|t| t.roots[0].entries[0].omitted = Some("secret".into())),
+            Box::new(|t| {
+                t.roots[0].entries[0].sealed = Some(Box::new(Sealed {
+                    id: Hash::of(b"s"),
+                    key: "k".into(),
+                }))
+            }),
+            // "a" + root "~" vs "" + root "~a": lengths keep fields apart.
+            Box::new(|t| {
+                t.roots[0].root = ByteName(b"~a".to_vec());
+                t.roots[0].entries[0].path = ByteName(Vec::new());
+            }),
+            Box::new(|t| t.roots.push(t.roots[0].clone())),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(base.fingerprint());
+        for (i, edit) in edits.iter().enumerate() {
+            let mut t = sample_tree();
+            edit(&mut t);
+            assert!(
+                seen.insert(t.fingerprint()),
+                "edit {i} did not change the fingerprint"
+            );
+        }
+    }
 
     #[test]
     fn names() {
