@@ -777,16 +777,17 @@ def scenario_rollback_cut(run, rounds, base_seed, max_delay):
         run.case(name, problems)
 
 
-def fsync_calls(run, args):
-    """The paths of the fsync calls of the main thread of one uncut run, in order
-    (strace counts `when=` per thread)."""
+def sync_calls(run, args, syscall="fsync"):
+    """The paths of the `syscall` (fsync or syncfs) calls of the main thread of one uncut
+    run, in order (strace counts `when=` per thread and per syscall)."""
     out = os.path.join(run.work, "strace-count.txt")
-    subprocess.run(["strace", "-f", "-qq", "-y", "-o", out, "-e", "trace=fsync"] + run.tool.cmd(args),
+    subprocess.run(["strace", "-f", "-qq", "-y", "-o", out, "-e", f"trace={syscall}"] + run.tool.cmd(args),
                    env=run.tool.env, capture_output=True, timeout=120)
     per_tid = {}
+    pattern = re.compile(rb"(\d+)\s+" + syscall.encode() + rb"\(\d+(?:<([^>]*)>)?")
     with open(out, "rb") as f:
         for line in f:
-            m = re.match(rb"(\d+)\s+fsync\(\d+(?:<([^>]*)>)?", line)
+            m = pattern.match(line)
             if m:
                 per_tid.setdefault(m.group(1), []).append(m.group(2) or b"?")
     return max(per_tid.values(), key=len) if per_tid else []
@@ -815,9 +816,14 @@ def scenario_rollback_exact(run, points, base_seed):
     run.expected[env["snapshot"]["id"]] = copy
     dseed = seed + 1
     damage(run.home, random.Random(dseed))
-    fsync_calls(run, ["backup-rollback", label, "-q"])  # the first run also stores the damaged content
+    sync_calls(run, ["backup-rollback", label, "-q"])  # the first run also stores the damaged content
     damage(run.home, random.Random(dseed))
-    calls = fsync_calls(run, ["backup-rollback", label, "-q"])  # as every cut run below will see it
+    calls = sync_calls(run, ["backup-rollback", label, "-q"])  # as every cut run below will see it
+    syncfs(run.home)
+    # Written files and the home's directories are made durable by syncfs (one per group
+    # of files, one at the end); fsync there only when syncfs fails. Cut before each one.
+    damage(run.home, random.Random(dseed))
+    scalls = sync_calls(run, ["backup-rollback", label, "-q"], "syncfs")
     syncfs(run.home)
     n = len(calls)
     if n == 0:
@@ -827,20 +833,21 @@ def scenario_rollback_exact(run, points, base_seed):
     in_home = [i + 1 for i, path in enumerate(calls) if path == hb or path.startswith(hb + b"/")]
     # The last syncs in the home (where the new content becomes durable), the last call, two at random.
     chosen = sorted(set(in_home[-points:] + [n] + rng.sample(range(1, n + 1), min(2, n))))
-    print(f"       the rollback makes {n} fsyncs ({len(in_home)} in the home); cutting before "
-          f"#{', #'.join(map(str, chosen))} (seed {seed})")
-    for i in chosen:
+    print(f"       the rollback makes {n} fsyncs ({len(in_home)} in the home) and {len(scalls)} syncfs; "
+          f"cutting before fsync #{', #'.join(map(str, chosen))} and every syncfs (seed {seed})")
+    cuts = [("fsync", i, n) for i in chosen] + [("syncfs", j, len(scalls)) for j in range(1, len(scalls) + 1)]
+    for call, i, total in cuts:
         problems = []
         if tree_state(run.home) != base:
             run.tool.run(["backup-rollback", label, "--json"])
         damage(run.home, random.Random(dseed))
         damaged = tree_state(run.home)
-        out = os.path.join(run.work, f"strace-stop-{i}.txt")
+        out = os.path.join(run.work, f"strace-stop-{call}-{i}.txt")
         if os.path.exists(out):
             os.remove(out)
         run.disk.arm()
-        proc = subprocess.Popen(["strace", "-f", "-qq", "-y", "-o", out, "-e", "trace=fsync,openat",
-                                 "-e", f"inject=fsync:signal=STOP:when={i}"]
+        proc = subprocess.Popen(["strace", "-f", "-qq", "-y", "-o", out, "-e", "trace=fsync,syncfs,openat",
+                                 "-e", f"inject={call}:signal=STOP:when={i}"]
                                 + run.tool.cmd(["backup-rollback", label, "--json"]),
                                 env=run.tool.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, errors="replace")
@@ -865,7 +872,7 @@ def scenario_rollback_exact(run, points, base_seed):
         rc, env, err = run.tool.finish(proc)
         run.disk.power_on()
         reported = committed_env(rc, env)
-        name = (f"C rollback, cut before fsync #{i}/{n} "
+        name = (f"C rollback, cut before {call} #{i}/{total} "
                 + ("(stopped there)" if stopped_pid else "(never stopped: cut after it ended)")
                 + (", it reported " + env.get("status") if reported else f", exit {rc}"))
         if reported:
@@ -886,6 +893,9 @@ def scenario_rollback_exact(run, points, base_seed):
                     # could not even open for its sync counts the same.
                     o = re.search(rb'openat\((?:AT_FDCWD(?:<[^>]*>)?|\d+<([^>]*)>), "([^"]*)"[^)]*O_DIRECTORY', line)
                     path = m.group(1) if m else (os.path.join(o.group(1) or b"", o.group(2)) if o else None)
+                    # A written file's own fsync (after a failed syncfs) names its temp file;
+                    # errors[] names the file it was to become.
+                    path = re.sub(rb"/\.dfb-tmp\.\d+\.\d+\.([^/]*)$", rb"/\1", path) if path else path
                     if path and (path == hb or path.startswith(hb + b"/")):
                         failed.append(show(path[len(hb):] or b"/"))
             unreported = [f2 for f2 in failed if not excused(os.fsencode(f2.lstrip("/")), error_paths(env, run.home))]
@@ -898,7 +908,7 @@ def scenario_rollback_exact(run, points, base_seed):
                     + (" (and the home lost what it reported done, above)" if lost else
                        " (on this ext4 the journal happened to make the renames durable anyway; a reported "
                        "success must not depend on that)"))
-        run.check_repo(problems, f"C #{i}")
+        run.check_repo(problems, f"C {call} #{i}")
         rc2, env2, p2 = run.tool.run(["backup-rollback", label, "--json"])
         if rc2 != 0:
             problems.append(f"re-running the rollback exit {rc2}: {brief(env2, p2.stderr)}")
