@@ -370,11 +370,9 @@ pub fn sync_all_files(files: &[&AtomicFile<'_>]) -> bool {
         }
         let mut devs: Vec<u64> = Vec::new();
         for f in files {
-            let Ok(st) = rustix::fs::fstat(&f.file) else {
+            let Some(dev) = device_of(&f.file) else {
                 return false;
             };
-            #[allow(clippy::unnecessary_cast)] // dev_t is not u64 everywhere
-            let dev = st.st_dev as u64;
             if devs.contains(&dev) {
                 continue;
             }
@@ -390,6 +388,13 @@ pub fn sync_all_files(files: &[&AtomicFile<'_>]) -> bool {
         let _ = files;
         false
     }
+}
+
+/// The device (file system) an open file or directory is on.
+pub fn device_of(fd: impl AsFd) -> Option<u64> {
+    let st = rustix::fs::fstat(fd).ok()?;
+    #[allow(clippy::unnecessary_cast)] // dev_t is not u64 everywhere
+    Some(st.st_dev as u64)
 }
 
 /// Linux 5.8 or newer (syncfs returns writeback errors since then).

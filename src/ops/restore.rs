@@ -1311,11 +1311,9 @@ fn flush_staged(
 
 /// Remember `dir` as the handle of its file system unless one is known.
 fn note_file_system(file_systems: &mut Vec<(u64, Dir)>, dir: &Dir) {
-    let Ok(st) = rustix::fs::fstat(dir.fd()) else {
+    let Some(dev) = crate::atomic::device_of(dir.fd()) else {
         return;
     };
-    #[allow(clippy::unnecessary_cast)] // dev_t is not u64 everywhere
-    let dev = st.st_dev as u64;
     if !file_systems.iter().any(|(d, _)| *d == dev) {
         if let Ok(handle) = dir.try_clone() {
             file_systems.push((dev, handle));
