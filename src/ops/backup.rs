@@ -251,7 +251,7 @@ pub fn snapshot_roots_with(
 pub struct PreparedSnapshot<'r> {
     repo: Option<&'r Repository>,
     dry_run: bool,
-    new_packs: Vec<crate::repo::pack::FinishedPack>,
+    packs: UncommittedPacks<'r>,
     tree_id: Hash,
     record: SnapshotRecord,
     reuse: Option<Snapshot>,
@@ -260,7 +260,32 @@ pub struct PreparedSnapshot<'r> {
     cache_bytes: Option<Vec<u8>>,
     report: BackupReport,
     started: Instant,
-    done: bool,
+}
+
+/// This run's packs until a record refers to them: dropped before that
+/// (an error, or a safety snapshot that is not needed), they are removed, so
+/// that nothing is left behind on what may be a full disk.
+struct UncommittedPacks<'r> {
+    /// Where they are; `None` for a dry run, which writes none.
+    repo: Option<&'r Repository>,
+    packs: Vec<crate::repo::pack::FinishedPack>,
+}
+
+impl UncommittedPacks<'_> {
+    /// They are referred to now: keep them.
+    fn keep(mut self) {
+        self.packs.clear();
+    }
+}
+
+impl Drop for UncommittedPacks<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.repo {
+            for p in &self.packs {
+                let _ = std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
+            }
+        }
+    }
 }
 
 impl PreparedSnapshot<'_> {
@@ -275,74 +300,41 @@ impl PreparedSnapshot<'_> {
     }
 
     /// Commit (a dry run only computes the record's id) and save the files cache.
-    pub fn commit(mut self) -> Result<BackupReport> {
-        self.done = true;
-        let record = self.record.clone();
-        let snapshot = match (self.repo, self.dry_run, self.reuse.take()) {
+    pub fn commit(self) -> Result<BackupReport> {
+        let PreparedSnapshot {
+            repo,
+            dry_run,
+            packs,
+            tree_id,
+            record,
+            reuse,
+            same_label,
+            cache_bytes,
+            mut report,
+            started,
+        } = self;
+        let snapshot = match (repo, dry_run, reuse) {
             (_, _, Some(existing)) => existing,
             (None, _, None) | (Some(_), true, None) => {
                 let (id, _) = record.encode();
                 Snapshot { id, record }
             }
-            (Some(r), false, None) => {
-                match commit(r, &self.new_packs, self.tree_id, &self.report.tree, record) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        self.remove_packs();
-                        return Err(e);
-                    }
-                }
-            }
+            // On an error `packs` is dropped, which removes them.
+            (Some(r), false, None) => commit(r, &packs.packs, tree_id, &report.tree, record)?,
         };
-        let mut report = std::mem::replace(&mut self.report, empty_report());
-        report.reused = self.same_label == Some(snapshot.id);
-        if let (Some(r), false, Some(bytes)) = (self.repo, self.dry_run, &self.cache_bytes) {
-            {
-                if let Err(e) = r.save_cache(bytes) {
-                    report.warnings.push(Warning::new(
-                        "cache_not_saved",
-                        format!("{e}; the next run will read files again"),
-                    ));
-                }
+        packs.keep();
+        report.reused = same_label == Some(snapshot.id);
+        if let (Some(r), false, Some(bytes)) = (repo, dry_run, &cache_bytes) {
+            if let Err(e) = r.save_cache(bytes) {
+                report.warnings.push(Warning::new(
+                    "cache_not_saved",
+                    format!("{e}; the next run will read files again"),
+                ));
             }
         }
         report.snapshot = Some(snapshot);
-        report.stats.commit_ms = self.started.elapsed().as_millis() as u64;
+        report.stats.commit_ms = started.elapsed().as_millis() as u64;
         Ok(report)
-    }
-
-    /// Nothing refers to this run's packs; do not leave them behind (on what
-    /// may be a full disk).
-    fn remove_packs(&self) {
-        if let (Some(r), false) = (self.repo, self.dry_run) {
-            for p in &self.new_packs {
-                let _ = std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
-            }
-        }
-    }
-}
-
-impl Drop for PreparedSnapshot<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.remove_packs();
-        }
-    }
-}
-
-fn empty_report() -> BackupReport {
-    BackupReport {
-        snapshot: None,
-        reused: false,
-        changed: false,
-        warnings: Vec::new(),
-        errors: Vec::new(),
-        excluded: Vec::new(),
-        stats: BackupStats::default(),
-        tree: Tree {
-            version: OBJECT_VERSION,
-            roots: Vec::new(),
-        },
     }
 }
 
@@ -378,8 +370,7 @@ pub fn prepare_snapshot<'r>(
         {
             c
         }
-        Some(Ok(Some(_))) => FilesCache::default(),
-        Some(Ok(None)) | None => FilesCache::default(),
+        Some(Ok(_)) | None => FilesCache::default(),
         Some(Err(msg)) => {
             warnings.push(Warning::new("cache_rebuilt", msg));
             FilesCache::default()
@@ -594,7 +585,7 @@ pub fn prepare_snapshot<'r>(
     let fingerprint = tree.fingerprint();
     let tree_id = match old_cache.tree {
         Some(t) if t.fingerprint == fingerprint => t.id,
-        _ => tree.id_and_len().0,
+        _ => tree.id(),
     };
     let stamp = Some(TreeStamp {
         id: tree_id,
@@ -655,7 +646,10 @@ pub fn prepare_snapshot<'r>(
     Ok(PreparedSnapshot {
         repo,
         dry_run: opts.dry_run,
-        new_packs,
+        packs: UncommittedPacks {
+            repo: repo.filter(|_| !opts.dry_run),
+            packs: new_packs,
+        },
         tree_id,
         record,
         reuse,
@@ -663,7 +657,6 @@ pub fn prepare_snapshot<'r>(
         cache_bytes,
         report,
         started: t2,
-        done: false,
     })
 }
 
@@ -681,11 +674,16 @@ fn commit(
     }
     let tree_path = repo.tree_path(&tree_id);
     if !tree_path.exists() {
-        Dir::open(&repo.sub("trees"))?.write_atomic(
-            OsStr::new(&format!("{}.json", tree_id.to_hex())),
-            &tree.encode().1,
-            0o600,
-        )?;
+        // Streamed into the temp file: serialized once, never held whole.
+        let dir = Dir::open(&repo.sub("trees"))?;
+        let mut file =
+            dir.create_atomic(OsStr::new(&format!("{}.json", tree_id.to_hex())), 0o600)?;
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, file.file());
+        tree.write_json(&mut w)
+            .and_then(|()| std::io::Write::flush(&mut w))
+            .ctx("writing", &tree_path)?;
+        drop(w);
+        file.commit(true)?;
     }
     let (id, bytes) = record.encode();
     Dir::open(&repo.sub("snapshots"))?.write_atomic(

@@ -210,22 +210,27 @@ pub struct Tree {
 impl Tree {
     /// Canonical bytes and id.
     pub fn encode(&self) -> (Hash, Vec<u8>) {
-        let (id, len) = self.id_and_len();
-        let mut bytes = Vec::with_capacity(len);
-        serde_json::to_writer(&mut bytes, self).expect("trees always serialize");
-        (id, bytes)
+        let mut bytes = Vec::new();
+        self.write_json(&mut bytes)
+            .expect("writing to memory never fails");
+        (Hash::of(&bytes), bytes)
     }
 
-    /// The id and encoded length, without holding the encoding: a no-change
-    /// checkpoint only needs the id (the tree is stored already), and the
-    /// buffer was the largest allocation of such a run (8 MB at 20k files,
+    /// Write the canonical bytes to `w` (the tree file is written this way,
+    /// so its encoding is never held in memory).
+    pub fn write_json(&self, w: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(w, self).map_err(std::io::Error::from)
+    }
+
+    /// The id, without holding the encoding: a no-change checkpoint only
+    /// needs the id (the tree is stored already), and the buffer was the
+    /// largest allocation of such a run (8 MB at 20k files,
     /// docs/performance.md).
-    pub fn id_and_len(&self) -> (Hash, usize) {
-        struct HashingWriter(sha2::Sha256, usize);
+    pub fn id(&self) -> Hash {
+        struct HashingWriter(sha2::Sha256);
         impl std::io::Write for HashingWriter {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 sha2::Digest::update(&mut self.0, buf);
-                self.1 += buf.len();
                 Ok(buf.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -234,13 +239,13 @@ impl Tree {
         }
         let mut w = std::io::BufWriter::with_capacity(
             64 << 10,
-            HashingWriter(<sha2::Sha256 as sha2::Digest>::new(), 0),
+            HashingWriter(<sha2::Sha256 as sha2::Digest>::new()),
         );
-        serde_json::to_writer(&mut w, self).expect("trees always serialize");
-        let HashingWriter(hasher, len) = w
+        self.write_json(&mut w).expect("hashing never fails");
+        let HashingWriter(hasher) = w
             .into_inner()
             .unwrap_or_else(|_| unreachable!("hashing never fails"));
-        (Hash::from_hasher(hasher), len)
+        Hash::from_hasher(hasher)
     }
 
     /// A SHA-256 over an unambiguous binary encoding of every field, which
