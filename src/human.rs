@@ -331,6 +331,9 @@ pub fn list(env: &Envelope, _s: &Settings) -> String {
     if let Some(Value::Array(items)) = env.extra.get("diff") {
         return diff(env, items);
     }
+    if let Some(Value::Array(runs)) = env.extra.get("runs") {
+        return phases(runs);
+    }
     if let Some(Value::Array(entries)) = env.extra.get("entries") {
         let _ = writeln!(out, "{}", snapshot_line(env));
         for e in entries {
@@ -397,6 +400,63 @@ pub fn list(env: &Envelope, _s: &Settings) -> String {
             );
         }
     }
+    out
+}
+
+/// `backup-list --phases`: one block per run, newest first.
+fn phases(runs: &[Value]) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        let _ = writeln!(
+            out,
+            "no bootstrap runs yet (no `backup-checkpoint auto PHASE` so far)"
+        );
+        return out;
+    }
+    for r in runs {
+        let _ = writeln!(
+            out,
+            "run {} (started {}){}",
+            r["run"].as_str().unwrap_or("?"),
+            r["started_at"].as_str().unwrap_or("?"),
+            if r["first"] == true {
+                ", first run"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  {:<18}  {:<8}  {:<28}  PINNED",
+            "PHASE", "ID", "WHAT THE PHASE CHANGED"
+        );
+        for p in r["phases"].as_array().into_iter().flatten() {
+            let g = |k: &str| p[k].as_u64().unwrap_or(0);
+            let effect = match p["state_changed"].as_bool() {
+                None => "open (nothing after it yet)".to_string(),
+                Some(false) => "nothing".to_string(),
+                Some(true) => format!(
+                    "+{} -{} ~{} ({})",
+                    g("added"),
+                    g("removed"),
+                    g("changed"),
+                    human_bytes(g("bytes"))
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<18}  {:<8}  {:<28}  {}",
+                p["phase"].as_str().unwrap_or("?"),
+                p["snapshot"].as_str().unwrap_or("?"),
+                effect,
+                p["pinned"].as_str().unwrap_or("-")
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "`backup-rollback PHASE` picks the newest run in which the phase changed something; PHASE@first, PHASE@RUN and PHASE~N pick others"
+    );
     out
 }
 
@@ -499,6 +559,7 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
             src["label"].as_str().unwrap_or("?")
         );
     }
+    out.push_str(&resolved(env));
     if let Some(Value::Array(actions)) = env.extra.get("plan").and_then(|p| p.get("actions")) {
         if actions.is_empty() {
             let _ = writeln!(out, "  nothing to do: everything matches");
@@ -540,6 +601,57 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
             g("skipped"),
             g("failed")
         );
+    }
+    out
+}
+
+/// How a phase name was resolved, and what a one-phase undo leaves alone.
+fn resolved(env: &Envelope) -> String {
+    let mut out = String::new();
+    if let Some(r) = env.extra.get("resolved") {
+        let _ = writeln!(
+            out,
+            "  {}: {} (run started {})",
+            r["selector"].as_str().unwrap_or("?"),
+            r["why"].as_str().unwrap_or("?"),
+            r["run_started_at"].as_str().unwrap_or("?")
+        );
+        for p in r["passed_over"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "    passed over run {} ({}): {}",
+                p["run"].as_str().unwrap_or("?"),
+                p["snapshot"].as_str().unwrap_or("?"),
+                p["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if let Some(u) = env.extra.get("phase_undo") {
+        let _ = writeln!(
+            out,
+            "  undoing only what changed from {} to {}:",
+            u["from"].as_str().unwrap_or("?"),
+            u["to"].as_str().unwrap_or("?")
+        );
+        for p in u["paths"].as_array().into_iter().flatten() {
+            let action = p["action"].as_str().unwrap_or("?");
+            let style = if action == "revert" {
+                Style::Green
+            } else {
+                Style::Red
+            };
+            let _ = writeln!(
+                out,
+                "    {} {} ({}{})",
+                paint(&format!("{action:<9}"), style),
+                p["path"].as_str().unwrap_or("?"),
+                p["change"].as_str().unwrap_or("?"),
+                p["reason"]
+                    .as_str()
+                    .map(|r| format!("; {r}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     out
 }

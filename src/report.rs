@@ -134,7 +134,9 @@ pub struct SnapshotInfo {
     pub new_bytes: u64,
     /// Entries without stored content.
     pub omitted: u64,
-    /// True when an existing snapshot was reported instead of writing a new one.
+    /// True when the snapshot's state was already in the repository, so the
+    /// run stored no file data (an existing record reported again, or a new
+    /// record pointing at a stored tree; `changed` tells which).
     pub reused: bool,
 }
 

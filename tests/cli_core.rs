@@ -103,7 +103,12 @@ fn auto_and_manual_checkpoints_are_taken_and_listed() {
     ] {
         let v = checkpoint(&e, &["auto", phase]);
         assert_eq!(v["snapshot"]["label"], phase);
-        assert_eq!(v["changed"], false, "content already stored: {v:#}");
+        // Issue 18: `changed` = a new record was written; `reused` = no data was.
+        assert_eq!(v["changed"], true, "a new record: {v:#}");
+        assert_eq!(
+            v["snapshot"]["reused"], true,
+            "content already stored: {v:#}"
+        );
     }
 }
 
@@ -114,10 +119,12 @@ fn second_run_with_same_label_and_content_reuses_and_writes_no_objects() {
     let e = TestEnv::new();
     e.write(".zshrc", b"fresh\n", 0o644);
     e.write(".config/app/settings.toml", b"a = 1\n", 0o644);
-    let first = checkpoint(&e, &["auto", "pre-dotfiles"]);
+    // Within one bootstrap run: a new run writes its own record (tests/phases.rs).
+    let run = ["auto", "pre-dotfiles", "--run", "r1"];
+    let first = checkpoint(&e, &run);
     assert_eq!(first["changed"], true);
     let before = objects(&e.repo);
-    let again = checkpoint(&e, &["auto", "pre-dotfiles"]);
+    let again = checkpoint(&e, &run);
     assert_eq!(again["changed"], false, "{again:#}");
     assert_eq!(again["snapshot"]["id"], first["snapshot"]["id"]);
     assert_eq!(again["snapshot"]["reused"], true);
@@ -129,7 +136,7 @@ fn second_run_with_same_label_and_content_reuses_and_writes_no_objects() {
         "no pack, index, tree or record written"
     );
     // Third run: long settled or not, still the same.
-    let third = checkpoint(&e, &["auto", "pre-dotfiles"]);
+    let third = checkpoint(&e, &run);
     assert_eq!(third["changed"], false);
     assert_eq!(third["snapshot"]["id"], first["snapshot"]["id"]);
     assert_eq!(snapshot_count(&e), 1);
@@ -145,13 +152,14 @@ fn settled_files_are_not_read_again() {
 }
 
 #[test]
-fn other_label_same_content_adds_one_small_record_and_reports_unchanged() {
+fn other_label_same_content_adds_one_small_record_and_reports_no_new_data() {
     let e = TestEnv::with_dotfiles();
     let first = checkpoint(&e, &["auto", "pre-dotfiles"]);
     let before = objects(&e.repo);
     let other = checkpoint(&e, &["manual", "same-content"]);
-    assert_eq!(other["changed"], false, "{other:#}");
-    assert_eq!(other["snapshot"]["reused"], false);
+    // Issue 18: `changed` = a new record was written; `reused` = no data was.
+    assert_eq!(other["changed"], true, "{other:#}");
+    assert_eq!(other["snapshot"]["reused"], true);
     assert_ne!(other["snapshot"]["id"], first["snapshot"]["id"]);
     assert_eq!(other["snapshot"]["tree"], first["snapshot"]["tree"]);
     assert_eq!(other["snapshot"]["new_bytes"], 0);

@@ -85,7 +85,31 @@ fn every_phase_is_reported_with_status_sizes_warnings_and_rollback() {
     );
     let status = |p: &str| row(&v, p)["status"].as_str().unwrap().to_string();
     assert_eq!(status("pre-ansible"), "created");
-    assert_eq!(status("pre-homebrew"), "unchanged");
+    // Issue 18: `created` = the run wrote a record for the phase (the
+    // checkpoint's own `changed`), whatever the content; that nothing
+    // changed during the ansible phase is `state_changed: false`.
+    assert_eq!(status("pre-homebrew"), "created");
+    let changed = |p: &str| row(&v, p)["state_changed"].clone();
+    assert_eq!(changed("pre-ansible"), false, "nothing changed in between");
+    assert_eq!(
+        changed("pre-homebrew"),
+        true,
+        ".zshrc changed before post-setup"
+    );
+    assert_eq!(changed("post-setup"), true, ".ssh/config changed");
+    assert!(
+        changed("bootstrap-complete").is_null(),
+        "open: nothing after it"
+    );
+    assert!(changed("pre-dotfiles").is_null(), "no checkpoint");
+    assert!(v["completion"]["run"].is_string());
+    assert_eq!(v["completion"]["run"], v["run"]);
+    assert!(
+        row(&v, "pre-ansible")["pinned"]
+            .as_str()
+            .is_some_and(|p| p.contains("first bootstrap run")),
+        "{v:#}"
+    );
     assert_eq!(status("pre-dotfiles"), "missing");
     assert_eq!(status("pre-applications"), "skipped");
     assert_eq!(status("post-setup"), "created");
@@ -134,7 +158,9 @@ fn every_phase_is_reported_with_status_sizes_warnings_and_rollback() {
 #[test]
 fn human_report_is_a_table_with_rollback_commands() {
     let (e, v) = bootstrap();
-    let mut a = vec!["auto", "bootstrap-complete"];
+    // The same bootstrap run again (a repeated phase would begin a new run).
+    let run = v["run"].as_str().unwrap();
+    let mut a = vec!["auto", "bootstrap-complete", "--run", run];
     a.extend(PATHS);
     let out = e.output(CKPT, &a, &[]);
     assert!(out.status.success());

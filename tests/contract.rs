@@ -111,20 +111,33 @@ fn with_paths<'a>(args: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn idempotent_checkpoints_report_changed_only_for_new_content() {
     let e = Env::new();
-    let (rc, first) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    // Within one bootstrap run (the role passes one id per play).
+    let (rc, first) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-dotfiles", "--run", "r1"]),
+    );
     assert_eq!(rc, 0, "{first}");
     assert_eq!(first["changed"], true);
     assert_eq!(first["snapshot"]["kind"], "checkpoint");
-    let (_, again) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    let (_, again) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "pre-dotfiles", "--run", "r1"]),
+    );
     assert_eq!(again["changed"], false, "{again}");
     assert_eq!(
         again["snapshot"]["id"], first["snapshot"]["id"],
         "same label, same content: nothing written"
     );
     assert_eq!(again["snapshot"]["reused"], true);
-    let (_, other) = e.run("backup-checkpoint", &with_paths(&["auto", "post-setup"]));
+    let (_, other) = e.run(
+        "backup-checkpoint",
+        &with_paths(&["auto", "post-setup", "--run", "r1"]),
+    );
+    // Issue 18: `changed` is "a new record was written"; `reused` says the
+    // content was stored already.
+    assert_eq!(other["changed"], true, "a new record for another label");
     assert_eq!(
-        other["changed"], false,
+        other["snapshot"]["reused"], true,
         "content already stored under another label"
     );
     assert_ne!(other["snapshot"]["id"], first["snapshot"]["id"]);
@@ -490,7 +503,14 @@ fn redacted(v: &Value) -> Value {
                 for (k, val) in m.iter_mut() {
                     match k.as_str() {
                         "id" | "tree" | "parent" | "short_id" | "created_at" | "host"
-                        | "repository" | "duration_ms" | "mtime_ns" | "version" => {
+                        | "repository" | "duration_ms" | "mtime_ns" | "version"
+                        | "run_started_at" | "started_at" => {
+                            if !val.is_null() {
+                                *val = Value::String(format!("[{k}]"));
+                            }
+                        }
+                        // A short id where a phase was resolved (`resolved.snapshot`).
+                        "snapshot" if val.is_string() => {
                             if !val.is_null() {
                                 *val = Value::String(format!("[{k}]"));
                             }
@@ -520,9 +540,11 @@ fn redacted(v: &Value) -> Value {
 #[test]
 fn envelopes_match_their_snapshots() {
     let e = Env::new();
-    let (_, cp) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    // One bootstrap run, named (an automatic run id holds the time).
+    let run = ["auto", "pre-dotfiles", "--run", "run-1"];
+    let (_, cp) = e.run("backup-checkpoint", &with_paths(&run));
     insta::assert_json_snapshot!("checkpoint", redacted(&cp));
-    let (_, again) = e.run("backup-checkpoint", &with_paths(&["auto", "pre-dotfiles"]));
+    let (_, again) = e.run("backup-checkpoint", &with_paths(&run));
     insta::assert_json_snapshot!("checkpoint_reused", redacted(&again));
     let (_, files) = e.run("backup-list", &["pre-dotfiles", "--files"]);
     insta::assert_json_snapshot!("list_files", redacted(&files));
@@ -611,6 +633,9 @@ fn quota_prunes_by_policy_first_then_refuses_with_the_size_needed() {
         &with_paths(&["auto", "pre-dotfiles", "--config", c]),
     );
     assert_eq!(rc, 0, "{v}");
+    // The first bootstrap run is pinned (tests/phases.rs); this is about the policy.
+    let (rc, v) = e.run("backup-prune", &["--unpin", "latest", "--config", c]);
+    assert_eq!(rc, 0, "{v}");
     std::fs::write(e.home.join(".config/nvim/a.bin"), data(5)).unwrap();
     let (rc, v) = e.run(
         "backup-checkpoint",
@@ -661,6 +686,11 @@ fn checkpoints_beyond_the_policy_are_pruned_automatically() {
             &with_paths(&["auto", "pre-dotfiles", "--config", c]),
         );
         assert_eq!(rc, 0, "{v}");
+        if i == 0 {
+            // The first bootstrap run is pinned (tests/phases.rs); this is about the policy.
+            let (rc, v) = e.run("backup-prune", &["--unpin", "latest", "--config", c]);
+            assert_eq!(rc, 0, "{v}");
+        }
     }
     let (_, list) = e.run("backup-list", &[]);
     assert_eq!(list["snapshots"].as_array().unwrap().len(), 2, "{list}");

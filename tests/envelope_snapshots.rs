@@ -97,10 +97,17 @@ fn fixture() -> TestEnv {
 #[test]
 fn checkpoint_envelopes() {
     let e = fixture();
-    let (rc, cp) = e.json("backup-checkpoint", &args(&["auto", "pre-dotfiles"]));
+    // One bootstrap run, named (an automatic run id holds the time).
+    let (rc, cp) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--run", "run-1"]),
+    );
     assert_eq!(rc, 0);
     snap!("checkpoint", normalize(&cp, &e));
-    let (rc, again) = e.json("backup-checkpoint", &args(&["auto", "pre-dotfiles"]));
+    let (rc, again) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--run", "run-1"]),
+    );
     assert_eq!(rc, 0);
     assert_eq!(again["snapshot"]["reused"], true);
     snap!("checkpoint_reused", normalize(&again, &e));
@@ -123,7 +130,10 @@ fn dry_run_envelope() {
 #[test]
 fn list_envelopes() {
     let e = fixture();
-    e.json("backup-checkpoint", &args(&["auto", "pre-dotfiles"]));
+    e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--run", "run-1"]),
+    );
     e.json("backup-create", &args(&[]));
     let (rc, list) = e.json("backup-list", &[]);
     assert_eq!(rc, 0);

@@ -161,14 +161,18 @@ fn unchanged_lists_reuse_the_checkpoint_and_changed_ones_make_a_new_one() {
         serde_json::json!([]),
         "only `brew` is configured"
     );
-    let (_, again) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &[]);
+    // The same bootstrap run (the role exports one id per play).
+    let run = [("BACKUP_RUN_ID", first["run"].as_str().unwrap())];
+    let (_, again) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &run);
     assert_eq!(again["snapshot"]["reused"], true, "{again:#}");
     assert_eq!(again["snapshot"]["id"], first["snapshot"]["id"]);
 
     // Same files, one more package: a new checkpoint that records it.
     std::fs::write(bin.join("brew.out"), format!("{BREW_LIST}zsh 5.9\n")).unwrap();
-    let (_, third) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &[]);
-    assert_eq!(third["snapshot"]["reused"], false, "{third:#}");
+    let (_, third) = run_with_path(&e, &bin, &["auto", "pre-dotfiles"], &run);
+    // Issue 18: a new record (`changed`) whose file state was stored already (`reused`).
+    assert_eq!(third["changed"], true, "{third:#}");
+    assert_eq!(third["snapshot"]["reused"], true, "{third:#}");
     assert_ne!(third["snapshot"]["id"], first["snapshot"]["id"]);
     assert_eq!(third["snapshot"]["tree"], first["snapshot"]["tree"]);
     let r = record(&e, &third);

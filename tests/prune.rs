@@ -176,6 +176,9 @@ fn repack_keeps_live_blobs_and_frees_dead_ones() {
         &["auto", "pre-dotfiles", "--path", "~/.config"],
     );
     assert_eq!(rc, 0);
+    // The first bootstrap run is pinned (tests/phases.rs); this is about repacking.
+    let (rc, v) = e.run("backup-prune", &["--unpin", "latest"]);
+    assert_eq!(rc, 0, "{v}");
     std::fs::remove_file(e.home.join(".config/app/drop")).unwrap();
     let (rc, _) = e.run(
         "backup-checkpoint",

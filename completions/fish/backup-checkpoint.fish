@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_backup_checkpoint_global_optspecs
-    string join \n health-check dry-run exclude= sizes tag= repo= config= path= json q/quiet v/verbose color= wait= retries= h/help V/version
+    string join \n health-check dry-run exclude= sizes tag= run= repo= config= path= json q/quiet v/verbose color= wait= retries= h/help V/version
 end
 
 function __fish_backup_checkpoint_needs_command
@@ -26,6 +26,7 @@ end
 
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l exclude -d 'Also exclude paths matching this gitignore-style pattern (repeatable)' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l tag -d 'Tag the checkpoint (repeatable)' -r
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l run -d 'Bootstrap run this phase checkpoint belongs to; else $BACKUP_RUN_ID; else a new run at pre-ansible or when a phase repeats' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l path -d 'Track this path instead of the configured set (repeatable)' -r -F
@@ -47,6 +48,7 @@ complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -f -a 
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l exclude -d 'Also exclude paths matching this gitignore-style pattern (repeatable)' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l tag -d 'Tag the checkpoint (repeatable)' -r
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l run -d 'Bootstrap run this phase checkpoint belongs to; else $BACKUP_RUN_ID; else a new run at pre-ansible or when a phase repeats' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l path -d 'Track this path instead of the configured set (repeatable)' -r -F
@@ -63,6 +65,7 @@ complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l exclude -d 'Also exclude paths matching this gitignore-style pattern (repeatable)' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l tag -d 'Tag the checkpoint (repeatable)' -r
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l run -d 'Bootstrap run this phase checkpoint belongs to; else $BACKUP_RUN_ID; else a new run at pre-ansible or when a phase repeats' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l path -d 'Track this path instead of the configured set (repeatable)' -r -F

@@ -30,6 +30,9 @@ struct Args {
     /// Tag the checkpoint (repeatable)
     #[arg(long = "tag", value_name = "TAG", global = true)]
     tags: Vec<String>,
+    /// Bootstrap run this phase checkpoint belongs to; else $BACKUP_RUN_ID; else a new run at pre-ansible or when a phase repeats
+    #[arg(long, value_name = "ID", global = true)]
+    run: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -85,7 +88,10 @@ fn main() -> std::process::ExitCode {
         "backup-checkpoint",
         &args.common,
         over,
-        |s, env| checkpoint::checkpoint(s, &target, &args.tags, args.dry_run, env),
+        |s, env| {
+            let run = checkpoint::run_id(&target, args.run.as_deref());
+            checkpoint::checkpoint(s, &target, &args.tags, run.as_deref(), args.dry_run, env)
+        },
         dotfiles_backup::ops::sync::snapshot_taken_and_synced,
     )
 }

@@ -35,6 +35,9 @@ struct Args {
     /// List the external copy (the only target, or the one named) instead of the local repository
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     external: Option<String>,
+    /// Bootstrap runs, newest first: each phase's checkpoint, whether the phase changed the tracked files, and how much
+    #[arg(long, conflicts_with_all = ["snapshot", "files", "diff", "kind", "external"])]
+    phases: bool,
     /// Summarise the run log: runs per command, success rate, failures by code, median/p95 duration, last success per phase
     #[arg(long, conflicts_with_all = ["snapshot", "files"])]
     stats: bool,
@@ -68,6 +71,7 @@ fn main() -> std::process::ExitCode {
             .diff
             .as_ref()
             .and_then(|d| Some((d.first()?.clone(), d.get(1).cloned()))),
+        phases: args.phases,
     };
     cli::run(
         "backup-list",

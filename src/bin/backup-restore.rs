@@ -72,7 +72,11 @@ fn main() -> std::process::ExitCode {
                 .map(dotfiles_backup::config::absolutize);
             let only = restore::selected_paths(s, &only_raw, target.as_deref())?;
             let opts = RestoreOptions {
-                selector: Some(args.snapshot.clone()),
+                selector: Some(dotfiles_backup::ops::phases::explain(
+                    s,
+                    &args.snapshot,
+                    env,
+                )?),
                 mode: Mode2::Restore(overwrite),
                 only,
                 target,

@@ -73,6 +73,8 @@ pub struct BackupOptions {
     pub command: String,
     /// Free-space guard and quota; `None` skips the checks (used by tests).
     pub space: Option<crate::config::SpaceSection>,
+    /// The bootstrap run of a phase checkpoint (`ops::phases`); `None` otherwise.
+    pub run: Option<String>,
 }
 
 /// Counters for `stats`.
@@ -613,7 +615,10 @@ pub fn prepare_snapshot<'r>(
         .find(|s| s.record.kind == opts.kind && s.record.label == opts.label);
     let reuse = same_label
         .filter(|s| {
+            // A record is reused only within its own run: a run's phases
+            // are its own records (docs/format.md, "Bootstrap runs").
             s.record.tree == tree_id
+                && s.record.run == opts.run
                 && packages.is_none_or(|p| s.record.packages.as_deref() == Some(p))
         })
         .cloned();
@@ -631,6 +636,7 @@ pub fn prepare_snapshot<'r>(
         roots: tree.roots.iter().map(|r| r.root.clone()).collect(),
         summary,
         packages: packages.map(<[PackageList]>::to_vec),
+        run: opts.run.clone(),
     };
 
     let report = BackupReport {

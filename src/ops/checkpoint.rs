@@ -5,6 +5,7 @@ use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::ops::backup::{run_backup, run_backup_with, BackupOptions, BackupReport};
+use crate::ops::phases;
 use crate::repo::snapshot::{invalid_name, SnapshotKind, PHASES};
 use crate::report::{Envelope, SnapshotInfo, Status};
 
@@ -40,6 +41,19 @@ pub fn check_phase(phase: &str) -> Result<()> {
     }
 }
 
+/// The run id of a checkpoint: `--run`, else `BACKUP_RUN_ID` for a phase
+/// (the role exports it for a whole play, manual checkpoints included, so
+/// there it is ignored); an empty value counts as unset.
+pub fn run_id(target: &CheckpointTarget, flag: Option<&str>) -> Option<String> {
+    let from_env = match target {
+        CheckpointTarget::Phase(_) => crate::config::process_env(phases::RUN_ENV),
+        CheckpointTarget::Manual(_) => None,
+    };
+    flag.map(str::to_string)
+        .or(from_env)
+        .filter(|r| !r.is_empty())
+}
+
 /// Validate a manual checkpoint or backup label.
 pub fn check_name(name: &str) -> Result<()> {
     match invalid_name(name) {
@@ -52,25 +66,42 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
-/// Take a checkpoint.
+/// Take a checkpoint. `run` is the bootstrap run id given with `--run` or
+/// `BACKUP_RUN_ID` (phases only; `None`: [`phases::choose_run`] decides).
 pub fn checkpoint(
     settings: &Settings,
     target: &CheckpointTarget,
     tags: &[String],
+    run: Option<&str>,
     dry_run: bool,
     env: &mut Envelope,
 ) -> Result<()> {
-    let (label, capture) = match target {
+    let (label, capture, run) = match target {
         CheckpointTarget::Phase(p) => {
             check_phase(p)?;
+            if let Some(id) = run {
+                phases::check_run_id(id, "--run or BACKUP_RUN_ID")?;
+            }
             // Logged even when the run fails, so the completion report can
             // tell a failed phase from one that never ran.
             env.put("phase", p);
-            (p.clone(), settings.packages.auto)
+            let existing = crate::repo::Repository::open(&settings.repo)
+                .and_then(|r| r.snapshots())
+                .unwrap_or_default();
+            let (id, first) = phases::choose_run(&existing, p, run);
+            env.put("run", &id);
+            (p.clone(), settings.packages.auto, Some((id, first)))
         }
         CheckpointTarget::Manual(n) => {
             check_name(n)?;
-            (n.clone(), settings.packages.manual)
+            if run.is_some() {
+                return Err(Error::usage(
+                    "usage",
+                    "--run belongs to phase checkpoints (`auto PHASE`), not manual ones",
+                )
+                .with_hint("leave --run out, or unset BACKUP_RUN_ID"));
+            }
+            (n.clone(), settings.packages.manual, None)
         }
     };
     let opts = BackupOptions {
@@ -80,6 +111,7 @@ pub fn checkpoint(
         dry_run,
         command: env.command.clone(),
         space: Some(settings.space.clone()),
+        run: run.as_ref().map(|(id, _)| id.clone()),
     };
     // Package managers run before the lock is taken (they can be slow), and
     // not in a dry run, which promises to only look at the tracked files.
@@ -90,6 +122,11 @@ pub fn checkpoint(
         captured.as_ref().map(|c| c.lists.as_slice()),
     )?;
     fill(env, report, dry_run, settings);
+    // Only a record this run wrote: one reused from the same run was pinned
+    // then, and may have been unpinned since on purpose.
+    if let (Some((id, true)), false, true) = (&run, dry_run, env.changed) {
+        pin_first_run(settings, id, env);
+    }
     if let Some(c) = captured {
         env.stat("packages_ms", c.duration_ms);
         env.stat("package_lists", c.lists.len() as u64);
@@ -119,20 +156,54 @@ pub fn create(
         dry_run,
         command: env.command.clone(),
         space: Some(settings.space.clone()),
+        run: None,
     };
     let report = run_backup(settings, &opts)?;
     fill(env, report, dry_run, settings);
     Ok(())
 }
 
+/// Pin a checkpoint of the repository's first run: it is the machine as it
+/// came, and per-phase retention would otherwise drop it after a few
+/// re-runs. A pin that cannot be written is a warning: the checkpoint is
+/// committed either way.
+fn pin_first_run(settings: &Settings, run: &str, env: &mut Envelope) {
+    let Some(snap) = env.snapshot.as_ref() else {
+        return;
+    };
+    let reason = format!("first bootstrap run {run}: the machine as it came");
+    let pinned = crate::repo::Repository::open(&settings.repo).and_then(|repo| {
+        let id = snap.id.parse().map_err(|_| {
+            Error::new(
+                ExitCode::Internal,
+                "internal_error",
+                "snapshot id is not hex",
+            )
+        })?;
+        crate::ops::prune::write_pin(&repo, &id, &reason)
+    });
+    match pinned {
+        Ok(()) => env.put("pinned", reason),
+        Err(e) => env.warnings.push(crate::report::Warning::new(
+            "pin_failed",
+            format!(
+                "{}; pin it by hand: backup-prune --pin {}",
+                e.message, snap.short_id
+            ),
+        )),
+    }
+}
+
 /// Copy a backup report into the envelope.
 pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool, settings: &Settings) {
     env.dry_run = dry_run;
-    env.changed = report.changed && !report.reused;
+    // `changed`: a new snapshot record was written (docs/json.md);
+    // `snapshot.reused`: its state was stored already, so no file data was.
+    env.changed = !report.reused;
     env.snapshot = report
         .snapshot
         .as_ref()
-        .map(|s| SnapshotInfo::from_snapshot(s, report.reused));
+        .map(|s| SnapshotInfo::from_snapshot(s, !report.changed));
     if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&report.stats) {
         env.stats = map;
     }

@@ -6,12 +6,37 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::ops::phases::Resolution;
 use crate::repo::snapshot::{EntryType, Snapshot, SnapshotKind};
 use crate::repo::Repository;
 use crate::report::{Envelope, SnapshotInfo};
 
-/// Pick a snapshot: full id, unique hex prefix (≥ 4), label (newest), or `latest`.
+/// Pick a snapshot: full id, unique hex prefix (≥ 4), label (newest), or `latest`;
+/// a phase name by bootstrap runs ([`crate::ops::phases::resolve`]).
 pub fn select<'a>(
+    snapshots: &'a [Snapshot],
+    selector: &str,
+    kinds: Option<&[SnapshotKind]>,
+) -> Result<&'a Snapshot> {
+    resolve(snapshots, selector, kinds).map(|(s, _)| s)
+}
+
+/// [`select`], also saying how a phase name was resolved.
+pub fn resolve<'a>(
+    snapshots: &'a [Snapshot],
+    selector: &str,
+    kinds: Option<&[SnapshotKind]>,
+) -> Result<(&'a Snapshot, Option<Resolution>)> {
+    if kinds.is_none_or(|k| k.contains(&SnapshotKind::Checkpoint)) {
+        if let Some((s, why)) = crate::ops::phases::resolve(snapshots, selector)? {
+            return Ok((s, Some(why)));
+        }
+    }
+    select_plain(snapshots, selector, kinds).map(|s| (s, None))
+}
+
+/// Ids, labels and `latest`, as before runs existed.
+fn select_plain<'a>(
     snapshots: &'a [Snapshot],
     selector: &str,
     kinds: Option<&[SnapshotKind]>,
@@ -104,6 +129,8 @@ pub struct ListOptions {
     pub kind: Option<SnapshotKind>,
     /// `--diff A [B]`: compare snapshot A with B, or with the live home when B is `None`.
     pub diff: Option<(String, Option<String>)>,
+    /// `--phases`: bootstrap runs and what each phase changed.
+    pub phases: bool,
 }
 
 /// Bytes `backup-prune` would free now (0 when the policy removes nothing).
@@ -139,6 +166,9 @@ pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Resu
     let repo = Repository::open(&settings.repo)?;
     let snapshots = repo.snapshots()?;
     let kinds = opts.kind.map(|k| vec![k]);
+    if opts.phases {
+        return phases(&repo, &snapshots, env);
+    }
     if let Some((a, b)) = &opts.diff {
         return diff(
             settings,
@@ -211,6 +241,80 @@ pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Resu
     Ok(())
 }
 
+/// One phase of a run as `backup-list --phases` lists it.
+#[derive(Debug, Serialize)]
+struct ListedPhase {
+    phase: String,
+    snapshot: String,
+    id: String,
+    created_at: String,
+    next: Option<String>,
+    state_changed: Option<bool>,
+    added: u64,
+    removed: u64,
+    changed: u64,
+    bytes: u64,
+    pinned: Option<String>,
+}
+
+/// `backup-list --phases`: runs newest first, each phase with its
+/// checkpoint, whether the phase changed the tracked state (its checkpoint
+/// against the next one, [`crate::ops::phases`]) and by how much. Each
+/// distinct tree is read once.
+fn phases(repo: &Repository, snapshots: &[Snapshot], env: &mut Envelope) -> Result<()> {
+    let runs = crate::ops::phases::runs(snapshots);
+    let pins = crate::ops::prune::pin_reasons(repo);
+    let mut trees: std::collections::HashMap<crate::hash::Hash, crate::repo::snapshot::Tree> =
+        Default::default();
+    let mut out = Vec::new();
+    let mut count = 0u64;
+    for (i, run) in runs.iter().enumerate().rev() {
+        let mut listed = Vec::new();
+        for p in &run.phases {
+            let mut row = ListedPhase {
+                phase: p.phase.to_string(),
+                snapshot: p.snapshot.id.short(),
+                id: p.snapshot.id.to_hex(),
+                created_at: p.snapshot.record.created_at.clone(),
+                next: p.next.map(|n| n.id.short()),
+                state_changed: p.changed(),
+                added: 0,
+                removed: 0,
+                changed: 0,
+                bytes: 0,
+                pinned: pins.get(&p.snapshot.id).cloned(),
+            };
+            if let (Some(next), Some(true)) = (p.next, p.changed()) {
+                for t in [p.snapshot.record.tree, next.record.tree] {
+                    if let std::collections::hash_map::Entry::Vacant(v) = trees.entry(t) {
+                        v.insert(repo.tree(&t)?);
+                    }
+                }
+                let (_, stats) = crate::diff::diff(
+                    &crate::diff::flatten(&trees[&p.snapshot.record.tree]),
+                    &crate::diff::flatten(&trees[&next.record.tree]),
+                );
+                row.added = stats.added;
+                row.removed = stats.removed;
+                row.changed = stats.changed;
+                row.bytes = stats.added_bytes + stats.changed_bytes + stats.removed_bytes;
+            }
+            listed.push(row);
+        }
+        count += listed.len() as u64;
+        out.push(serde_json::json!({
+            "run": run.id,
+            "started_at": run.started_at(),
+            "first": i == 0,
+            "phases": listed,
+        }));
+    }
+    env.stat("runs", out.len() as u64);
+    env.stat("phases", count);
+    env.put("runs", out);
+    Ok(())
+}
+
 /// `backup-list --diff A [B]`: what changed from snapshot A to snapshot B, or
 /// to the live home (A's roots scanned read-only the way a checkpoint scans
 /// them, with the files cache sparing unchanged files).
@@ -278,7 +382,7 @@ fn diff(
 }
 
 /// The tree a checkpoint of `old`'s roots would store now, written nowhere.
-fn live_tree(
+pub(crate) fn live_tree(
     settings: &Settings,
     repo: &Repository,
     old: &crate::repo::snapshot::Tree,
@@ -302,6 +406,7 @@ fn live_tree(
         dry_run: true,
         command: "backup-list".into(),
         space: None,
+        run: None,
     };
     let report = snapshot_roots(Some(repo), &roots, &rules, &opts)?;
     env.stat("files_read", report.stats.files_read);

@@ -237,6 +237,34 @@ pub fn pins(repo: &Repository) -> HashSet<Hash> {
     out
 }
 
+/// Why each pinned snapshot is pinned: the pin file's text (the first
+/// bootstrap run's checkpoints say so), or "pinned by hand" for an empty one.
+pub fn pin_reasons(repo: &Repository) -> BTreeMap<Hash, String> {
+    pins(repo)
+        .into_iter()
+        .map(|id| {
+            let text = std::fs::read(repo.sub("pins").join(id.to_hex())).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).trim().to_string();
+            let reason = if text.is_empty() {
+                "pinned by hand (backup-prune --pin)".to_string()
+            } else {
+                text
+            };
+            (id, reason)
+        })
+        .collect()
+}
+
+/// Pin `id` with a reason (kept until `backup-prune --unpin`).
+pub fn write_pin(repo: &Repository, id: &Hash, reason: &str) -> Result<()> {
+    let pins_dir = repo.sub("pins");
+    // 0700 whatever the umask, like every other repository directory.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&pins_dir)
+        .ctx("creating", &pins_dir)?;
+    Dir::open(&pins_dir)?.write_atomic(OsStr::new(&id.to_hex()), reason.as_bytes(), 0o600)
+}
+
 /// What garbage collection did (or would do).
 #[derive(Debug, Default, Serialize)]
 pub struct GcStats {
@@ -289,14 +317,7 @@ pub fn run(settings: &Settings, opts: &PruneOptions, env: &mut Envelope) -> Resu
         let s = crate::ops::list::select(&snaps, sel, None)?;
         pinned.insert(s.id);
         if !opts.dry_run {
-            // 0700 whatever the umask, like every other repository directory.
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(&pins_dir)
-            .ctx("creating", &pins_dir)?;
-            Dir::open(&pins_dir)?.write_atomic(OsStr::new(&s.id.to_hex()), b"", 0o600)?;
+            write_pin(&repo, &s.id, "")?;
         }
     }
     for sel in &opts.unpin {
@@ -655,6 +676,7 @@ mod tests {
                 roots: vec![ByteName::from("~/.zshrc")],
                 summary: Summary::default(),
                 packages: None,
+                run: None,
             },
         }
     }

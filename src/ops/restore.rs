@@ -659,6 +659,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         dry_run: opts.dry_run,
         command: opts.command.clone(),
         space: Some(settings.space.clone()),
+        run: None,
     };
     // Packed now, committed below only if something is going to change
     // (dropped on every other way out, which removes its packs).

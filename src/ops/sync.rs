@@ -1149,6 +1149,7 @@ mod tests {
             dry_run: false,
             command: "test".into(),
             space: None,
+            run: None,
         };
         run_backup(&settings, &opts).unwrap();
         repo

@@ -94,6 +94,11 @@ pub struct SnapshotRecord {
     /// Optional: absent in records written before it existed and when capture is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<Vec<PackageList>>,
+    /// The bootstrap run a phase checkpoint belongs to (`ops::phases`).
+    /// Optional: absent in records written before runs existed, and on
+    /// manual checkpoints, backups and safety snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// One command's package list as stored in a record (see `src/packages.rs`).
