@@ -271,3 +271,206 @@ fn list_phases_envelope() {
         ".runs[].phases[].created_at" => "[created_at]",
     });
 }
+
+#[test]
+fn the_first_runs_checkpoints_survive_prune_after_ten_reruns_until_unpinned() {
+    let e = TestEnv::with_dotfiles();
+    // Default per-phase retention, no automatic pruning in between.
+    e.write(
+        ".config/dotfiles-backup/config.toml",
+        b"[retention]\nauto = false\n",
+        0o644,
+    );
+    let mut first = Vec::new();
+    for p in ["pre-ansible", "pre-homebrew", "pre-dotfiles"] {
+        first.push(phase(&e, p));
+    }
+    for i in 0..10 {
+        e.write(".zshrc", format!("re-run {i}\n").as_bytes(), 0o644);
+        for p in ["pre-ansible", "pre-homebrew", "pre-dotfiles"] {
+            phase(&e, p);
+        }
+    }
+    let v = ok(&e, "backup-prune", &[]);
+    assert!(
+        v["stats"]["snapshots_removed"].as_u64().unwrap() > 0,
+        "{v:#}"
+    );
+    let list = ok(&e, "backup-list", &[]);
+    let ids: Vec<&str> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    for f in &first {
+        assert!(
+            ids.contains(&f["snapshot"]["id"].as_str().unwrap()),
+            "{f:#}"
+        );
+        let d = v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == f["snapshot"]["id"])
+            .unwrap();
+        assert!(
+            d["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "pinned"),
+            "{d:#}"
+        );
+    }
+    // Listed as pinned, with the reason.
+    let phases = ok(&e, "backup-list", &["--phases"]);
+    let oldest = phases["runs"].as_array().unwrap().last().unwrap();
+    assert_eq!(oldest["first"], true);
+    for p in oldest["phases"].as_array().unwrap() {
+        assert!(
+            p["pinned"]
+                .as_str()
+                .unwrap()
+                .contains("the machine as it came"),
+            "{p:#}"
+        );
+    }
+    // The machine as it came can still be brought back.
+    let v = ok(&e, "backup-rollback", &["pre-ansible@first", "--dry-run"]);
+    assert_eq!(v["source"]["id"], first[0]["snapshot"]["id"]);
+    // Until unpinned.
+    let short = first[1]["snapshot"]["short_id"].as_str().unwrap();
+    ok(&e, "backup-prune", &["--unpin", short]);
+    let list = ok(&e, "backup-list", &[]);
+    assert!(
+        !list["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == first[1]["snapshot"]["id"]),
+        "unpinned, the old pre-homebrew goes by policy"
+    );
+}
+
+/// Run 1's dotfiles phase writes ~/.zshrc and adds ~/.config/nvim/plug.lua
+/// and changes init.lua; afterwards init.lua is edited again by hand.
+fn phase_with_a_later_edit(e: &TestEnv) -> (Value, Value) {
+    let pre = phase(e, "pre-dotfiles");
+    e.write(".zshrc", b"from dotfiles\n", 0o644);
+    e.write(".config/nvim/plug.lua", b"-- plugin\n", 0o644);
+    e.write(".config/nvim/init.lua", b"dotfiles init\n", 0o644);
+    let post = phase(e, "pre-applications");
+    // Later, outside the phase: init.lua edited by hand, a new file elsewhere.
+    e.write(".config/nvim/init.lua", b"my own edit\n", 0o644);
+    e.write(".config/other.toml", b"x = 1\n", 0o644);
+    (pre, post)
+}
+
+#[test]
+fn undo_of_one_phase_reverts_only_its_paths_and_leaves_conflicts_alone() {
+    let e = TestEnv::with_dotfiles();
+    let (pre, _) = phase_with_a_later_edit(&e);
+    let (rc, plan) = e.json(
+        "backup-rollback",
+        &["pre-dotfiles", "--phase-only", "--dry-run"],
+    );
+    assert_eq!(rc, 0, "{plan:#}");
+    let paths = plan["phase_undo"]["paths"].as_array().unwrap();
+    let action = |p: &str| {
+        paths
+            .iter()
+            .find(|x| x["path"] == p)
+            .map(|x| x["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(action("~/.zshrc").as_deref(), Some("revert"), "{plan:#}");
+    assert_eq!(action("~/.config/nvim/plug.lua").as_deref(), Some("revert"));
+    assert_eq!(
+        action("~/.config/nvim/init.lua").as_deref(),
+        Some("conflict")
+    );
+    assert_eq!(action("~/.config/other.toml"), None, "not the phase's");
+    assert_eq!(plan["phase_undo"]["conflicts"], 1);
+    assert!(plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["code"] == "phase_conflicts"));
+    // The human plan shows the conflict.
+    let out = e.output(
+        "backup-rollback",
+        &["pre-dotfiles", "--phase-only", "--dry-run"],
+        &[],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("conflict") && text.contains("init.lua"),
+        "{text}"
+    );
+
+    let before = dir_state(&e.home);
+    let v = ok(&e, "backup-rollback", &["pre-dotfiles", "--phase-only"]);
+    assert_eq!(v["source"]["id"], pre["snapshot"]["id"]);
+    assert!(
+        v["snapshot"]["kind"] == "safety",
+        "a safety snapshot first: {v:#}"
+    );
+    assert_eq!(read(&e, ".zshrc"), "export EDITOR=nvim\n");
+    assert!(!e.home.join(".config/nvim/plug.lua").exists());
+    assert_eq!(
+        read(&e, ".config/nvim/init.lua"),
+        "my own edit\n",
+        "conflict left alone"
+    );
+    assert_eq!(
+        read(&e, ".config/other.toml"),
+        "x = 1\n",
+        "later change kept"
+    );
+
+    // --undo brings back exactly what was there.
+    ok(&e, "backup-rollback", &["--undo"]);
+    assert_eq!(dir_state(&e.home), before);
+
+    // --overwrite reverts the conflict too.
+    let v = ok(
+        &e,
+        "backup-rollback",
+        &["pre-dotfiles", "--phase-only", "--overwrite"],
+    );
+    assert_eq!(v["phase_undo"]["conflicts"], 0, "{v:#}");
+    assert_eq!(read(&e, ".config/nvim/init.lua"), "vim.o.number = true\n");
+    assert_eq!(
+        read(&e, ".config/other.toml"),
+        "x = 1\n",
+        "still not the phase's"
+    );
+}
+
+#[test]
+fn undo_of_one_phase_refuses_what_it_cannot_know() {
+    let e = TestEnv::with_dotfiles();
+    phase(&e, "pre-dotfiles");
+    e.write(".zshrc", b"changed\n", 0o644);
+    // Open: nothing after the phase yet.
+    let (rc, v) = e.json("backup-rollback", &["pre-dotfiles", "--phase-only"]);
+    assert_eq!(rc, 2, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "phase_open");
+    assert!(v["errors"][0]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("backup-rollback "));
+    // Not a phase.
+    ok(&e, CKPT, &["manual", "mine"]);
+    let (rc, v) = e.json("backup-rollback", &["mine", "--phase-only"]);
+    assert_eq!(rc, 2, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "not_a_phase");
+    // --overwrite belongs to --phase-only.
+    let (rc, _) = e.json("backup-rollback", &["pre-dotfiles", "--overwrite"]);
+    assert_eq!(rc, 2);
+    assert_eq!(
+        read(&e, ".zshrc"),
+        "changed\n",
+        "nothing changed by refusals"
+    );
+}
