@@ -775,17 +775,25 @@ pub fn completion(env: &Envelope) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<18}  {:<9}  {:<8}  {:>6}  {:>10}  {:>10}  ROLL BACK WITH",
-        "PHASE", "STATUS", "ID", "FILES", "SIZE", "ADDED"
+        "{:<18}  {:<9}  {:<8}  {:<13}  {:>6}  {:>10}  {:>10}  ROLL BACK WITH",
+        "PHASE", "STATUS", "ID", "PHASE CHANGED", "FILES", "SIZE", "ADDED"
     );
     for p in &phases {
         let has = p["snapshot"].is_string();
+        // The same words as `backup-list --phases`.
+        let effect = match (has, p["state_changed"].as_bool()) {
+            (false, _) => "-",
+            (true, None) => "open",
+            (true, Some(false)) => "nothing",
+            (true, Some(true)) => "yes",
+        };
         let _ = writeln!(
             out,
-            "{:<18}  {:<9}  {:<8}  {:>6}  {:>10}  {:>10}  {}",
+            "{:<18}  {:<9}  {:<8}  {:<13}  {:>6}  {:>10}  {:>10}  {}",
             p["phase"].as_str().unwrap_or("?"),
             p["status"].as_str().unwrap_or("?"),
             p["snapshot"].as_str().unwrap_or("-"),
+            effect,
             if has {
                 p["files"].to_string()
             } else {
@@ -811,6 +819,12 @@ pub fn completion(env: &Envelope) -> String {
         out,
         "preview a rollback with `backup-rollback ID --dry-run`; undo one with `backup-rollback --undo`"
     );
+    if let Some(run) = report["run"].as_str() {
+        let _ = writeln!(
+            out,
+            "bootstrap run {run}; every run: `backup-list --phases`"
+        );
+    }
     out
 }
 

@@ -474,3 +474,37 @@ fn undo_of_one_phase_refuses_what_it_cannot_know() {
         "nothing changed by refusals"
     );
 }
+
+#[test]
+fn reruns_that_change_nothing_do_not_push_out_the_checkpoint_a_phase_resolves_to() {
+    let e = TestEnv::with_dotfiles();
+    // Run 1 (pinned), then run 2 breaks ~/.zshrc, then five runs that change nothing,
+    // each followed by the default automatic prune (keep_per_phase = 3).
+    phase(&e, "pre-dotfiles");
+    phase(&e, "post-setup");
+    e.write(".zshrc", b"good\n", 0o644);
+    let broken_by = phase(&e, "pre-dotfiles");
+    e.write(".zshrc", b"BROKEN\n", 0o644);
+    phase(&e, "post-setup");
+    for _ in 0..5 {
+        phase(&e, "pre-dotfiles");
+        phase(&e, "post-setup");
+    }
+    let v = ok(&e, "backup-prune", &["--dry-run"]);
+    let d = v["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == broken_by["snapshot"]["id"])
+        .unwrap_or_else(|| panic!("run 2's pre-dotfiles was pruned: {v:#}"))
+        .clone();
+    assert_eq!(d["keep"], true, "{d:#}");
+    assert!(
+        d["reasons"][0].as_str().unwrap().contains("changed something"),
+        "{d:#}"
+    );
+    ok(&e, "backup-prune", &[]);
+    let v = ok(&e, "backup-rollback", &["pre-dotfiles"]);
+    assert_eq!(v["source"]["id"], broken_by["snapshot"]["id"], "{v:#}");
+    assert_eq!(read(&e, ".zshrc"), "good\n");
+}

@@ -56,6 +56,27 @@ fn ordinal(n: usize) -> String {
     }
 }
 
+/// For each phase checkpoint that stands for its phase in a bootstrap run:
+/// whether the phase changed the tracked state (`None`: open).
+fn phase_effects(snaps: &[Snapshot]) -> HashMap<Hash, Option<bool>> {
+    let sorted = snaps
+        .windows(2)
+        .all(|w| (&w[0].record.created_at, w[0].id) <= (&w[1].record.created_at, w[1].id));
+    let owned;
+    let snaps = if sorted {
+        snaps
+    } else {
+        let mut v = snaps.to_vec();
+        v.sort_by(|a, b| (&a.record.created_at, a.id).cmp(&(&b.record.created_at, b.id)));
+        owned = v;
+        &owned
+    };
+    crate::ops::phases::runs(snaps)
+        .iter()
+        .flat_map(|r| r.phases.iter().map(|p| (p.snapshot.id, p.changed())))
+        .collect()
+}
+
 /// Decide for every snapshot. `snaps` may be in any order.
 pub fn decide(
     snaps: &[Snapshot],
@@ -133,8 +154,13 @@ pub fn decide(
             )
         });
     }
-    // Checkpoints: newest N per phase; manual ones until removed or too old.
+    // Checkpoints: newest N per phase, and the newest N per phase in whose
+    // run the phase changed something (re-runs that changed nothing must not
+    // push out the checkpoint `backup-rollback PHASE` resolves to);
+    // manual ones until removed or too old.
+    let effects = phase_effects(snaps);
     let mut per_label: HashMap<&str, usize> = HashMap::new();
+    let mut per_label_changed: HashMap<&str, usize> = HashMap::new();
     for s in order
         .iter()
         .filter(|s| s.record.kind == SnapshotKind::Checkpoint)
@@ -143,8 +169,22 @@ pub fn decide(
         if PHASES.contains(&label) {
             let rank = per_label.entry(label).or_insert(0);
             *rank += 1;
+            let changed_rank = per_label_changed.entry(label).or_insert(0);
+            if effects.get(&s.id) != Some(&Some(false)) {
+                *changed_rank += 1;
+            }
             if *rank <= policy.keep_per_phase {
                 add(s.id, format!("{} {label}", ordinal(*rank)));
+            } else if effects.get(&s.id) != Some(&Some(false))
+                && *changed_rank <= policy.keep_per_phase
+            {
+                add(
+                    s.id,
+                    format!(
+                        "{} {label} whose phase changed something",
+                        ordinal(*changed_rank)
+                    ),
+                );
             } else {
                 removal.insert(
                     s.id,
