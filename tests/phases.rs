@@ -500,7 +500,10 @@ fn reruns_that_change_nothing_do_not_push_out_the_checkpoint_a_phase_resolves_to
         .clone();
     assert_eq!(d["keep"], true, "{d:#}");
     assert!(
-        d["reasons"][0].as_str().unwrap().contains("changed something"),
+        d["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("changed something"),
         "{d:#}"
     );
     ok(&e, "backup-prune", &[]);
