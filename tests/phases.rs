@@ -511,3 +511,56 @@ fn reruns_that_change_nothing_do_not_push_out_the_checkpoint_a_phase_resolves_to
     assert_eq!(v["source"]["id"], broken_by["snapshot"]["id"], "{v:#}");
     assert_eq!(read(&e, ".zshrc"), "good\n");
 }
+
+/// Found by the attack: with fewer roots tracked at the phase's checkpoint
+/// than at the next one, everything under the extra root looked "added by
+/// the phase" and the undo deleted it.
+#[test]
+fn undo_of_one_phase_leaves_roots_tracked_on_one_side_only_alone() {
+    let e = TestEnv::with_dotfiles();
+    ok(&e, CKPT, &["auto", "pre-dotfiles", "--path", "~/.zshrc"]);
+    e.write(".zshrc", b"from dotfiles\n", 0o644);
+    phase(&e, "post-setup");
+    let (rc, v) = e.json("backup-rollback", &["pre-dotfiles", "--phase-only"]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(read(&e, ".zshrc"), "export EDITOR=nvim\n");
+    assert_eq!(
+        read(&e, ".config/nvim/init.lua"),
+        "vim.o.number = true\n",
+        "not the phase's: only tracked after it"
+    );
+    let paths: Vec<&str> = v["phase_undo"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["~/.zshrc"], "{v:#}");
+    assert!(v["warnings"].as_array().unwrap().iter().any(
+        |w| w["code"] == "roots_differ" && w["message"].as_str().unwrap().contains("~/.config")
+    ));
+}
+
+#[test]
+fn a_pin_that_cannot_be_written_is_a_warning_naming_the_command() {
+    let e = TestEnv::with_dotfiles();
+    ok(&e, CKPT, &["manual", "init"]);
+    std::fs::write(e.repo.join("pins"), b"").unwrap();
+    let v = phase(&e, "pre-dotfiles");
+    assert!(v.get("pinned").is_none(), "{v:#}");
+    let w = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "pin_failed")
+        .unwrap_or_else(|| panic!("{v:#}"));
+    let msg = w["message"].as_str().unwrap();
+    assert!(msg.contains("pins"), "names the path: {msg}");
+    assert!(
+        msg.contains(&format!(
+            "backup-prune --pin {}",
+            v["snapshot"]["short_id"].as_str().unwrap()
+        )),
+        "{msg}"
+    );
+}

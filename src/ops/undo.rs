@@ -99,6 +99,15 @@ fn changes<'t>(a: &Located<'t>, b: &Located<'t>) -> BTreeMap<Vec<u8>, &'static s
     out
 }
 
+/// Roots (as stored) that both trees track.
+fn shared_roots<'t>(a: &'t Tree, b: &Tree) -> Vec<&'t [u8]> {
+    a.roots
+        .iter()
+        .filter(|r| b.roots.iter().any(|o| o.root == r.root))
+        .map(|r| &r.root.0[..])
+        .collect()
+}
+
 fn under(path: &[u8], dir: &[u8]) -> bool {
     path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
 }
@@ -162,7 +171,34 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
     let pre_tree = repo.tree(&snap.record.tree)?;
     let post_tree = repo.tree(&next.record.tree)?;
     let (pre, post) = (locate(&pre_tree), locate(&post_tree));
-    let by_phase = changes(&pre, &post);
+    // Only roots both checkpoints hold: a root tracked on one side only (the
+    // set of tracked paths changed, `--path`) says nothing about the phase,
+    // and taking its entries for "added by the phase" would delete them.
+    let shared = shared_roots(&pre_tree, &post_tree);
+    let by_phase: BTreeMap<Vec<u8>, &'static str> = changes(&pre, &post)
+        .into_iter()
+        .filter(|(k, _)| {
+            let (root, _, _) = post.get(k).or_else(|| pre.get(k)).expect("on one side");
+            shared.contains(root)
+        })
+        .collect();
+    let one_sided: Vec<String> = pre_tree
+        .roots
+        .iter()
+        .chain(&post_tree.roots)
+        .filter(|r| !shared.contains(&&r.root.0[..]))
+        .map(|r| r.root.lossy())
+        .collect();
+    if !one_sided.is_empty() {
+        env.warnings.push(Warning::new(
+            "roots_differ",
+            format!(
+                "{} tracked in only one of the two checkpoints; left out of the undo (roll back to {} with --path to restore it)",
+                one_sided.join(", "),
+                snap.id.short()
+            ),
+        ));
+    }
     let live_tree = crate::ops::list::live_tree(settings, &repo, &post_tree, env)?;
     let later = changes(&post, &locate(&live_tree));
 
