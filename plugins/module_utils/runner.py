@@ -32,7 +32,8 @@ COMMON_ARGS = dict(
     local_only=dict(type="bool", default=False),
     packages=dict(type="bool"),
     run_id=dict(type="str"),
-    environment=dict(type="dict", default={}),
+    # Extra variables may carry keys or tokens (BACKUP_KEY_DIR, rclone credentials).
+    environment=dict(type="dict", default={}, no_log=True),
 )
 
 FOREIGN_HINT = ("the file is not a program for this machine (another OS or CPU?): install the build for "
@@ -117,7 +118,7 @@ def run(module, argv, retry=True):
     while True:
         attempt += 1
         try:
-            rc, out, err = module.run_command(argv, environ_update=env, check_rc=False)
+            rc, out, err = module.run_command(argv, environ_update=env, check_rc=False, handle_exceptions=False)
         except OSError as e:  # a binary the kernel refuses (foreign architecture)
             rc, out, err = 126, "", str(e)
         text = (out or "").strip()

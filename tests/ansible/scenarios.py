@@ -501,6 +501,275 @@ def scenario_lock_busy_is_retried(h):
            f"the report carries the tool's lock_busy error: {c}", r)
 
 
+def _outside_play(h, text, inventory, *extra, cfg_lines=()):
+    """Run a playbook written outside the repository with its own ansible.cfg (so nothing of the
+    checkout is found by accident); return the JSON recap."""
+    h.runs += 1
+    book = os.path.join(h.dir, f"play{h.runs}.yml")
+    with open(book, "w") as f:
+        f.write(text)
+    inv = os.path.join(h.dir, f"inventory{h.runs}.ini")
+    with open(inv, "w") as f:
+        f.write(inventory)
+    cfg = os.path.join(h.dir, "ansible.cfg")
+    with open(cfg, "w") as f:
+        f.write("[defaults]\nretry_files_enabled = false\nshow_custom_stats = true\n" + "".join(cfg_lines))
+    recap = os.path.join(h.dir, f"recap{h.runs}.json")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")}
+    e.update({"HOME": h.home, "JSON_RECAP_FILE": recap, "ANSIBLE_CONFIG": cfg,
+              "ANSIBLE_HOME": os.path.join(h.dir, "ansible-home"),
+              "ANSIBLE_LOCAL_TEMP": os.path.join(h.dir, "ansible-tmp"),
+              "ANSIBLE_REMOTE_TEMP": os.path.join(h.dir, "ansible-tmp")})
+    cmd = ["ansible-playbook", "-i", inv, "-e", f"ansible_python_interpreter={sys.executable}", book, *extra]
+    log = os.path.join(h.dir, f"log{h.runs}.txt")
+    h.last_log = log
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        p = subprocess.run(cmd, env=e, stdout=f, stderr=subprocess.STDOUT, cwd=h.dir)
+    with open(recap) as f:
+        data = json.load(f)
+    data["rc"] = p.returncode
+    data["log"] = log
+    return data
+
+
+def scenario_collection_by_fqcn_three_hosts_and_tags(h):
+    """The built collection, installed elsewhere, used by FQCN from a playbook outside the
+    repository on three hosts with their own homes, under --tags: three per-host reports."""
+    out = os.path.join(h.dir, "dist")
+    p = subprocess.run(["ansible-galaxy", "collection", "build", ROOT, "--output-path", out],
+                       capture_output=True, text=True, cwd=h.dir,
+                       env=dict(os.environ, ANSIBLE_HOME=os.path.join(h.dir, "ansible-home")))
+    expect(p.returncode == 0, f"ansible-galaxy collection build: {p.stdout} {p.stderr}")
+    tarballs = os.listdir(out)
+    expect(tarballs == ["dotfiles_backup-tools-0.1.0.tar.gz"], f"one collection tarball: {tarballs}")
+    names = subprocess.run(["tar", "tzf", os.path.join(out, tarballs[0])], capture_output=True, text=True).stdout.split()
+    expect("plugins/modules/checkpoint.py" in names and "roles/backup_checkpoint/tasks/checkpoint.yml" in names
+           and "LICENSE" in names and "meta/runtime.yml" in names
+           and not any(n.startswith(("src/", "target/", "tests/", "collections/")) for n in names),
+           f"the tarball holds the modules, role, LICENSE and runtime, not the Rust parts: {names}")
+    coll = os.path.join(h.dir, "collections")
+    # --force: the checkout's own collections/ link (ansible.cfg) would make it "already installed".
+    p = subprocess.run(["ansible-galaxy", "collection", "install", "--force", os.path.join(out, tarballs[0]), "-p", coll],
+                       capture_output=True, text=True, cwd=h.dir,
+                       env=dict(os.environ, ANSIBLE_HOME=os.path.join(h.dir, "ansible-home")))
+    expect(p.returncode == 0, f"ansible-galaxy collection install: {p.stdout} {p.stderr}")
+
+    homes = {}
+    for n in ("h1", "h2", "h3"):
+        d = os.path.join(h.dir, "home-" + n)
+        shutil.copytree(h.home, d, symlinks=True)
+        homes[n] = d
+    inventory = "".join(f"{n} ansible_connection=local host_home={d}\n" for n, d in homes.items())
+    play = f"""---
+- name: A user's own bootstrap
+  hosts: all
+  gather_facts: false
+  vars:
+    backup_checkpoint_home: "{{{{ host_home }}}}"
+    backup_checkpoint_bin_dir: {h.bins}
+    backup_checkpoint_paths: "~/.zshrc"
+  tasks:
+    - name: Checkpoint before the dotfiles
+      ansible.builtin.include_role:
+        name: dotfiles_backup.tools.backup_checkpoint
+        tasks_from: checkpoint
+      vars:
+        backup_checkpoint_phase: pre-dotfiles
+      tags: [dotfiles]
+    - name: The dotfiles phase
+      ansible.builtin.copy:
+        content: "managed\\n"
+        dest: "{{{{ host_home }}}}/.zshrc"
+        mode: "0644"
+      tags: [dotfiles]
+    - name: A manual checkpoint with the module itself
+      dotfiles_backup.tools.checkpoint:
+        name: after-dotfiles
+        home: "{{{{ host_home }}}}"
+        bin_dir: {h.bins}
+        paths: ["~/.zshrc"]
+      tags: [dotfiles]
+    - name: Report
+      ansible.builtin.include_role:
+        name: dotfiles_backup.tools.backup_checkpoint
+        tasks_from: report
+      tags: [dotfiles]
+"""
+    r = _outside_play(h, play, inventory, "--tags", "dotfiles", cfg_lines=[f"collections_path = {coll}\n"])
+    expect(r["rc"] == 0 and all(s["failures"] == 0 for s in r["hosts"].values()) and sorted(r["hosts"]) == ["h1", "h2", "h3"],
+           f"the play succeeds on three hosts: {r['hosts']} {r['failures']}", r)
+    ids = set()
+    for n, d in homes.items():
+        c = report(r, n).get("pre-dotfiles")
+        expect(c is not None and c["status"] == "created" and c["home"] == d and c["files"] == 1,
+               f"{n}: its own report, a checkpoint of its home, one path (a string is one path): {c}", r)
+        expect(re.fullmatch(r"\d{8}T\d{6}Z-[a-z0-9]{6}", c["run_id"] or "") is not None, f"{n}: a run id: {c}", r)
+        rc, lst = Home.tool(type("H", (), {"home": d, "bins": h.bins})(), "backup-list")
+        labels = [s["label"] for s in lst["snapshots"]]
+        expect(sorted(labels) == ["after-dotfiles", "pre-dotfiles"] and c["snapshot_id"] in [s["id"] for s in lst["snapshots"]],
+               f"{n}: its repository holds its checkpoints: {labels}", r)
+        ids.add(c["snapshot_id"])
+    expect(not os.path.exists(h.repo), "the controller's home got no repository", r)
+    mods = [t for t in r["tasks"] if t["action"] == "dotfiles_backup.tools.checkpoint" and t["status"] == "changed"]
+    expect(len(mods) == 6, f"the module ran by FQCN, changed, for the role and directly on every host: {len(mods)}", r)
+
+
+def scenario_check_diff_and_idempotent_undo(h):
+    """--check --diff shows the rollback's per-path diff and changes nothing; rollback and
+    undo re-runs report changed=0."""
+    r = h.play("bootstrap.yml")
+    succeeded(r, "bootstrap")
+    broken = h.read(".zshrc")
+    before = tree(h.home)
+    r = h.play("rollback.yml", "-e", "phase=pre-dotfiles", "--diff", check=True)
+    succeeded(r, "rollback --check --diff")
+    expect(tree(h.home) == before, "--check --diff changed nothing (home and repository)", r)
+    diffs = [d for t in r["tasks"] if t["task"].startswith("Apply the rollback") for d in (t["diff"] or [])]
+    zsh = [d for d in diffs if d.get("before_header") == "~/.zshrc (now)"]
+    expect(len(zsh) == 1 and zsh[0]["before"].startswith("file, ") and "update" in zsh[0]["after"],
+           f"a per-path diff for ~/.zshrc: {diffs}", r)
+    expect(any(d["before_header"] == "~/.config/app.json (now)" and d["after"].startswith("absent") for d in diffs),
+           f"and the later file would be removed: {diffs}", r)
+
+    r = h.play("rollback.yml", "-e", "phase=pre-dotfiles")
+    succeeded(r, "rollback")
+    rb = custom(r)["backup_checkpoint_rollback"]
+    expect(h.read(".zshrc") == ORIGINAL_ZSHRC and is_hex(rb["safety_snapshot_id"], 64), f"rolled back: {rb}", r)
+    r = h.play("rollback.yml", "-e", "undo=true")
+    succeeded(r, "undo")
+    expect(stats(r)["changed"] >= 1 and h.read(".zshrc") == broken, f"undo restores the bootstrap's state: {stats(r)}", r)
+    r = h.play("rollback.yml", "-e", "undo=true")
+    succeeded(r, "second undo")
+    expect(stats(r)["changed"] == 0 and h.read(".zshrc") == broken,
+           f"undoing again changes nothing (no flip back): {stats(r)}", r)
+    expect(custom(r)["backup_checkpoint_rollback"]["undo_of"] == rb["safety_snapshot_id"],
+           f"both undos go to the rollback's safety snapshot: {custom(r)['backup_checkpoint_rollback']}", r)
+
+
+def _artifact(h, name, triple, version="0.1.0", checkpoint_bytes=None):
+    """A release directory in the ARTIFACT layout, assembled here from the debug binaries.
+    TODO(lead): switch to scripts/release output once it lands (issue 25)."""
+    import tarfile
+    d = os.path.join(h.dir, name)
+    os.makedirs(d, exist_ok=True)
+    top = f"dotfiles-backup-{version}-{triple}"
+    tgz = os.path.join(d, top + ".tar.gz")
+    with tarfile.open(tgz, "w:gz") as t:
+        for tool in TOOLS:
+            src = os.path.join(h.bins, tool)
+            if tool == "backup-checkpoint" and checkpoint_bytes is not None:
+                src = os.path.join(h.dir, "foreign-bin")
+                with open(src, "wb") as f:
+                    f.write(checkpoint_bytes)
+                os.chmod(src, 0o755)
+            t.add(src, arcname=f"{top}/bin/{tool}")
+        for extra in ("README.md", "LICENSE"):
+            t.add(os.path.join(ROOT, extra), arcname=f"{top}/{extra}")
+    with open(tgz, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    with open(os.path.join(d, "SHA256SUMS"), "a") as f:
+        f.write(f"{digest}  {top}.tar.gz\n")
+    return d
+
+
+def scenario_install_from_artifact_and_on_error(h):
+    """Install from a release directory (triple from facts, SHA-256 verified); a tampered
+    tarball, a foreign binary and a missing triple fail clearly; on_error=warn goes on;
+    disabled without binaries never fails at install."""
+    book = "tests/ansible/playbooks/role-main.yml"
+    import platform
+    triple = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[platform.machine()] + "-unknown-linux-musl"
+    good = _artifact(h, "release", triple)
+    r = h.play(book, "-e", f"backup_checkpoint_install_artifact={good}", "-e", "backup_checkpoint_name=from-artifact")
+    succeeded(r, "install from the artifact")
+    expect(report(r)["from-artifact"]["status"] == "created", f"checkpoint with the installed tool: {report(r)}", r)
+    for t in TOOLS:
+        with open(h.path(f".local/bin/{t}"), "rb") as a, open(os.path.join(h.bins, t), "rb") as b:
+            expect(a.read() == b.read(), f"{t} installed from the artifact")
+
+    bad = _artifact(h, "tampered", triple)
+    tgz = os.path.join(bad, f"dotfiles-backup-0.1.0-{triple}.tar.gz")
+    with open(tgz, "ab") as f:
+        f.write(b"x")
+    r = h.play(book, "-e", f"backup_checkpoint_install_artifact={bad}", "-e", "backup_checkpoint_name=x")
+    expect(r["rc"] != 0 and "has SHA-256" in r["failures"][0]["msg"] and "expected" in r["failures"][0]["msg"],
+           f"a tampered tarball is refused: {r['failures']}", r)
+
+    elsewhere = _artifact(h, "other-os", "aarch64-apple-darwin")
+    r = h.play(book, "-e", f"backup_checkpoint_install_artifact={elsewhere}", "-e", "backup_checkpoint_name=x")
+    msg = r["failures"][0]["msg"] if r["failures"] else ""
+    expect(r["rc"] != 0 and triple in msg and "aarch64-apple-darwin" in msg,
+           f"no build for this host: the message names the host triple and what there is: {msg}", r)
+
+    # An aarch64 ELF header labelled as this host's build (a mislabelled artifact).
+    foreign = _artifact(h, "foreign", triple, checkpoint_bytes=b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x02\x00\xb7\x00" + b"\0" * 44)
+    os.remove(h.path(".local/bin/backup-checkpoint"))
+    r = h.play(book, "-e", f"backup_checkpoint_install_artifact={foreign}", "-e", "backup_checkpoint_name=x")
+    msg = r["failures"][0]["msg"] if r["failures"] else ""
+    expect(r["rc"] != 0 and r["failures"][0]["task"] == "Refuse a binary built for another OS or CPU"
+           and f"host triple {triple}" in msg, f"a foreign binary is refused naming the triples: {r['failures']}", r)
+
+    # backup_checkpoint_on_error=warn: a failed required checkpoint is reported and the play goes on.
+    empty = os.path.join(h.dir, "empty-home")
+    r = h.play("bootstrap.yml", "-e", "backup_checkpoint_install=false", "-e", f"backup_checkpoint_bin_dir={empty}",
+               "-e", "backup_checkpoint_on_error=warn", env={"PATH": "/usr/bin:/bin:" + os.path.dirname(sys.executable)})
+    # The foreign binary is still in ~/.local/bin: every checkpoint fails with its message.
+    succeeded(r, "on_error=warn")
+    rep = report(r)
+    expect(list(rep) == PHASES and rep["pre-homebrew"]["status"] == "failed"
+           and rep["pre-homebrew"]["errors"][0]["code"] == "foreign_binary",
+           f"the failures are in the report: { {p: (c['status'], c['errors']) for p, c in rep.items()} }", r)
+    notes = [n for m in r["messages"] for n in (m if isinstance(m, list) else [m])]
+    expect(any(isinstance(n, str) and "checkpoint FAILED and the play goes on" in n for n in notes),
+           "a loud warning per failed checkpoint", r)
+
+    # Disabled and no binaries anywhere: the install step does not fail (issue 22, point 2).
+    r = h.play(book, "-e", "backup_checkpoint_enabled=false", "-e", f"backup_checkpoint_install_src={h.dir}/nothing",
+               "-e", "backup_checkpoint_phase=pre-dotfiles")
+    succeeded(r, "disabled without binaries")
+    expect(report(r)["pre-dotfiles"]["reason"] == "disabled", f"skipped as disabled: {report(r)}", r)
+
+
+def scenario_become_user(h):
+    """backup_checkpoint_user: a play run as root checkpoints a second user's home as that user."""
+    if os.geteuid() != 0:
+        expect(os.environ.get("CI") != "true", "CI runs as root: the become_user scenario must run there")
+        return
+    import pwd
+    expect(os.path.exists("/usr/bin/python3"), "the become_user scenario needs /usr/bin/python3 for the second user")
+    user = "dfbt" + os.path.basename(h.dir)[-6:].lower().replace("_", "x")
+    uhome = os.path.join(h.dir, "userhome")
+    os.chmod(h.dir, 0o755)
+    p = subprocess.run(["useradd", "-M", "-d", uhome, "-s", "/bin/sh", user], capture_output=True, text=True)
+    expect(p.returncode == 0, f"useradd: {p.stderr}")
+    try:
+        shutil.copytree(h.home, uhome, symlinks=True)
+        ent = pwd.getpwnam(user)
+        subprocess.run(["chown", "-R", f"{ent.pw_uid}:{ent.pw_gid}", uhome], check=True)
+        os.chmod(h.bins, 0o755)
+        # su: root needs no password for it, and the test machines have no sudo.
+        r = h.play("tests/ansible/playbooks/role-main.yml", "-e", f"backup_checkpoint_user={user}",
+                   "-e", "ansible_become_method=su",
+                   # The venv's interpreter may sit in root's home; the modules need only the stdlib.
+                   "-e", "ansible_python_interpreter=/usr/bin/python3",
+                   "-e", "backup_checkpoint_phase=pre-dotfiles")
+        succeeded(r, "become_user")
+        c = report(r)["pre-dotfiles"]
+        expect(c["status"] == "created" and c["home"] == uhome and c["user"] == user,
+               f"the user's home (from the user database) was checkpointed: {c}", r)
+        repo = os.path.join(uhome, ".dotfiles-backups")
+        owners = {os.lstat(os.path.join(dp, n)).st_uid for dp, ds, fs in os.walk(repo) for n in ds + fs}
+        owners.add(os.lstat(repo).st_uid)
+        expect(owners == {ent.pw_uid}, f"the repository belongs to the user: uids {owners}", r)
+        expect(all(os.lstat(os.path.join(uhome, ".local/bin", t)).st_uid == ent.pw_uid for t in TOOLS),
+               "the installed tools belong to the user", r)
+        expect(not os.path.exists(h.repo), "the connecting user's home got nothing", r)
+    finally:
+        subprocess.run(["userdel", user], capture_output=True)
+
+
 SCENARIOS = [
     scenario_bootstrap_then_idempotent,
     scenario_tool_absent,
@@ -512,6 +781,10 @@ SCENARIOS = [
     scenario_health_check,
     scenario_role_entry_point_and_arguments,
     scenario_lock_busy_is_retried,
+    scenario_collection_by_fqcn_three_hosts_and_tags,
+    scenario_check_diff_and_idempotent_undo,
+    scenario_install_from_artifact_and_on_error,
+    scenario_become_user,
 ]
 
 

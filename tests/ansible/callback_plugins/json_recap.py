@@ -45,6 +45,8 @@ class CallbackModule(CallbackBase):
             "action": result._task.action,
             "status": status,
             "changed": bool(result._result.get("changed", False)),
+            # --diff output of modules that support it (the rollback's per-path plan).
+            "diff": result._result.get("diff"),
         })
 
     def _debug(self, result):
