@@ -277,8 +277,20 @@ def scenario_disabled_by_env(h):
 
 
 def scenario_disabled_by_role_flag(h):
-    """backup_checkpoint_enabled=false: the same."""
+    """backup_checkpoint_enabled=false: the same; then seed 003's names (role `backup`,
+    checkpoint_phase, backup_enabled) work as aliases."""
     _disabled(h, "backup_checkpoint_enabled=false", {}, ["-e", "backup_checkpoint_enabled=false"])
+    seed = "tests/ansible/playbooks/seed-003.yml"
+    r = h.play(seed, "-e", "backup_enabled=false")
+    succeeded(r, "seed 003 disabled")
+    expect({p: c["reason"] for p, c in report(r).items()} == {"pre-ansible": "disabled", "post-setup": "disabled"},
+           f"backup_enabled=false skips both: {report(r)}", r)
+    expect(not os.path.exists(h.repo) and not os.path.exists(h.path(".local/bin")), "nothing installed or written", r)
+    r = h.play(seed)
+    succeeded(r, "seed 003")
+    rep = report(r)
+    expect(rep["pre-ansible"]["message"] == SKIP_MSG.format("pre-ansible") and rep["post-setup"]["status"] == "created",
+           f"role backup: pre-ansible skips before the install, post-setup is created: {rep}", r)
 
 
 def scenario_degradation_levels(h):
