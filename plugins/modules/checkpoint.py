@@ -18,12 +18,14 @@ description:
   - In check mode the tool runs with C(--dry-run) and writes nothing; C(changed) says whether
     the checkpoint would store new data.
   - In diff mode the paths that changed since the newest snapshot are shown (C(backup-list --diff)).
-author: dotfiles-backup maintainers
+author: dotfiles-backup maintainers (@dotfiles-backup)
 attributes:
   check_mode:
     support: full
+    description: Runs the tool with C(--dry-run) (a plan), which writes nothing.
   diff_mode:
     support: full
+    description: Shows the paths concerned, without file contents (they may hold secrets).
 options:
   phase:
     description: Bootstrap phase (an C(auto) checkpoint). Exactly one of O(phase) and O(name).
@@ -174,8 +176,6 @@ tool:
   returned: when the tool ran
   type: str
 """
-
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dotfiles_backup.tools.plugins.module_utils.runner import (

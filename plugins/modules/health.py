@@ -14,14 +14,17 @@ description:
     which re-reads every stored byte) and sets the fact C(dotfiles_backup_health).
   - Fails naming every red check and every problem found, unless O(fail_on_red=false).
   - Never changes anything; runs the same in check mode.
-author: dotfiles-backup maintainers
+author: dotfiles-backup maintainers (@dotfiles-backup)
 attributes:
   check_mode:
     support: full
+    description: Read-only either way.
   diff_mode:
     support: none
+    description: Nothing to show.
   facts:
     support: full
+    description: Sets C(dotfiles_backup_health).
 options:
   read_data:
     description: Also run C(backup-verify --read-data).

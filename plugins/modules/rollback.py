@@ -19,12 +19,14 @@ description:
     time (C(backup-rollback --undo) would flip back and forth).
   - Check mode only plans. Diff mode shows every planned path with its state now (before) and
     after the rollback.
-author: dotfiles-backup maintainers
+author: dotfiles-backup maintainers (@dotfiles-backup)
 attributes:
   check_mode:
     support: full
+    description: Runs the tool with C(--dry-run) (a plan), which writes nothing.
   diff_mode:
     support: full
+    description: Shows the paths concerned, without file contents (they may hold secrets).
 options:
   target:
     description: Checkpoint to roll back to (a phase, a manual name, a snapshot id or unique prefix, or C(latest)).
@@ -132,6 +134,10 @@ message:
   description: One readable line.
   returned: always
   type: str
+outcome:
+  description: success, partial (some paths restored, the rest failed) or failed (nothing changed).
+  returned: when applied
+  type: str
 """
 
 import os
@@ -237,16 +243,19 @@ def main():
 
     rc, env = run(module, argv + ["--", what])
     safety = env.get("snapshot") or {}
-    result.update(applied=True, stats=env.get("stats") or result["stats"], safety_snapshot=safety.get("short_id"),
-                  safety_snapshot_id=safety.get("id"), errors=env.get("errors"), exit_code=rc)
     changed = bool(env.get("changed"))
+    result.update(applied=True, stats=env.get("stats") or result["stats"], safety_snapshot=safety.get("short_id"),
+                  safety_snapshot_id=safety.get("id"), errors=env.get("errors"), exit_code=rc,
+                  outcome="success" if rc == 0 and env.get("status") not in ("failed", "partial")
+                  else ("partial" if env.get("status") == "partial" or changed else "failed"))
     undo_hint = ("undo with the rollback module's undo_of: %s (or backup-rollback %s)" % (safety.get("id"), safety.get("short_id"))
                  if safety else "no safety snapshot was committed, so nothing was changed")
     if rc != 0 or env.get("status") in ("failed", "partial"):
         msg = "rollback to %s %s: %s. Safety snapshot %s holds the state before; %s" % (
             label, "partly applied" if env.get("status") == "partial" or changed else "failed",
             errors_text(env) or "exit %s" % rc, safety.get("short_id") or "-", undo_hint)
-        module.fail_json(msg=msg, changed=changed, message=msg, **result)
+        result["message"] = msg
+        module.fail_json(msg=msg, changed=changed, **result)
     msg = "rolled back to %s; safety snapshot %s holds the state before: %s" % (label, safety.get("short_id"), undo_hint)
     module.exit_json(changed=changed, message=msg, **result)
 

@@ -251,6 +251,28 @@ def scenario_tool_absent(h):
     expect(p.returncode == 1 and p.stderr.startswith(first) and "scripts/install" in p.stderr,
            f"checkpoint-or-skip pre-homebrew: exit {p.returncode}, {p.stderr!r}; the role says {first!r}")
 
+    # Install off, the tools on PATH only (cargo install, Homebrew): found there. A fake brew
+    # on PATH shows whether package lists are captured: off with backup_checkpoint_packages=false,
+    # the tool's default (on for phases) when unset.
+    fake = os.path.join(h.dir, "fakebin")
+    os.makedirs(fake)
+    marker = os.path.join(h.dir, "brew-ran")
+    with open(os.path.join(fake, "brew"), "w") as f:
+        f.write(f"#!/bin/sh\ntouch '{marker}'\necho 'git 2.43.0'\n")
+    os.chmod(os.path.join(fake, "brew"), 0o755)
+    path = f"{fake}:{h.bins}:{os.environ['PATH']}"
+    book = "tests/ansible/playbooks/role-main.yml"
+    r = h.play(book, "-e", "backup_checkpoint_install=false", "-e", "backup_checkpoint_phase=pre-homebrew",
+               "-e", "backup_checkpoint_packages=false", env={"PATH": path})
+    succeeded(r, "tools on PATH, packages off")
+    expect(report(r)["pre-homebrew"]["status"] == "created" and not os.path.exists(h.path(".local/bin")),
+           f"the checkpoint used the tool on PATH: {report(r)}", r)
+    expect(not os.path.exists(marker), "backup_checkpoint_packages=false: no package manager ran", r)
+    r = h.play(book, "-e", "backup_checkpoint_install=false", "-e", "backup_checkpoint_phase=pre-dotfiles",
+               env={"PATH": path})
+    succeeded(r, "tools on PATH, packages default")
+    expect(os.path.exists(marker), "unset: the tool's default captures package lists at phases", r)
+
 
 def _disabled(h, label, env, extra):
     r = h.play("bootstrap.yml", *extra, env=env)
@@ -658,6 +680,33 @@ def scenario_check_diff_and_idempotent_undo(h):
            f"undoing again changes nothing (no flip back): {stats(r)}", r)
     expect(custom(r)["backup_checkpoint_rollback"]["undo_of"] == rb["safety_snapshot_id"],
            f"both undos go to the rollback's safety snapshot: {custom(r)['backup_checkpoint_rollback']}", r)
+
+    # A partial rollback (files rewritten, one failed): a fake backup-rollback plans with the
+    # real one and answers the apply the way the tool does when one path cannot be written.
+    fake = os.path.join(h.dir, "fakebin")
+    os.makedirs(fake)
+    safety = "ab" * 32
+    envelope = json.dumps({"status": "partial", "changed": True, "snapshot": {"id": safety, "short_id": safety[:8]},
+                           "warnings": [], "stats": {"restored": 2},
+                           "errors": [{"code": "io", "message": "could not write ~/.config/app.json: Permission denied",
+                                       "path": "~/.config/app.json", "hint": "fix its permissions and run again",
+                                       "retryable": False}]})
+    with open(os.path.join(fake, "backup-rollback"), "w") as f:
+        f.write("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --dry-run ] && exec '"
+                + os.path.join(h.home, ".local/bin/backup-rollback") + "' \"$@\"; done\n"
+                + f"echo '{envelope}'\nexit 3\n")
+    os.chmod(os.path.join(fake, "backup-rollback"), 0o755)
+    r = h.play("rollback.yml", "-e", "phase=pre-dotfiles", "-e", f"backup_checkpoint_bin_dir={fake}")
+    fail = r["failures"][0] if r["failures"] else {}
+    applied = [t for t in r["tasks"] if t["task"].startswith("Apply the rollback")]
+    expect(r["rc"] != 0 and fail.get("task", "") == "Stop because the rollback failed or was only partly applied"
+           and "partly applied" in fail["msg"] and safety[:8] in fail["msg"] and "undo" in fail["msg"]
+           and "could not write ~/.config/app.json" in fail["msg"] and len(fail["msg"]) < 800,
+           f"a partial rollback fails in one readable line with the safety snapshot: {fail}", r)
+    expect(applied and applied[0]["changed"] and stats(r)["changed"] >= 1 and stats(r)["failures"] == 1,
+           f"and the recap says files were changed: {stats(r)} {applied}", r)
+    expect(custom(r)["backup_checkpoint_rollback"]["safety_snapshot_id"] == safety,
+           f"the exported rollback names the safety snapshot: {custom(r)['backup_checkpoint_rollback']}", r)
 
 
 def _artifact(h, name, triple, version="0.1.0", checkpoint_bytes=None):
