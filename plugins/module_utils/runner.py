@@ -60,6 +60,23 @@ def find_tool(module, name):
     return None
 
 
+def root_on_user_home(module):
+    """A reason to refuse, or None: running as root on a home that belongs to someone else
+    would leave root-owned files (the repository) there, the trap of a `become: true` play."""
+    if os.geteuid() != 0 or module.params.get("allow_root_on_user_home"):
+        return None
+    home = home_of(module)
+    try:
+        uid = os.stat(home).st_uid
+    except OSError:
+        return None
+    if uid == 0:
+        return None
+    return ("refusing to run as root on %s, which belongs to uid %d: the repository would be left owned by root. "
+            "Run as that user (the role's backup_checkpoint_user, i.e. become_user), or set "
+            "allow_root_on_user_home: true" % (home, uid))
+
+
 def searched(module):
     """The search order as words, for messages (the same as scripts/checkpoint-or-skip says)."""
     home = home_of(module)

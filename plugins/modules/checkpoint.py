@@ -44,6 +44,12 @@ options:
         with "backup tool not yet installed, skipping LABEL checkpoint".
     type: bool
     default: true
+  allow_root_on_user_home:
+    description:
+      - Run even as root on a home that belongs to another user (files written there belong to root).
+      - By default that is refused, naming the home and its owner.
+    type: bool
+    default: false
   bin_dir:
     description:
       - Directory searched first for the binaries. Then C(PATH), C(/opt/homebrew/bin),
@@ -179,7 +185,7 @@ tool:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dotfiles_backup.tools.plugins.module_utils.runner import (
-    COMMON_ARGS, common_argv, errors_text, find_tool, run, searched,
+    COMMON_ARGS, common_argv, errors_text, find_tool, root_on_user_home, run, searched,
 )
 
 
@@ -236,7 +242,8 @@ def main():
     spec = dict(phase=dict(type="str", choices=["pre-ansible", "pre-homebrew", "pre-dotfiles", "pre-applications",
                                                 "post-setup", "bootstrap-complete"]),
                 name=dict(type="str"), enabled=dict(type="bool", default=True),
-                required=dict(type="bool", default=True), fail_on_partial=dict(type="bool", default=False))
+                required=dict(type="bool", default=True), fail_on_partial=dict(type="bool", default=False),
+                allow_root_on_user_home=dict(type="bool", default=False))
     spec.update(COMMON_ARGS)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_one_of=[("phase", "name")], mutually_exclusive=[("phase", "name")])
@@ -259,6 +266,9 @@ def main():
                % (searched(module), label, label))
         module.fail_json(msg=msg, changed=False, **entry(label, kind, status="failed", reason="not installed", message=msg))
 
+    why = root_on_user_home(module)
+    if why:
+        module.fail_json(msg=why, changed=False, **entry(label, kind, status="failed", reason="wrong user", message=why))
     diff = live_diff(module, label, kind) if module._diff else None
     argv = common_argv(module, tool, kind) + (["--dry-run"] if module.check_mode else []) + ["--", label]
     rc, env = run(module, argv)

@@ -42,6 +42,12 @@ options:
     description: Keep paths created after the checkpoint (C(--keep-new)) instead of deleting them.
     type: bool
     default: false
+  allow_root_on_user_home:
+    description:
+      - Run even as root on a home that belongs to another user (files written there belong to root).
+      - By default that is refused, naming the home and its owner.
+    type: bool
+    default: false
   bin_dir:
     description: Directory searched first for the binaries (then C(PATH), Homebrew, C(~/.cargo/bin), C(~/.local/bin)).
     type: path
@@ -145,7 +151,7 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dotfiles_backup.tools.plugins.module_utils.runner import (
-    COMMON_ARGS, common_argv, errors_text, find_tool, home_of, run, searched,
+    COMMON_ARGS, common_argv, errors_text, find_tool, root_on_user_home, home_of, run, searched,
 )
 
 
@@ -206,7 +212,7 @@ def undo_target(module):
 
 def main():
     spec = dict(target=dict(type="str"), undo=dict(type="bool", default=False), undo_of=dict(type="str"),
-                keep_new=dict(type="bool", default=False))
+                keep_new=dict(type="bool", default=False), allow_root_on_user_home=dict(type="bool", default=False))
     spec.update(COMMON_ARGS)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=[("target", "undo_of")])
@@ -218,6 +224,9 @@ def main():
     if tool is None:
         module.fail_json(msg="backup tool not installed (looked in %s): run scripts/install, or include the role "
                              "with tasks_from: install" % searched(module))
+    why = root_on_user_home(module)
+    if why:
+        module.fail_json(msg=why, changed=False)
     what = p["target"]
     if p["undo"] or p["undo_of"]:
         what, why = (p["undo_of"], None) if p["undo_of"] else undo_target(module)

@@ -827,6 +827,16 @@ def scenario_become_user(h):
         expect(all(os.lstat(os.path.join(uhome, ".local/bin", t)).st_uid == ent.pw_uid for t in TOOLS),
                "the installed tools belong to the user", r)
         expect(not os.path.exists(h.repo), "the connecting user's home got nothing", r)
+
+        # The old trap: root pointed at the user's home without become_user. Refused, naming why.
+        snaps = sorted(os.listdir(os.path.join(repo, "snapshots")))
+        h.write(".zshrc", b"changed\n")
+        r = h.play("tests/ansible/playbooks/role-main.yml", "-e", f"backup_checkpoint_home={uhome}",
+                   "-e", "backup_checkpoint_install=false", "-e", "backup_checkpoint_name=as-root")
+        c = report(r).get("as-root", {})
+        expect(r["rc"] != 0 and c.get("reason") == "wrong user" and "refusing to run as root" in c.get("message", "")
+               and "backup_checkpoint_user" in c.get("message", ""), f"root on the user's home is refused: {c}", r)
+        expect(sorted(os.listdir(os.path.join(repo, "snapshots"))) == snaps, "and nothing was written", r)
     finally:
         subprocess.run(["userdel", user], capture_output=True)
 
