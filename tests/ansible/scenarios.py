@@ -581,7 +581,8 @@ def scenario_collection_by_fqcn_three_hosts_and_tags(h):
     names = subprocess.run(["tar", "tzf", os.path.join(out, tarballs[0])], capture_output=True, text=True).stdout.split()
     expect("plugins/modules/checkpoint.py" in names and "roles/backup_checkpoint/tasks/checkpoint.yml" in names
            and "LICENSE" in names and "meta/runtime.yml" in names
-           and not any(n.startswith(("src/", "target/", "tests/", "collections/")) for n in names),
+           and not any(n.startswith(("src/", "target/", "collections/", "fuzz/", "Cargo"))
+                       or (n.startswith("tests/") and not n.startswith("tests/sanity")) for n in names),
            f"the tarball holds the modules, role, LICENSE and runtime, not the Rust parts: {names}")
     coll = os.path.join(h.dir, "collections")
     # --force: the checkout's own collections/ link (ansible.cfg) would make it "already installed".
@@ -631,7 +632,7 @@ def scenario_collection_by_fqcn_three_hosts_and_tags(h):
         tasks_from: report
       tags: [dotfiles]
 """
-    r = _outside_play(h, play, inventory, "--tags", "dotfiles", cfg_lines=[f"collections_path = {coll}\n"])
+    r = _outside_play(h, play, inventory, "--tags", "dotfiles", "--diff", cfg_lines=[f"collections_path = {coll}\n"])
     expect(r["rc"] == 0 and all(s["failures"] == 0 for s in r["hosts"].values()) and sorted(r["hosts"]) == ["h1", "h2", "h3"],
            f"the play succeeds on three hosts: {r['hosts']} {r['failures']}", r)
     ids = set()
@@ -648,6 +649,9 @@ def scenario_collection_by_fqcn_three_hosts_and_tags(h):
     expect(not os.path.exists(h.repo), "the controller's home got no repository", r)
     mods = [t for t in r["tasks"] if t["action"] == "dotfiles_backup.tools.checkpoint" and t["status"] == "changed"]
     expect(len(mods) == 6, f"the module ran by FQCN, changed, for the role and directly on every host: {len(mods)}", r)
+    direct = [t["diff"] for t in r["tasks"] if t["task"] == "A manual checkpoint with the module itself"]
+    expect(len(direct) == 3 and all(d and "~ ~/.zshrc (content)" in d.get("prepared", "") for d in direct),
+           f"--diff: each manual checkpoint shows what changed since the phase's checkpoint: {direct}", r)
 
 
 def scenario_check_diff_and_idempotent_undo(h):
