@@ -741,3 +741,273 @@ fn a_rollback_of_several_hundred_files_lands_every_group_of_staged_writes() {
     assert_eq!(rc, 0, "{v}");
     assert_same(&describe(&e.home), &damaged);
 }
+
+// ---- Issue 19: rollback on homes laid out the way users keep them. ----
+
+/// The `path` values of the plan's actions of one kind.
+fn planned(v: &Value, action: &str) -> Vec<String> {
+    v["plan"]["actions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["action"] == action)
+                .map(|a| a["path"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A GNU Stow home: `~/.config` and `~/.zshrc` are links into `~/dotfiles`,
+/// and `~/.config/nvim` inside it is a folded directory (a link too).
+fn stow_home(home: &Path) {
+    let d = home.join("dotfiles");
+    std::fs::create_dir_all(d.join("config/git")).unwrap();
+    std::fs::create_dir_all(d.join("nvim")).unwrap();
+    std::fs::write(d.join("config/git/config"), b"[user]\n").unwrap();
+    std::fs::write(d.join("nvim/init.vim"), b"set nu\n").unwrap();
+    std::fs::write(d.join("zshrc"), b"export EDITOR=nvim\n").unwrap();
+    symlink("../../nvim", d.join("config/nvim")).unwrap();
+    symlink("dotfiles/config", home.join(".config")).unwrap();
+    symlink("dotfiles/zshrc", home.join(".zshrc")).unwrap();
+}
+
+#[test]
+fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
+    let e = Env::new();
+    stow_home(&e.home);
+    let before = describe(&e.home);
+    let v = e.checkpoint("c1", &["~/.config", "~/.zshrc"]);
+    assert!(v["stats"]["files_scanned"].as_u64().unwrap() >= 3, "{v}");
+    let d = e.home.join("dotfiles");
+    std::fs::write(d.join("nvim/init.vim"), b"BROKEN\n").unwrap();
+    std::fs::write(d.join("zshrc"), b"BROKEN\n").unwrap();
+    std::fs::write(d.join("config/git/new"), b"new\n").unwrap();
+
+    let (rc, v) = e.run("backup-list", &["--diff", "c1"]);
+    assert_eq!(rc, 0, "{v}");
+    let changed: Vec<&str> = v["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "~/dotfiles/nvim/init.vim",
+        "~/dotfiles/zshrc",
+        "~/dotfiles/config/git/new",
+    ] {
+        assert!(changed.contains(&p), "{p} not in the diff: {v}");
+    }
+
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        planned(&v, "update").contains(&"~/dotfiles/nvim/init.vim".to_string()),
+        "{v}"
+    );
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["stats"]["failed"], 0, "{v}");
+    assert_same(&describe(&e.home), &before);
+
+    // A link changed to point elsewhere comes back, with its content.
+    std::fs::remove_file(e.home.join(".zshrc")).unwrap();
+    std::fs::write(e.home.join("other"), b"other\n").unwrap();
+    symlink("other", e.home.join(".zshrc")).unwrap();
+    std::fs::remove_file(d.join("zshrc")).unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1", "--path", "~/.zshrc"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read_link(e.home.join(".zshrc")).unwrap(), Path::new("dotfiles/zshrc"));
+    assert_eq!(std::fs::read(d.join("zshrc")).unwrap(), b"export EDITOR=nvim\n");
+    assert_eq!(std::fs::read(e.home.join("other")).unwrap(), b"other\n");
+
+    // --path through a link selects the content it leads to.
+    std::fs::write(d.join("nvim/init.vim"), b"BROKEN again\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1", "--path", "~/.config/nvim"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(d.join("nvim/init.vim")).unwrap(), b"set nu\n");
+
+    let (rc, v) = e.run("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0, "{v}");
+}
+
+#[test]
+fn a_link_planted_after_the_checkpoint_is_never_written_through() {
+    let e = Env::new();
+    stow_home(&e.home);
+    e.checkpoint("c1", &["~/.config"]);
+    // ~/dotfiles is swapped for a link to a directory outside the home.
+    let outside = e.home.parent().unwrap().join("outside");
+    std::fs::create_dir_all(outside.join("nvim")).unwrap();
+    std::fs::write(outside.join("nvim/init.vim"), b"outside\n").unwrap();
+    std::fs::rename(e.home.join("dotfiles"), e.home.parent().unwrap().join("moved")).unwrap();
+    symlink(&outside, e.home.join("dotfiles")).unwrap();
+    let outside_before = describe(&outside);
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_same(&describe(&outside), &outside_before);
+    // The planted link is replaced by the real directory, or the run says what it could not do.
+    if rc == 0 {
+        assert!(std::fs::symlink_metadata(e.home.join("dotfiles")).unwrap().is_dir());
+        assert_eq!(
+            std::fs::read(e.home.join("dotfiles/nvim/init.vim")).unwrap(),
+            b"set nu\n"
+        );
+    } else {
+        assert_eq!(rc, 3, "{v}");
+    }
+}
+
+#[test]
+fn links_leaving_home_are_recorded_but_not_followed_unless_allowed() {
+    let e = Env::new();
+    let outside = e.home.parent().unwrap().join("shared");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("gitconfig"), b"[core]\n").unwrap();
+    symlink(outside.join("gitconfig"), e.home.join(".gitconfig")).unwrap();
+    let v = e.checkpoint("c1", &["~/.gitconfig"]);
+    assert_eq!(v["stats"]["files_scanned"], 0, "{v}");
+    std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(outside.join("gitconfig")).unwrap(), b"changed\n");
+
+    // Allowed by prefix in the config: tracked and rolled back.
+    let cfg = e.home.join(".config/dotfiles-backup");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("config.toml"),
+        format!("[track]\nfollow_links_into = [{:?}]\n", outside.to_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(outside.join("gitconfig"), b"[core]\n").unwrap();
+    let v = e.checkpoint("c2", &["~/.gitconfig"]);
+    assert_eq!(v["stats"]["files_scanned"], 1, "{v}");
+    std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c2"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(outside.join("gitconfig")).unwrap(), b"[core]\n");
+}
+
+#[test]
+fn the_tools_own_files_are_never_rolled_back_and_undo_still_works() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config/nvim")).unwrap();
+    std::fs::write(e.home.join(".config/nvim/init.lua"), b"x").unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    let cfg = e.home.join(".config/dotfiles-backup");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("config.toml"), "[safety]\n").unwrap();
+    std::fs::write(cfg.join("ignore"), "*.log\n").unwrap();
+    std::fs::write(cfg.join("recipients.txt"), "").unwrap();
+    std::fs::write(e.home.join(".config/nvim/init.lua"), b"changed").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    let kept: Vec<&Value> = v["plan"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["path"].as_str().unwrap().contains("dotfiles-backup"))
+        .collect();
+    assert!(kept.iter().all(|a| a["action"] == "skip"), "{v}");
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    for f in ["config.toml", "ignore", "recipients.txt"] {
+        assert!(cfg.join(f).exists(), "{f} was removed: {v}");
+    }
+    assert_eq!(std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(), b"x");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(), b"changed");
+    let (rc, v) = e.run("backup-checkpoint", &["manual", "c2", "--sizes"]);
+    assert_eq!(rc, 0, "{v}");
+    let (rc, v) = e.run("backup-checkpoint", &["manual", "c3", "--path", "~/.config", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        v.to_string().contains("tool state"),
+        "the reason is shown: {v}"
+    );
+}
+
+#[test]
+fn a_directory_holding_excluded_content_is_kept_and_rollback_succeeds_once() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    std::fs::write(e.home.join(".config/a"), b"a").unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    let proj = e.home.join(".config/proj");
+    std::fs::create_dir_all(proj.join("sub")).unwrap();
+    std::fs::write(proj.join("sub/file"), b"f").unwrap();
+    std::fs::write(proj.join("gone"), b"g").unwrap();
+    let fifo = proj.join("sub/fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    let deletes = planned(&v, "delete");
+    assert!(!deletes.iter().any(|p| p.ends_with("proj") || p.ends_with("sub")), "{v}");
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["stats"]["failed"], 0, "{v}");
+    assert!(!proj.join("gone").exists());
+    assert!(!proj.join("sub/file").exists());
+    assert!(std::fs::symlink_metadata(&fifo).is_ok(), "the excluded FIFO stays");
+    // Nothing left to do: no second safety snapshot.
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(v["snapshot"].is_null(), "{v}");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(proj.join("gone")).unwrap(), b"g");
+    assert_eq!(std::fs::read(proj.join("sub/file")).unwrap(), b"f");
+}
+
+#[test]
+fn a_file_that_cannot_be_read_is_a_partial_rollback_not_success() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    std::fs::write(e.home.join(".config/a"), b"a").unwrap();
+    std::fs::write(e.home.join(".config/b"), b"b").unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    std::fs::write(e.home.join(".config/a"), b"changed").unwrap();
+    std::fs::write(e.home.join(".config/b"), b"changed").unwrap();
+    set_mode(&e.home.join(".config/a"), 0o000);
+    // As root every file is readable: run as an unprivileged user then.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        let tmp = e.home.parent().unwrap();
+        set_mode(tmp, 0o755);
+        chown_tree(&e.home, 65534);
+        chown_tree(&e.repo, 65534);
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-rollback"));
+    cmd.args(["c1", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &e.home)
+        .env("BACKUP_REPO", &e.repo);
+    if root {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(v["status"], "partial", "{v}");
+    assert!(
+        v["errors"].as_array().unwrap().iter().any(|x| x["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(".config/a"))),
+        "{v}"
+    );
+    set_mode(&e.home.join(".config/a"), 0o644);
+    assert_eq!(std::fs::read(e.home.join(".config/b")).unwrap(), b"b");
+}
+
+fn chown_tree(p: &Path, uid: u32) {
+    let _ = std::os::unix::fs::lchown(p, Some(uid), Some(uid));
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for c in std::fs::read_dir(p).unwrap() {
+            chown_tree(&c.unwrap().path(), uid);
+        }
+    }
+}

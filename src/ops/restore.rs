@@ -105,7 +105,15 @@ pub struct Action {
     /// Current type, if the path exists.
     #[serde(skip)]
     pub current: Option<EntryType>,
+    /// A skip that leaves the path different from the snapshot because it
+    /// cannot be kept in the safety snapshot (unreadable now): the run
+    /// reports it as an error (exit 3), never as success.
+    #[serde(skip)]
+    pub blocked: bool,
 }
+
+/// `omitted` value of an entry whose content could not be read.
+const UNREADABLE: &str = "unreadable";
 
 /// Desired and current states keyed by absolute path bytes.
 pub type State = BTreeMap<Vec<u8>, Entry>;
@@ -125,6 +133,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
             abs: abs.clone(),
             desired: Some(want.clone()),
             current: have.map(|h| h.kind),
+            blocked: false,
         };
         if want.omitted.is_some() {
             out.push(mk(
@@ -147,7 +156,13 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
             continue;
         };
         if have.omitted.is_some() {
-            out.push(mk(ActionKind::Skip, "current content is not in the safety snapshot (secret or unreadable); left as it is", 0));
+            if have.omitted.as_deref() == Some(UNREADABLE) {
+                let mut a = mk(ActionKind::Skip, "cannot be read now, so it cannot be kept in the safety snapshot; not rolled back", 0);
+                a.blocked = true;
+                out.push(a);
+            } else {
+                out.push(mk(ActionKind::Skip, "current content is not in the safety snapshot (secret or unreadable); left as it is", 0));
+            }
             continue;
         }
         // The same comparison `backup-list --diff` reports (crate::diff).
@@ -219,6 +234,8 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
             }
             let keep_reason = if keep_new && !desired.contains_key(abs) {
                 Some("created since the snapshot; kept (--keep-new)")
+            } else if have.omitted.as_deref() == Some(UNREADABLE) {
+                Some("cannot be read now, so it cannot be kept in the safety snapshot; not removed")
             } else if have.omitted.is_some() {
                 Some("not in the safety snapshot (secret or unreadable); left as it is")
             } else if have.kind == EntryType::Dir && kept_dirs.contains(abs) {
@@ -239,6 +256,8 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                             abs: abs.clone(),
                             desired: None,
                             current: Some(have.kind),
+                            blocked: !(keep_new && !desired.contains_key(abs))
+                                && have.omitted.as_deref() == Some(UNREADABLE),
                         });
                     }
                 }
@@ -252,6 +271,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                     abs: abs.clone(),
                     desired: None,
                     current: Some(have.kind),
+                    blocked: false,
                 }),
             }
         }
@@ -719,17 +739,21 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
             )));
         }
     }
+    let blocked = blocked_errors(&actions);
     if opts.dry_run || changing == 0 {
         for a in &actions {
             count(&mut stats, a.action);
         }
         env.changed = false;
         env.stats = to_map(&stats);
-        if changing == 0 && !opts.dry_run {
+        if changing == 0 && !opts.dry_run && blocked.is_empty() {
             env.warnings.push(Warning::new(
                 "nothing_to_do",
                 "everything already matches the snapshot",
             ));
+        }
+        if !opts.dry_run {
+            report_errors(env, &blocked);
         }
         return Ok(());
     }
@@ -751,7 +775,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         .map(|s| SnapshotInfo::from_snapshot(s, safety.reused));
     let index = repo.index()?;
     let anchor = opts.target.clone();
-    let mut errors = Vec::new();
+    let mut errors = blocked;
     apply(
         &repo,
         &index,
@@ -778,16 +802,43 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     }
     env.changed = stats.created + stats.updated + stats.deleted + stats.metadata > 0;
     env.stats = to_map(&stats);
-    if !errors.is_empty() {
-        for e in &errors {
-            env.errors.push(e.into());
-        }
-        env.status = Status::Partial;
-        env.set_exit(ExitCode::Partial);
-        env.put("can_retry", errors.iter().any(|e| e.retryable));
-    }
+    report_errors(env, &errors);
     drop(guard);
     Ok(())
+}
+
+/// Paths left different from the snapshot make the run partial (exit 3).
+fn report_errors(env: &mut Envelope, errors: &[Error]) {
+    if errors.is_empty() {
+        return;
+    }
+    for e in errors {
+        env.errors.push(e.into());
+    }
+    env.status = Status::Partial;
+    env.set_exit(ExitCode::Partial);
+    env.put("can_retry", errors.iter().any(|e| e.retryable));
+}
+
+/// One error per path the plan cannot put back (see [`Action::blocked`]).
+fn blocked_errors(actions: &[Action]) -> Vec<Error> {
+    actions
+        .iter()
+        .filter(|a| a.blocked)
+        .map(|a| {
+            let p = Path::new(OsStr::from_bytes(&a.abs));
+            Error::new(
+                ExitCode::Partial,
+                "not_restored",
+                format!(
+                    "{}: not rolled back: it cannot be read, so the safety snapshot cannot keep its current content",
+                    a.path
+                ),
+            )
+            .with_path(p)
+            .with_hint("make it readable by this user (chmod u+r), then run the same command again")
+        })
+        .collect()
 }
 
 fn to_map(stats: &ApplyStats) -> serde_json::Map<String, serde_json::Value> {
