@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 use crate::paths::{display_path, ByteName};
 use crate::repo::snapshot::EntryType;
 
+/// The reason given for the tool's own files (repository, config, ignore
+/// file, recipients, identity, secret-id keys): never stored, never rolled back.
+pub const TOOL_STATE: &str = "tool state";
+
 /// The reason given for a temp file of ours found by a scan.
 pub const INTERRUPTED_WRITE: &str = "temp file of an interrupted write";
 
@@ -86,8 +90,11 @@ pub struct ScannedRoot {
 pub struct Excluded {
     /// `~`-relative path.
     pub path: String,
-    /// `exclude pattern`, `ignore file`, `CACHEDIR.TAG`, `repository`, `special file`, `too large`.
+    /// `exclude pattern`, `ignore file`, `CACHEDIR.TAG`, `tool state`, `special file`, `too large`.
     pub reason: String,
+    /// Absolute path (rollback keeps the directories holding it).
+    #[serde(skip)]
+    pub abs: PathBuf,
 }
 
 /// Everything a scan found.
@@ -107,6 +114,9 @@ pub struct Rules {
     ignore_file: Option<Gitignore>,
     exclude_caches: bool,
     repo: PathBuf,
+    /// The tool's own files (config, ignore file, recipients): never stored,
+    /// so that no rollback deletes or rewrites them.
+    tool_files: Vec<PathBuf>,
     secret: GlobSet,
     private: GlobSet,
     public: GlobSet,
@@ -163,6 +173,15 @@ impl Rules {
             ignore_file,
             exclude_caches: settings.exclude_caches,
             repo: settings.repo.clone(),
+            tool_files: [
+                settings.config_file.as_ref(),
+                settings.ignore_file.as_ref(),
+                settings.secrets.recipients_file.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
             secret: globset(&settings.secret_patterns)?,
             private: globset(&settings.private_patterns)?,
             public: globset(&settings.public_patterns)?,
@@ -177,21 +196,8 @@ impl Rules {
     /// listing it reads anyway: probing every directory for the tag cost one
     /// failed `openat` per directory.)
     pub fn exclusion(&self, abs: &Path, is_dir: bool) -> Option<&'static str> {
-        if abs == self.repo {
-            return Some("repository");
-        }
-        // The private key that decrypts the secrets: storing it beside them
-        // would defeat the encryption, and rollback must never touch it.
-        if self.secrets.identity_file.as_deref() == Some(abs) {
-            return Some("age identity (never stored)");
-        }
-        if self
-            .secrets
-            .key_dir
-            .as_deref()
-            .is_some_and(|k| abs.starts_with(k))
-        {
-            return Some("secret-id keys (never stored)");
+        if self.is_tool_state(abs) {
+            return Some(TOOL_STATE);
         }
         let under_home = self.home.as_ref().is_some_and(|h| abs.starts_with(h));
         if under_home || self.home.is_none() {
@@ -210,6 +216,22 @@ impl Rules {
             }
         }
         None
+    }
+
+    /// Is `abs` (or a directory above it) the tool's own state: the
+    /// repository, its config, ignore file and recipients, the secret-id keys,
+    /// or the private key that decrypts the secrets (storing it beside them
+    /// would defeat the encryption)? A rollback past their creation must not
+    /// remove them: the `--undo` it prints needs them.
+    pub fn is_tool_state(&self, abs: &Path) -> bool {
+        abs.starts_with(&self.repo)
+            || self.tool_files.iter().any(|f| f == abs)
+            || self.secrets.identity_file.as_deref() == Some(abs)
+            || self
+                .secrets
+                .key_dir
+                .as_deref()
+                .is_some_and(|k| abs.starts_with(k))
     }
 
     /// The data class of a path.
@@ -341,6 +363,7 @@ fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> Scanned
             sr.present = false;
             out.excluded.push(Excluded {
                 path: display_path(&root.abs),
+                abs: root.abs.clone(),
                 reason: special_kind(&meta.file_type()).into(),
             });
         }
@@ -352,6 +375,7 @@ fn admit_file(item: &ScanItem, rules: &Rules, excluded: &mut Vec<Excluded>) -> b
     if item.kind == EntryType::File && item.size > rules.max_file_size {
         excluded.push(Excluded {
             path: display_path(&item.abs),
+                abs: item.abs.clone(),
             reason: format!(
                 "too large ({} bytes > max_file_size {})",
                 item.size, rules.max_file_size
@@ -426,6 +450,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
             // A write of ours that was interrupted; never back it up. Restore cleans it.
             w.excluded.push(Excluded {
                 path: display_path(&abs),
+                abs: abs.clone(),
                 reason: INTERRUPTED_WRITE.into(),
             });
             return w;
@@ -433,6 +458,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
         if let Some(reason) = rules.exclusion(&abs, is_dir) {
             w.excluded.push(Excluded {
                 path: display_path(&abs),
+                abs: abs.clone(),
                 reason: reason.into(),
             });
             return w;
@@ -450,6 +476,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
                     if sub.cache_tagged {
                         w.excluded.push(Excluded {
                             path: display_path(&abs),
+                abs: abs.clone(),
                             reason: "CACHEDIR.TAG".into(),
                         });
                     } else {
@@ -462,6 +489,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
             }
             None => w.excluded.push(Excluded {
                 path: display_path(&abs),
+                abs: abs.clone(),
                 reason: special_kind(&meta.file_type()).into(),
             }),
         }

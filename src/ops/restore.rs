@@ -120,6 +120,19 @@ pub type State = BTreeMap<Vec<u8>, Entry>;
 
 /// Compare desired (snapshot) with current (safety tree) and list the actions. Pure.
 pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
+    plan_keeping(desired, current, mode, &BTreeMap::new())
+}
+
+/// [`plan`], where `excluded` maps paths the safety scan left out (excluded
+/// by a rule, special files) to the reason: they are never touched, so the
+/// directories holding them are kept, never planned for deletion (which
+/// could only fail with "directory not empty").
+pub fn plan_keeping(
+    desired: &State,
+    current: &State,
+    mode: Mode2,
+    excluded: &BTreeMap<Vec<u8>, String>,
+) -> Vec<Action> {
     let mut out = Vec::new();
     let shown = |abs: &[u8]| display_path(Path::new(OsStr::from_bytes(abs)));
     for (abs, want) in desired {
@@ -223,6 +236,27 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
         // Paths that exist now but not in the snapshot. A directory can only
         // go when everything under it goes.
         let mut kept_dirs: BTreeSet<Vec<u8>> = BTreeSet::new();
+        // Directory -> an excluded path below it, with its reason.
+        let mut holds_excluded: BTreeMap<Vec<u8>, (&[u8], &str)> = BTreeMap::new();
+        for (abs, why) in excluded {
+            let mut p = &abs[..];
+            while let Some(i) = p.iter().rposition(|b| *b == b'/') {
+                p = &p[..i];
+                if p.is_empty() || holds_excluded.contains_key(p) {
+                    break;
+                }
+                holds_excluded.insert(p.to_vec(), (abs, why));
+                kept_dirs.insert(p.to_vec());
+            }
+        }
+        let excluded_reason = |abs: &[u8]| {
+            holds_excluded.get(abs).map(|(p, why)| {
+                format!(
+                    "holds {} ({why}), which is not in snapshots; kept",
+                    shown(p)
+                )
+            })
+        };
         let mut deletes = Vec::new();
         for (abs, have) in current.iter().rev() {
             let replaced_by_other_type = desired.get(abs).is_some_and(|w| w.kind != have.kind);
@@ -233,13 +267,13 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                 continue;
             }
             let keep_reason = if keep_new && !desired.contains_key(abs) {
-                Some("created since the snapshot; kept (--keep-new)")
+                Some("created since the snapshot; kept (--keep-new)".to_string())
             } else if have.omitted.as_deref() == Some(UNREADABLE) {
-                Some("cannot be read now, so it cannot be kept in the safety snapshot; not removed")
+                Some("cannot be read now, so it cannot be kept in the safety snapshot; not removed".to_string())
             } else if have.omitted.is_some() {
-                Some("not in the safety snapshot (secret or unreadable); left as it is")
+                Some("not in the safety snapshot (secret or unreadable); left as it is".to_string())
             } else if have.kind == EntryType::Dir && kept_dirs.contains(abs) {
-                Some("directory still holds paths that are kept")
+                Some(excluded_reason(abs).unwrap_or_else(|| "directory still holds paths that are kept".to_string()))
             } else {
                 None
             };
@@ -251,7 +285,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                             action: ActionKind::Skip,
                             path: shown(abs),
                             kind: have.kind,
-                            reason: r.into(),
+                            reason: r,
                             bytes: 0,
                             abs: abs.clone(),
                             desired: None,
@@ -287,7 +321,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
     }
     // Restore never deletes, so a non-empty directory cannot be replaced.
     let mut nonempty: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for abs in current.keys() {
+    for abs in current.keys().chain(excluded.keys()) {
         if let Some(i) = abs.iter().rposition(|b| *b == b'/') {
             nonempty.insert(abs[..i].to_vec());
         }
@@ -690,7 +724,33 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     let (current, _) = flatten(safety.tree(), &|root: &Path| {
         Ok(expand_tilde(root, settings.home.as_deref()).unwrap_or_else(|| root.to_path_buf()))
     })?;
-    let actions = plan(&desired, &current, opts.mode);
+    let excluded: BTreeMap<Vec<u8>, String> = safety
+        .excluded()
+        .iter()
+        .map(|x| (x.abs.as_os_str().as_bytes().to_vec(), x.reason.clone()))
+        .collect();
+    // The tool's own files are never rolled back, whatever the snapshot
+    // holds (one taken before they were excluded may hold them).
+    let tool_state: Vec<(Vec<u8>, Entry)> = desired
+        .iter()
+        .filter(|(abs, _)| rules.is_tool_state(Path::new(OsStr::from_bytes(abs))))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (abs, _) in &tool_state {
+        desired.remove(abs);
+    }
+    let mut actions = plan_keeping(&desired, &current, opts.mode, &excluded);
+    actions.extend(tool_state.into_iter().map(|(abs, want)| Action {
+        action: ActionKind::Skip,
+        path: display_path(Path::new(OsStr::from_bytes(&abs))),
+        kind: want.kind,
+        reason: format!("{}; never rolled back", crate::scan::TOOL_STATE),
+        bytes: 0,
+        abs,
+        desired: None,
+        current: None,
+        blocked: false,
+    }));
     let mut stats = ApplyStats::default();
     let changing = actions
         .iter()
