@@ -396,6 +396,7 @@ struct TrackSection {
     ignore_file: Option<String>,
     exclude_caches: Option<bool>,
     max_file_size: Option<u64>,
+    follow_links_into: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -459,6 +460,10 @@ pub struct Settings {
     pub ignore_file: Option<PathBuf>,
     /// Skip directories holding a valid `CACHEDIR.TAG`.
     pub exclude_caches: bool,
+    /// Outside `$HOME`, a tracked symlink's target is tracked too only when
+    /// it is beneath one of these (`track.follow_links_into`); inside
+    /// `$HOME` always.
+    pub follow_links_into: Vec<PathBuf>,
     /// Larger files are skipped with a warning.
     pub max_file_size: u64,
     /// Class patterns.
@@ -704,6 +709,10 @@ impl Settings {
             None => expand_tilde(Path::new(DEFAULT_IGNORE_FILE), home.as_deref()),
         };
 
+        let mut follow_links_into = Vec::new();
+        for p in file.track.follow_links_into.iter().flatten() {
+            follow_links_into.push(expand(p, "track.follow_links_into")?);
+        }
         let pick = |v: &Option<Vec<String>>, d: &[&str]| -> Vec<String> {
             v.clone()
                 .unwrap_or_else(|| d.iter().map(|s| s.to_string()).collect())
@@ -806,6 +815,7 @@ impl Settings {
             excludes,
             ignore_file,
             exclude_caches: file.track.exclude_caches.unwrap_or(true),
+            follow_links_into,
             max_file_size: file.track.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
             secret_patterns: pick(&file.classes.secret, DEFAULT_SECRET_PATTERNS),
             private_patterns: pick(&file.classes.private, DEFAULT_PRIVATE_PATTERNS),

@@ -766,7 +766,7 @@ fn stow_home(home: &Path) {
     std::fs::write(d.join("config/git/config"), b"[user]\n").unwrap();
     std::fs::write(d.join("nvim/init.vim"), b"set nu\n").unwrap();
     std::fs::write(d.join("zshrc"), b"export EDITOR=nvim\n").unwrap();
-    symlink("../../nvim", d.join("config/nvim")).unwrap();
+    symlink("../nvim", d.join("config/nvim")).unwrap();
     symlink("dotfiles/config", home.join(".config")).unwrap();
     symlink("dotfiles/zshrc", home.join(".zshrc")).unwrap();
 }
@@ -808,7 +808,12 @@ fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
     let (rc, v) = e.run("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["stats"]["failed"], 0, "{v}");
-    assert_same(&describe(&e.home), &before);
+    // ~/dotfiles itself is not tracked (only what the links lead to): its time moves.
+    let untracked = |mut m: BTreeMap<Vec<u8>, String>| {
+        m.remove(&b"dotfiles"[..]);
+        m
+    };
+    assert_same(&untracked(describe(&e.home)), &untracked(before.clone()));
 
     // A link changed to point elsewhere comes back, with its content.
     std::fs::remove_file(e.home.join(".zshrc")).unwrap();

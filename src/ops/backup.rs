@@ -570,6 +570,10 @@ pub fn prepare_snapshot<'r>(
             root: ByteName::from(root.root.shown.as_os_str()),
             present: root.present,
             entries,
+            link: root
+                .link
+                .as_ref()
+                .map(|l| ByteName::from(rules.shown(l).as_os_str())),
         });
     }
     summary.new_blobs = stats.new_blobs;

@@ -285,7 +285,13 @@ fn live_tree(
     env: &mut Envelope,
 ) -> Result<crate::repo::snapshot::Tree> {
     use crate::ops::backup::{snapshot_roots, BackupOptions};
-    let place = crate::ops::restore::placer(settings.home.as_deref(), None, &settings.roots);
+    let follow = crate::ops::restore::follow_prefixes(settings);
+    let place = crate::ops::restore::placer_following(
+        settings.home.as_deref(),
+        None,
+        &settings.roots,
+        &follow,
+    );
     let mut roots = Vec::with_capacity(old.roots.len());
     for r in &old.roots {
         let abs = place(r.root.as_path())?;

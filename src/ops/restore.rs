@@ -439,6 +439,17 @@ pub fn placer<'a>(
     target: Option<&'a Path>,
     configured: &'a [TrackedRoot],
 ) -> impl Fn(&Path) -> Result<PathBuf> + 'a {
+    placer_following(home, target, configured, &[])
+}
+
+/// [`placer`], also accepting absolute roots beneath `follow` (the
+/// `track.follow_links_into` prefixes: symlinked content outside `$HOME`).
+pub fn placer_following<'a>(
+    home: Option<&'a Path>,
+    target: Option<&'a Path>,
+    configured: &'a [TrackedRoot],
+    follow: &'a [PathBuf],
+) -> impl Fn(&Path) -> Result<PathBuf> + 'a {
     move |root: &Path| {
         let bytes = root.as_os_str().as_bytes();
         let (inner, is_home): (&[u8], bool) = if bytes == b"~" {
@@ -491,7 +502,7 @@ pub fn placer<'a>(
             });
         }
         let abs = Path::new("/").join(inner);
-        if configured.iter().any(|r| r.abs == abs) {
+        if configured.iter().any(|r| r.abs == abs) || follow.iter().any(|p| abs.starts_with(p)) {
             Ok(abs)
         } else {
             Err(Error::new(
@@ -505,6 +516,52 @@ pub fn placer<'a>(
             .with_hint("restore it with --target DIR, or add it to track.config"))
         }
     }
+}
+
+/// The `track.follow_links_into` prefixes with their links resolved, as
+/// the scan compares them.
+pub fn follow_prefixes(settings: &Settings) -> Vec<PathBuf> {
+    settings
+        .follow_links_into
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect()
+}
+
+/// `--path` values seen through the snapshot's links (`links`: where each
+/// link is, and the root its content was tracked as): a path below a link
+/// becomes the same path below its target, and a link named itself selects
+/// its target's root too. Chains of links are followed (a bounded number
+/// of times: the links come from a snapshot and may form a cycle).
+fn through_links(only: &[PathBuf], links: &[(PathBuf, PathBuf)]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = only.to_vec();
+    for _ in 0..16 {
+        let mut next: Vec<PathBuf> = Vec::new();
+        let mut changed = false;
+        for o in &out {
+            let mut replaced = false;
+            for (link, root) in links {
+                if o == link {
+                    if !out.contains(root) && !next.contains(root) {
+                        next.push(root.clone());
+                        changed = true;
+                    }
+                } else if let Ok(rest) = o.strip_prefix(link) {
+                    next.push(root.join(rest));
+                    replaced = true;
+                    changed = true;
+                }
+            }
+            if !replaced && !next.contains(o) {
+                next.push(o.clone());
+            }
+        }
+        out = next;
+        if !changed {
+            break;
+        }
+    }
+    out
 }
 
 /// Options for restore and rollback.
@@ -648,23 +705,31 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     };
     env.put("source", SnapshotInfo::from_snapshot(chosen, false));
     let tree = repo.tree(&chosen.record.tree)?;
-    let place = placer(
+    let follow = follow_prefixes(settings);
+    let place = placer_following(
         settings.home.as_deref(),
         opts.target.as_deref(),
         &settings.roots,
+        &follow,
     );
     let (mut desired, mut roots) = flatten(&tree, &place)?;
     if !opts.only.is_empty() {
+        let mut links = Vec::new();
+        for r in tree.roots.iter() {
+            if let Some(l) = &r.link {
+                links.push((place(l.as_path())?, place(r.root.as_path())?));
+            }
+        }
+        let only = through_links(&opts.only, &links);
         let keep = |p: &[u8]| {
-            opts.only
-                .iter()
+            only.iter()
                 .any(|o| Path::new(OsStr::from_bytes(p)).starts_with(o))
         };
         desired.retain(|k, _| keep(k));
         // A selected path inside a root narrows it; one that contains a root selects the whole root.
         let mut mapped: Vec<PathBuf> = Vec::new();
         for r in &roots {
-            for o in &opts.only {
+            for o in &only {
                 let pick = if o.starts_with(r) {
                     Some(o.clone())
                 } else if r.starts_with(o) {
@@ -700,7 +765,11 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
             abs: abs.clone(),
         })
         .collect();
-    let rules = Rules::new(settings)?;
+    let mut rules = Rules::new(settings)?;
+    // The snapshot's roots include the content its links led to, resolved
+    // when it was taken: the current state is those same paths, never where
+    // a link leads now (a link changed since is put back as a link).
+    rules.follow_links = false;
     let label = match (&opts.selector, opts.mode) {
         (None, _) => "before-undo",
         (_, Mode2::Rollback { .. }) => "before-rollback",
@@ -844,6 +913,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
             home: settings.home.as_deref(),
             target: anchor.as_deref(),
             clean_temps,
+            desired: Some(&desired),
         },
         &secret_access(settings, &actions),
         &mut stats,
@@ -987,6 +1057,10 @@ pub struct ApplyTarget<'a> {
     /// stale ones in every directory changed (otherwise none can be there,
     /// and the listing of each directory is saved).
     pub clean_temps: bool,
+    /// The snapshot's entries: a directory whose entries change gets its
+    /// stored time back afterwards even when the plan has no action for it
+    /// (a rename into it moved its mtime).
+    pub desired: Option<&'a State>,
 }
 
 /// Execute a plan. Per-path failures are collected; everything else proceeds.
@@ -1007,6 +1081,7 @@ pub fn apply(
         home,
         target,
         clean_temps,
+        desired,
     } = place;
     if let Some(t) = target {
         if let Err(e) = std::fs::create_dir_all(t) {
@@ -1252,6 +1327,21 @@ pub fn apply(
     drop(last_parent);
     // Directory modes and times, deepest first, after all children changed.
     // Each is made durable with the directories below.
+    if let Some(desired) = desired {
+        for (anchor, rel) in dirs_to_sync.keys() {
+            let mut abs = anchor.as_os_str().as_bytes().to_vec();
+            if !rel.is_empty() {
+                abs.push(b'/');
+                abs.extend_from_slice(rel);
+            }
+            let planned = dir_times.iter().any(|d| d.0 == *anchor && d.1 == *rel);
+            if let Some(want) = desired.get(&abs).filter(|w| w.kind == EntryType::Dir) {
+                if !planned {
+                    dir_times.push((anchor.clone(), rel.clone(), want.clone()));
+                }
+            }
+        }
+    }
     dir_times.sort_by_key(|d| std::cmp::Reverse(d.1.len()));
     for (anchor, rel, want) in dir_times {
         let res = Dir::open(&anchor)
@@ -1636,6 +1726,7 @@ mod tests {
                     root: ByteName::from("~/d"),
                     present: true,
                     entries: vec![dir(), e],
+                    link: None,
                 }],
             };
             let place = |_: &Path| Ok(PathBuf::from("/h/d"));

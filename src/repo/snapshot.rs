@@ -195,6 +195,11 @@ pub struct RootTree {
     pub present: bool,
     /// Entries sorted by path bytes; the root itself (path "") first when present.
     pub entries: Vec<Entry>,
+    /// Tracked because this symlink (`~/`-relative where under `$HOME`,
+    /// itself an entry of another root) resolved here when the snapshot was
+    /// taken (symlinked dotfiles, docs/cli.md). Absent for configured roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<ByteName>,
 }
 
 /// The content of a snapshot.
@@ -278,10 +283,12 @@ impl Tree {
             root,
             present,
             entries,
+            link,
         } in roots
         {
             bytes(&mut h, &root.0);
             h.update([u8::from(*present)]);
+            opt(&mut h, link.as_ref().map(|l| &l.0[..]));
             h.update((entries.len() as u64).to_le_bytes());
             for Entry {
                 path,
@@ -411,6 +418,7 @@ mod tests {
                 root: ByteName(b"~".to_vec()),
                 present: true,
                 entries: vec![file],
+                link: None,
             }],
         }
     }
@@ -426,6 +434,7 @@ mod tests {
             Box::new(|t| t.version += 1),
             Box::new(|t| t.roots[0].root = ByteName(b"~/x".to_vec())),
             Box::new(|t| t.roots[0].present = false),
+            Box::new(|t| t.roots[0].link = Some(ByteName(b"~/l".to_vec()))),
             Box::new(|t| t.roots[0].entries[0].path = ByteName(b"b".to_vec())),
             Box::new(|t| t.roots[0].entries[0].kind = EntryType::Symlink),
             Box::new(|t| t.roots[0].entries[0].mode = 0o600),
@@ -500,6 +509,7 @@ mod tests {
                     omitted: None,
                     sealed: None,
                 }],
+                link: None,
             }],
         };
         let (a, bytes) = t.encode();
