@@ -239,6 +239,11 @@ impl Rules {
         None
     }
 
+    /// `$HOME`, if set.
+    pub fn home(&self) -> Option<&Path> {
+        self.home.as_deref()
+    }
+
     /// `p` as shown and stored: `~/`-relative under `$HOME`.
     pub fn shown(&self, p: &Path) -> PathBuf {
         crate::paths::tilde_form(p, self.home.as_deref())

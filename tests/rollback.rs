@@ -1016,3 +1016,57 @@ fn chown_tree(p: &Path, uid: u32) {
         }
     }
 }
+
+#[test]
+fn two_homes_sharing_a_repository_never_cross() {
+    let e = Env::new();
+    let h2 = e.home.parent().unwrap().join("home2");
+    std::fs::create_dir_all(&h2).unwrap();
+    let run = |home: &Path, args: &[&str]| -> (i32, Value) {
+        let out = Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
+            .args(&args[1..])
+            .arg("--json")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("BACKUP_REPO", &e.repo)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    std::fs::write(e.home.join(".zshrc"), b"h1 v1").unwrap();
+    std::fs::write(h2.join(".zshrc"), b"h2 v1").unwrap();
+    let (rc, v) = run(&e.home, &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"]);
+    assert_eq!(rc, 0, "{v}");
+    let (rc, v) = run(&h2, &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"]);
+    assert_eq!(rc, 0, "{v}");
+    // h2 rolls back; h1's undo must not apply h2's safety snapshot.
+    std::fs::write(h2.join(".zshrc"), b"h2 v2").unwrap();
+    let (rc, v) = run(&h2, &["backup-rollback", "c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(h2.join(".zshrc")).unwrap(), b"h2 v1");
+    let (rc, v) = run(&e.home, &["backup-rollback", "--undo"]);
+    assert_eq!(rc, 1, "{v}");
+    assert_eq!(v["errors"][0]["code"], "nothing_to_undo", "{v}");
+    assert_eq!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"h1 v1");
+    // Labels and latest are this home's.
+    std::fs::write(e.home.join(".zshrc"), b"h1 v2").unwrap();
+    let (rc, v) = run(&e.home, &["backup-rollback", "latest"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"h1 v1");
+    let (rc, v) = run(&e.home, &["backup-list"]);
+    assert_eq!(rc, 0, "{v}");
+    let n = v["snapshots"].as_array().unwrap().len();
+    let (rc, v) = run(&e.home, &["backup-list", "--all-homes"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(v["snapshots"].as_array().unwrap().len() > n, "{v}");
+    // Another home's snapshot by id: refused, naming it, unless --all-homes.
+    let (_, v) = run(&h2, &["backup-list", "c1"]);
+    let other = v["snapshot"]["short_id"].as_str().unwrap().to_string();
+    let (rc, v) = run(&e.home, &["backup-list", &other]);
+    assert_ne!(rc, 0, "{v}");
+    assert!(v["errors"][0]["hint"].as_str().unwrap().contains("--all-homes"), "{v}");
+    let (rc, v) = run(&e.home, &["backup-list", &other, "--all-homes"]);
+    assert_eq!(rc, 0, "{v}");
+}

@@ -9,6 +9,7 @@ complete -c backup-rollback -l retries -d 'Attempts for transient failures (unre
 complete -c backup-rollback -l undo -d 'Go back to the state just before the last rollback or restore'
 complete -c backup-rollback -l keep-new -d 'Leave files created since the checkpoint in place'
 complete -c backup-rollback -l dry-run -d 'Print the plan; change nothing'
+complete -c backup-rollback -l all-homes -d 'Select among the snapshots of every home sharing the repository, not only $HOME\'s'
 complete -c backup-rollback -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-rollback -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-rollback -s v -l verbose -d 'More detail on stderr'

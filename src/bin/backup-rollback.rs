@@ -25,6 +25,9 @@ struct Args {
     /// Print the plan; change nothing
     #[arg(long)]
     dry_run: bool,
+    /// Select among the snapshots of every home sharing the repository, not only $HOME's
+    #[arg(long)]
+    all_homes: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
                 only,
                 target: None,
                 dry_run: args.dry_run,
+                all_homes: args.all_homes,
                 command: "backup-rollback".into(),
             };
             restore::run(s, &opts, env)

@@ -630,6 +630,7 @@ pub fn prepare_snapshot<'r>(
         parent: existing.last().map(|s| s.id),
         host: crate::host::hostname(),
         user: crate::host::username(),
+        home: rules.home().map(|h| ByteName::from(h.as_os_str())),
         created_at: crate::time::now_rfc3339(),
         tree: tree_id,
         roots: tree.roots.iter().map(|r| r.root.clone()).collect(),

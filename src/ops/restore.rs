@@ -38,7 +38,7 @@ use crate::scan::Rules;
 use crate::secrets::Opener;
 
 use super::backup::{prepare_snapshot, stale_lock_warning, BackupOptions};
-use super::list::select;
+use super::list::{of_home, select_scoped};
 
 /// What restore does with existing paths whose content differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -579,6 +579,8 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Binary name.
     pub command: String,
+    /// Select among the snapshots of every home (`--all-homes`), not only `$HOME`'s.
+    pub all_homes: bool,
 }
 
 /// Counters reported in `stats`.
@@ -685,9 +687,10 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     if let Some(stale) = guard.as_ref().and_then(|g| g.stale.as_ref()) {
         env.warnings.push(stale_lock_warning(stale));
     }
-    let snapshots = repo.snapshots()?;
+    let every = repo.snapshots()?;
+    let snapshots = of_home(every.clone(), settings.home.as_deref(), opts.all_homes);
     let chosen: &Snapshot = match &opts.selector {
-        Some(sel) => select(&snapshots, sel, None)?,
+        Some(sel) => select_scoped(&snapshots, &every, sel, None)?,
         None => snapshots
             .iter()
             .rev()
@@ -928,7 +931,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
                 .push(Warning::new("auto_prune_failed", e.message)),
         }
     } else {
-        prune_safety(&repo, settings.safety_keep, env);
+        prune_safety(&repo, settings.safety_keep, settings.home.as_deref(), env);
     }
     env.changed = stats.created + stats.updated + stats.deleted + stats.metadata > 0;
     env.stats = to_map(&stats);
@@ -993,12 +996,13 @@ fn count(stats: &mut ApplyStats, kind: ActionKind) {
     *tally(stats, kind) += 1;
 }
 
-/// Keep the newest `keep` safety snapshots; remove older records (their data goes at the next prune).
-fn prune_safety(repo: &Repository, keep: usize, env: &mut Envelope) {
+/// Keep the newest `keep` safety snapshots of this home; remove older
+/// records (their data goes at the next prune). Another home's are its own.
+fn prune_safety(repo: &Repository, keep: usize, home: Option<&Path>, env: &mut Envelope) {
     let Ok(snaps) = repo.snapshots() else { return };
     let safety: Vec<&Snapshot> = snaps
         .iter()
-        .filter(|s| s.record.kind == SnapshotKind::Safety)
+        .filter(|s| s.record.kind == SnapshotKind::Safety && s.record.of_home(home))
         .collect();
     if safety.len() <= keep {
         return;

@@ -82,6 +82,12 @@ pub struct SnapshotRecord {
     pub host: String,
     /// User name.
     pub user: String,
+    /// `$HOME` of the run that took it (absolute). Selection, `latest`,
+    /// labels and undo look at the current home's snapshots only (a
+    /// repository shared by several homes). Absent in records written
+    /// before it existed: those belong to every home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<ByteName>,
     /// RFC 3339 UTC time with nanoseconds.
     pub created_at: String,
     /// The tree with the entries.
@@ -336,6 +342,16 @@ impl Tree {
 }
 
 impl SnapshotRecord {
+    /// Was it taken in `home` (or before homes were recorded)?
+    pub fn of_home(&self, home: Option<&std::path::Path>) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        match (&self.home, home) {
+            (None, _) => true,
+            (Some(mine), Some(h)) => mine.0 == h.as_os_str().as_bytes(),
+            (Some(_), None) => false,
+        }
+    }
+
     /// Canonical bytes and id.
     pub fn encode(&self) -> (Hash, Vec<u8>) {
         let mut bytes = serde_json::to_vec_pretty(self).expect("records always serialize");
