@@ -1070,3 +1070,47 @@ fn two_homes_sharing_a_repository_never_cross() {
     let (rc, v) = run(&e.home, &["backup-list", &other, "--all-homes"]);
     assert_eq!(rc, 0, "{v}");
 }
+
+#[test]
+fn undo_after_several_rollbacks_returns_before_the_first_and_a_second_undo_redoes() {
+    let e = Env::new();
+    let f = e.home.join(".zshrc");
+    std::fs::write(&f, b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(&f, b"v2").unwrap();
+    e.checkpoint("c2", &["~/.zshrc"]);
+    std::fs::write(&f, b"work").unwrap();
+    for target in ["c1", "c2", "c1"] {
+        let (rc, v) = e.run("backup-rollback", &[target]);
+        assert_eq!(rc, 0, "{v}");
+    }
+    assert_eq!(std::fs::read(&f).unwrap(), b"v1");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"work", "back to before the first rollback");
+    // A second --undo redoes: the state the undo replaced.
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"v1");
+}
+
+#[test]
+fn undo_that_would_replace_a_newer_checkpoint_names_it_and_needs_force() {
+    let e = Env::new();
+    let f = e.home.join(".zshrc");
+    std::fs::write(&f, b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(&f, b"before rollback").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    std::fs::write(&f, b"newer work").unwrap();
+    e.checkpoint("newer", &["~/.zshrc"]);
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 5, "{v}");
+    assert_eq!(v["errors"][0]["code"], "undo_replaces_newer", "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("newer"), "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"newer work");
+    let (rc, v) = e.run("backup-rollback", &["--undo", "--force"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"before rollback");
+}

@@ -81,6 +81,7 @@ fn main() -> std::process::ExitCode {
                 target,
                 dry_run: args.dry_run,
                 all_homes: args.all_homes,
+                force: false,
                 command: "backup-restore".into(),
             };
             restore::run(s, &opts, env)

@@ -581,6 +581,8 @@ pub struct RestoreOptions {
     pub command: String,
     /// Select among the snapshots of every home (`--all-homes`), not only `$HOME`'s.
     pub all_homes: bool,
+    /// `--undo` even when a newer checkpoint or backup would be replaced.
+    pub force: bool,
 }
 
 /// Counters reported in `stats`.
@@ -691,20 +693,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     let snapshots = of_home(every.clone(), settings.home.as_deref(), opts.all_homes);
     let chosen: &Snapshot = match &opts.selector {
         Some(sel) => select_scoped(&snapshots, &every, sel, None)?,
-        None => snapshots
-            .iter()
-            .rev()
-            .find(|s| s.record.kind == SnapshotKind::Safety)
-            .ok_or_else(|| {
-                Error::new(
-                    ExitCode::Failed,
-                    "nothing_to_undo",
-                    "there is no safety snapshot to go back to",
-                )
-                .with_hint(
-                    "a safety snapshot is taken by every rollback and restore; none has run yet",
-                )
-            })?,
+        None => undo_target(&snapshots, opts.force)?,
     };
     env.put("source", SnapshotInfo::from_snapshot(chosen, false));
     let tree = repo.tree(&chosen.record.tree)?;
@@ -778,10 +767,20 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         (_, Mode2::Rollback { .. }) => "before-rollback",
         (_, Mode2::Restore(_)) => "before-restore",
     };
+    let mut tags = vec![format!("for:{}", chosen.id.short())];
+    // Consecutive rollbacks (and retries) form a chain: `--undo` goes back
+    // to the state before the first of them.
+    if let Some(prev) = snapshots.last().filter(|s| {
+        opts.selector.is_some()
+            && s.record.kind == SnapshotKind::Safety
+            && s.record.label != "before-undo"
+    }) {
+        tags.push(format!("{CHAIN_TAG}{}", prev.id.to_hex()));
+    }
     let safety_opts = BackupOptions {
         kind: SnapshotKind::Safety,
         label: label.into(),
-        tags: vec![format!("for:{}", chosen.id.short())],
+        tags,
         dry_run: opts.dry_run,
         command: opts.command.clone(),
         space: Some(settings.space.clone()),
@@ -938,6 +937,60 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     report_errors(env, &errors);
     drop(guard);
     Ok(())
+}
+
+/// Tag of a safety snapshot taken right after another rollback's or
+/// restore's (no checkpoint between): `chain:<id of that one>`.
+const CHAIN_TAG: &str = "chain:";
+
+/// What `--undo` goes back to: the newest safety snapshot of this home, or,
+/// when it ends a chain of consecutive rollbacks, the first of the chain
+/// (the state before all of them). A checkpoint or backup newer than it
+/// would be replaced: refused without `force`, naming it. After an undo the
+/// newest safety snapshot is the undo's own (`before-undo`, never chained),
+/// so a second `--undo` redoes.
+fn undo_target(snapshots: &[Snapshot], force: bool) -> Result<&Snapshot> {
+    let newest = snapshots
+        .iter()
+        .rposition(|s| s.record.kind == SnapshotKind::Safety)
+        .ok_or_else(|| {
+            Error::new(
+                ExitCode::Failed,
+                "nothing_to_undo",
+                "there is no safety snapshot to go back to",
+            )
+            .with_hint("a safety snapshot is taken by every rollback and restore; none has run yet")
+        })?;
+    if !force {
+        if let Some(newer) = snapshots[newest + 1..].last() {
+            return Err(Error::new(
+                ExitCode::Refused,
+                "undo_replaces_newer",
+                format!(
+                    "{} {} ({}, {}) was taken after the last rollback; undoing would replace the work it holds",
+                    newer.record.kind.as_str(),
+                    newer.record.label,
+                    newer.id.short(),
+                    newer.record.created_at
+                ),
+            )
+            .with_hint("look with `backup-list --diff`, then pass --force to undo anyway (a safety snapshot of the current state is taken first)"));
+        }
+    }
+    let mut chosen = &snapshots[newest];
+    for _ in 0..snapshots.len() {
+        let prev = chosen
+            .record
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(CHAIN_TAG))
+            .and_then(|id| snapshots.iter().find(|s| s.id.to_hex() == id));
+        match prev {
+            Some(p) => chosen = p,
+            None => break,
+        }
+    }
+    Ok(chosen)
 }
 
 /// Paths left different from the snapshot make the run partial (exit 3).
