@@ -142,7 +142,7 @@ fn diff(env: &Envelope, items: &[Value]) -> String {
             out,
             "{} {}{kind}  ({detail})",
             paint(mark, style),
-            it["path"].as_str().unwrap_or("?")
+            esc(it["path"].as_str().unwrap_or("?"))
         );
     }
     let g = |k: &str| env.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -282,7 +282,7 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
             let _ = writeln!(
                 out,
                 "  large file {} {} ({})",
-                f["path"].as_str().unwrap_or("?"),
+                esc(f["path"].as_str().unwrap_or("?")),
                 human_bytes(f["bytes"].as_u64().unwrap_or(0)),
                 f["level"].as_str().unwrap_or("?")
             );
@@ -312,8 +312,8 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
                 let _ = writeln!(
                     out,
                     "  excluded {} ({})",
-                    e["path"].as_str().unwrap_or("?"),
-                    e["reason"].as_str().unwrap_or("?")
+                    esc(e["path"].as_str().unwrap_or("?")),
+                    esc(e["reason"].as_str().unwrap_or("?"))
                 );
             }
             if ex.len() > 20 {
@@ -348,10 +348,10 @@ pub fn list(env: &Envelope, _s: &Settings) -> String {
                     } else {
                         "-           "
                     }),
-                e["path"].as_str().unwrap_or("?"),
+                esc(e["path"].as_str().unwrap_or("?")),
                 e["target"]
                     .as_str()
-                    .map(|t| format!(" -> {t}"))
+                    .map(|t| format!(" -> {}", esc(t)))
                     .unwrap_or_default()
             );
         }
@@ -516,8 +516,8 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
                 "  {} {:<7} {}  ({})",
                 paint(&format!("{action:<8}"), style),
                 a["type"].as_str().unwrap_or("?"),
-                a["path"].as_str().unwrap_or("?"),
-                a["reason"].as_str().unwrap_or("")
+                esc(a["path"].as_str().unwrap_or("?")),
+                esc(a["reason"].as_str().unwrap_or(""))
             );
         }
     }
@@ -542,6 +542,31 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
         );
     }
     out
+}
+
+/// A name or message as shown to people: control characters (a newline, an
+/// escape sequence that would rewrite the terminal line) become `\n`,
+/// `\t`, `\r`, `\x1b`, `\u{9b}`. JSON output keeps them as they are.
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `backup-prune`.
@@ -760,4 +785,17 @@ pub fn run_stats(env: &Envelope, _s: &Settings) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(super::esc("~/.zshrc"), "~/.zshrc");
+        assert_eq!(super::esc("café ✓"), "café ✓");
+        assert_eq!(
+            super::esc("a\nb\tc\rd\x1b[2Ke\u{9b}f\u{7f}"),
+            "a\\nb\\tc\\rd\\x1b[2Ke\\u{9b}f\\x7f"
+        );
+    }
 }

@@ -1114,3 +1114,34 @@ fn undo_that_would_replace_a_newer_checkpoint_names_it_and_needs_force() {
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&f).unwrap(), b"before rollback");
 }
+
+#[test]
+fn control_characters_in_names_are_escaped_in_human_output_and_kept_in_json() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    let evil = "evil\x1b[2K\rok\nname";
+    std::fs::write(e.home.join(".config").join(evil), b"x").unwrap();
+    for (bin, args) in [
+        ("backup-rollback", vec!["c1", "--dry-run"]),
+        ("backup-list", vec!["--diff", "c1"]),
+    ] {
+        let exe = env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", bin);
+        let out = Command::new(exe)
+            .args(&args)
+            .args(["--color", "never"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &e.home)
+            .env("BACKUP_REPO", &e.repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{bin}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{bin}: {text:?}");
+        assert!(text.contains("evil\\x1b[2K\\rok\\nname"), "{bin}: {text}");
+    }
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(planned(&v, "delete").iter().any(|p| p.ends_with(evil)), "{v}");
+}

@@ -690,7 +690,17 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         env.warnings.push(stale_lock_warning(stale));
     }
     let every = repo.snapshots()?;
-    let snapshots = of_home(every.clone(), settings.home.as_deref(), opts.all_homes);
+    let mut snapshots = of_home(every.clone(), settings.home.as_deref(), opts.all_homes);
+    if snapshots.is_empty() && !every.is_empty() && matches!(opts.mode, Mode2::Restore(_)) {
+        // A new machine or account restoring what another home saved: this
+        // home has nothing of its own to confuse it with. (Rollback and
+        // undo never fall back: they replace this home's state.)
+        env.warnings.push(Warning::new(
+            "other_home",
+            "this home has no snapshots of its own; selecting among every home's (as with --all-homes)",
+        ));
+        snapshots = every.clone();
+    }
     let chosen: &Snapshot = match &opts.selector {
         Some(sel) => select_scoped(&snapshots, &every, sel, None)?,
         None => undo_target(&snapshots, opts.force)?,
