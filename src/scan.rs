@@ -469,7 +469,12 @@ fn follow_links(out: &mut ScanResult, rules: &Rules) {
 /// the user knows it by as well (`~/.ssh/id_ed25519` when `~/.ssh` links to
 /// `~/dotfiles/ssh`): the more sensitive class wins, and an exclude pattern
 /// matching either name leaves the entry (and what is below it) out.
-fn classify_by_link(sr: &mut ScannedRoot, logical: &Path, rules: &Rules, excluded: &mut Vec<Excluded>) {
+fn classify_by_link(
+    sr: &mut ScannedRoot,
+    logical: &Path,
+    rules: &Rules,
+    excluded: &mut Vec<Excluded>,
+) {
     let rank = |c: DataClass| match c {
         DataClass::Public => 0,
         DataClass::Private => 1,
@@ -553,7 +558,7 @@ fn admit_file(item: &ScanItem, rules: &Rules, excluded: &mut Vec<Excluded>) -> b
     if item.kind == EntryType::File && item.size > rules.max_file_size {
         excluded.push(Excluded {
             path: display_path(&item.abs),
-                abs: item.abs.clone(),
+            abs: item.abs.clone(),
             reason: format!(
                 "too large ({} bytes > max_file_size {})",
                 item.size, rules.max_file_size
@@ -654,7 +659,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
                     if sub.cache_tagged {
                         w.excluded.push(Excluded {
                             path: display_path(&abs),
-                abs: abs.clone(),
+                            abs: abs.clone(),
                             reason: "CACHEDIR.TAG".into(),
                         });
                     } else {

@@ -822,8 +822,14 @@ fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
     std::fs::remove_file(d.join("zshrc")).unwrap();
     let (rc, v) = e.run("backup-rollback", &["c1", "--path", "~/.zshrc"]);
     assert_eq!(rc, 0, "{v}");
-    assert_eq!(std::fs::read_link(e.home.join(".zshrc")).unwrap(), Path::new("dotfiles/zshrc"));
-    assert_eq!(std::fs::read(d.join("zshrc")).unwrap(), b"export EDITOR=nvim\n");
+    assert_eq!(
+        std::fs::read_link(e.home.join(".zshrc")).unwrap(),
+        Path::new("dotfiles/zshrc")
+    );
+    assert_eq!(
+        std::fs::read(d.join("zshrc")).unwrap(),
+        b"export EDITOR=nvim\n"
+    );
     assert_eq!(std::fs::read(e.home.join("other")).unwrap(), b"other\n");
 
     // --path through a link selects the content it leads to.
@@ -845,14 +851,20 @@ fn a_link_planted_after_the_checkpoint_is_never_written_through() {
     let outside = e.home.parent().unwrap().join("outside");
     std::fs::create_dir_all(outside.join("nvim")).unwrap();
     std::fs::write(outside.join("nvim/init.vim"), b"outside\n").unwrap();
-    std::fs::rename(e.home.join("dotfiles"), e.home.parent().unwrap().join("moved")).unwrap();
+    std::fs::rename(
+        e.home.join("dotfiles"),
+        e.home.parent().unwrap().join("moved"),
+    )
+    .unwrap();
     symlink(&outside, e.home.join("dotfiles")).unwrap();
     let outside_before = describe(&outside);
     let (rc, v) = e.run("backup-rollback", &["c1"]);
     assert_same(&describe(&outside), &outside_before);
     // The planted link is replaced by the real directory, or the run says what it could not do.
     if rc == 0 {
-        assert!(std::fs::symlink_metadata(e.home.join("dotfiles")).unwrap().is_dir());
+        assert!(std::fs::symlink_metadata(e.home.join("dotfiles"))
+            .unwrap()
+            .is_dir());
         assert_eq!(
             std::fs::read(e.home.join("dotfiles/nvim/init.vim")).unwrap(),
             b"set nu\n"
@@ -874,14 +886,20 @@ fn links_leaving_home_are_recorded_but_not_followed_unless_allowed() {
     std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
     let (rc, v) = e.run("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
-    assert_eq!(std::fs::read(outside.join("gitconfig")).unwrap(), b"changed\n");
+    assert_eq!(
+        std::fs::read(outside.join("gitconfig")).unwrap(),
+        b"changed\n"
+    );
 
     // Allowed by prefix in the config: tracked and rolled back.
     let cfg = e.home.join(".config/dotfiles-backup");
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::write(
         cfg.join("config.toml"),
-        format!("[track]\nfollow_links_into = [{:?}]\n", outside.to_str().unwrap()),
+        format!(
+            "[track]\nfollow_links_into = [{:?}]\n",
+            outside.to_str().unwrap()
+        ),
     )
     .unwrap();
     std::fs::write(outside.join("gitconfig"), b"[core]\n").unwrap();
@@ -890,7 +908,10 @@ fn links_leaving_home_are_recorded_but_not_followed_unless_allowed() {
     std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
     let (rc, v) = e.run("backup-rollback", &["c2"]);
     assert_eq!(rc, 0, "{v}");
-    assert_eq!(std::fs::read(outside.join("gitconfig")).unwrap(), b"[core]\n");
+    assert_eq!(
+        std::fs::read(outside.join("gitconfig")).unwrap(),
+        b"[core]\n"
+    );
 }
 
 #[test]
@@ -919,13 +940,22 @@ fn the_tools_own_files_are_never_rolled_back_and_undo_still_works() {
     for f in ["config.toml", "ignore", "recipients.txt"] {
         assert!(cfg.join(f).exists(), "{f} was removed: {v}");
     }
-    assert_eq!(std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(), b"x");
+    assert_eq!(
+        std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(),
+        b"x"
+    );
     let (rc, v) = e.run("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
-    assert_eq!(std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(), b"changed");
+    assert_eq!(
+        std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(),
+        b"changed"
+    );
     let (rc, v) = e.run("backup-checkpoint", &["manual", "c2", "--sizes"]);
     assert_eq!(rc, 0, "{v}");
-    let (rc, v) = e.run("backup-checkpoint", &["manual", "c3", "--path", "~/.config", "--dry-run"]);
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &["manual", "c3", "--path", "~/.config", "--dry-run"],
+    );
     assert_eq!(rc, 0, "{v}");
     assert!(
         v.to_string().contains("tool state"),
@@ -944,17 +974,29 @@ fn a_directory_holding_excluded_content_is_kept_and_rollback_succeeds_once() {
     std::fs::write(proj.join("sub/file"), b"f").unwrap();
     std::fs::write(proj.join("gone"), b"g").unwrap();
     let fifo = proj.join("sub/fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     let deletes = planned(&v, "delete");
-    assert!(!deletes.iter().any(|p| p.ends_with("proj") || p.ends_with("sub")), "{v}");
+    assert!(
+        !deletes
+            .iter()
+            .any(|p| p.ends_with("proj") || p.ends_with("sub")),
+        "{v}"
+    );
     let (rc, v) = e.run("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["stats"]["failed"], 0, "{v}");
     assert!(!proj.join("gone").exists());
     assert!(!proj.join("sub/file").exists());
-    assert!(std::fs::symlink_metadata(&fifo).is_ok(), "the excluded FIFO stays");
+    assert!(
+        std::fs::symlink_metadata(&fifo).is_ok(),
+        "the excluded FIFO stays"
+    );
     // Nothing left to do: no second safety snapshot.
     let (rc, v) = e.run("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
@@ -999,9 +1041,11 @@ fn a_file_that_cannot_be_read_is_a_partial_rollback_not_success() {
     assert_eq!(out.status.code(), Some(3), "{v}");
     assert_eq!(v["status"], "partial", "{v}");
     assert!(
-        v["errors"].as_array().unwrap().iter().any(|x| x["path"]
-            .as_str()
-            .is_some_and(|p| p.ends_with(".config/a"))),
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["path"].as_str().is_some_and(|p| p.ends_with(".config/a"))),
         "{v}"
     );
     set_mode(&e.home.join(".config/a"), 0o644);
@@ -1023,23 +1067,30 @@ fn two_homes_sharing_a_repository_never_cross() {
     let h2 = e.home.parent().unwrap().join("home2");
     std::fs::create_dir_all(&h2).unwrap();
     let run = |home: &Path, args: &[&str]| -> (i32, Value) {
-        let out = Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
-            .args(&args[1..])
-            .arg("--json")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home)
-            .env("BACKUP_REPO", &e.repo)
-            .output()
-            .unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
+                .args(&args[1..])
+                .arg("--json")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", home)
+                .env("BACKUP_REPO", &e.repo)
+                .output()
+                .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         (out.status.code().unwrap(), v)
     };
     std::fs::write(e.home.join(".zshrc"), b"h1 v1").unwrap();
     std::fs::write(h2.join(".zshrc"), b"h2 v1").unwrap();
-    let (rc, v) = run(&e.home, &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"]);
+    let (rc, v) = run(
+        &e.home,
+        &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"],
+    );
     assert_eq!(rc, 0, "{v}");
-    let (rc, v) = run(&h2, &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"]);
+    let (rc, v) = run(
+        &h2,
+        &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"],
+    );
     assert_eq!(rc, 0, "{v}");
     // h2 rolls back; h1's undo must not apply h2's safety snapshot.
     std::fs::write(h2.join(".zshrc"), b"h2 v2").unwrap();
@@ -1066,7 +1117,13 @@ fn two_homes_sharing_a_repository_never_cross() {
     let other = v["snapshot"]["short_id"].as_str().unwrap().to_string();
     let (rc, v) = run(&e.home, &["backup-list", &other]);
     assert_ne!(rc, 0, "{v}");
-    assert!(v["errors"][0]["hint"].as_str().unwrap().contains("--all-homes"), "{v}");
+    assert!(
+        v["errors"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--all-homes"),
+        "{v}"
+    );
     let (rc, v) = run(&e.home, &["backup-list", &other, "--all-homes"]);
     assert_eq!(rc, 0, "{v}");
 }
@@ -1087,7 +1144,11 @@ fn undo_after_several_rollbacks_returns_before_the_first_and_a_second_undo_redoe
     assert_eq!(std::fs::read(&f).unwrap(), b"v1");
     let (rc, v) = e.run("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
-    assert_eq!(std::fs::read(&f).unwrap(), b"work", "back to before the first rollback");
+    assert_eq!(
+        std::fs::read(&f).unwrap(),
+        b"work",
+        "back to before the first rollback"
+    );
     // A second --undo redoes: the state the undo replaced.
     let (rc, v) = e.run("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
@@ -1108,7 +1169,13 @@ fn undo_that_would_replace_a_newer_checkpoint_names_it_and_needs_force() {
     let (rc, v) = e.run("backup-rollback", &["--undo"]);
     assert_eq!(rc, 5, "{v}");
     assert_eq!(v["errors"][0]["code"], "undo_replaces_newer", "{v}");
-    assert!(v["errors"][0]["message"].as_str().unwrap().contains("newer"), "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("newer"),
+        "{v}"
+    );
     assert_eq!(std::fs::read(&f).unwrap(), b"newer work");
     let (rc, v) = e.run("backup-rollback", &["--undo", "--force"]);
     assert_eq!(rc, 0, "{v}");
@@ -1138,10 +1205,16 @@ fn control_characters_in_names_are_escaped_in_human_output_and_kept_in_json() {
             .unwrap();
         assert!(out.status.success(), "{bin}: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(!text.contains('\x1b') && !text.contains('\r'), "{bin}: {text:?}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r'),
+            "{bin}: {text:?}"
+        );
         assert!(text.contains("evil\\x1b[2K\\rok\\nname"), "{bin}: {text}");
     }
     let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
-    assert!(planned(&v, "delete").iter().any(|p| p.ends_with(evil)), "{v}");
+    assert!(
+        planned(&v, "delete").iter().any(|p| p.ends_with(evil)),
+        "{v}"
+    );
 }

@@ -14,7 +14,11 @@ use crate::report::{Envelope, SnapshotInfo};
 /// several homes: snapshot records say whose home they hold), or all of them
 /// with `--all-homes`. A filter before [`select`], so `latest`, labels and
 /// undo never cross homes.
-pub fn of_home(snapshots: Vec<Snapshot>, home: Option<&std::path::Path>, all_homes: bool) -> Vec<Snapshot> {
+pub fn of_home(
+    snapshots: Vec<Snapshot>,
+    home: Option<&std::path::Path>,
+    all_homes: bool,
+) -> Vec<Snapshot> {
     if all_homes {
         return snapshots;
     }

@@ -269,11 +269,17 @@ pub fn plan_keeping(
             let keep_reason = if keep_new && !desired.contains_key(abs) {
                 Some("created since the snapshot; kept (--keep-new)".to_string())
             } else if have.omitted.as_deref() == Some(UNREADABLE) {
-                Some("cannot be read now, so it cannot be kept in the safety snapshot; not removed".to_string())
+                Some(
+                    "cannot be read now, so it cannot be kept in the safety snapshot; not removed"
+                        .to_string(),
+                )
             } else if have.omitted.is_some() {
                 Some("not in the safety snapshot (secret or unreadable); left as it is".to_string())
             } else if have.kind == EntryType::Dir && kept_dirs.contains(abs) {
-                Some(excluded_reason(abs).unwrap_or_else(|| "directory still holds paths that are kept".to_string()))
+                Some(
+                    excluded_reason(abs)
+                        .unwrap_or_else(|| "directory still holds paths that are kept".to_string()),
+                )
             } else {
                 None
             };
@@ -290,7 +296,7 @@ pub fn plan_keeping(
                             abs: abs.clone(),
                             desired: None,
                             current: Some(have.kind),
-                            blocked: !(keep_new && !desired.contains_key(abs))
+                            blocked: (!keep_new || desired.contains_key(abs))
                                 && have.omitted.as_deref() == Some(UNREADABLE),
                         });
                     }
