@@ -672,6 +672,42 @@ mod property {
             prop_assert_eq!(rc, 0, "{}", v);
             assert_same(&describe(&e.home), &expected);
         }
+
+        /// Symlinked roots (issue 19): `~/.config` links into `~/dotfiles`;
+        /// the content is damaged through the link, wiped, or the link is
+        /// replaced by a real directory. Rollback brings back link and content.
+        #[test]
+        fn symlinked_root_random_damage_rollback_restores_equality(before in layout(), after in layout(), how in 0u8..3) {
+            let e = Env::new();
+            let real = e.home.join("dotfiles/cfg");
+            materialize(&real, &before);
+            symlink("dotfiles/cfg", e.home.join(".config")).unwrap();
+            let untracked = |mut m: BTreeMap<Vec<u8>, String>| {
+                m.remove(&b"dotfiles"[..]);
+                m
+            };
+            let expected = untracked(describe(&e.home));
+            e.checkpoint("p", &["~/.config"]);
+            match how {
+                0 => {
+                    for (path, _) in &after {
+                        let p = real.join(OsStr::from_bytes(&path[0]));
+                        if let Ok(m) = std::fs::symlink_metadata(&p) {
+                            if m.is_dir() { let _ = std::fs::remove_dir_all(&p); } else { let _ = std::fs::remove_file(&p); }
+                        }
+                    }
+                    materialize(&real, &after);
+                }
+                1 => std::fs::remove_dir_all(&real).unwrap(),
+                _ => {
+                    std::fs::remove_file(e.home.join(".config")).unwrap();
+                    materialize(&e.home.join(".config"), &after);
+                }
+            }
+            let (rc, v) = e.run("backup-rollback", &["p"]);
+            prop_assert_eq!(rc, 0, "{}", v);
+            assert_same(&untracked(describe(&e.home)), &expected);
+        }
     }
 }
 
