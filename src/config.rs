@@ -598,7 +598,15 @@ impl Settings {
                     })?;
                     config_file = Some(path.clone());
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+                // A default path that cannot exist: `~/.config` is a file, or a
+                // symlink (GNU Stow) whose target is one or is gone. Treated as
+                // no config file, so that a rollback can still repair it.
+                Err(e)
+                    if !explicit
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        ) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return Err(Error::usage(
                         "bad_config",
@@ -1040,7 +1048,7 @@ fn resolve_secrets(
                         recipients.push((line.to_string(), format!("{} line {}", display_path(path), n + 1)));
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && section.recipients_file.is_none() => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) && section.recipients_file.is_none() => {}
                 Err(e) => {
                     return Err(Error::io("reading recipients file", path, &e)
                         .with_hint("fix secrets.recipients_file in the config, or create the file with `backup-create --init-secrets`"))

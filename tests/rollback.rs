@@ -1254,3 +1254,22 @@ fn control_characters_in_names_are_escaped_in_human_output_and_kept_in_json() {
         "{v}"
     );
 }
+
+/// `~/.config` is a Stow link whose target became a file: the default
+/// config path cannot be read (ENOTDIR), which must not stop the rollback
+/// that repairs it.
+#[test]
+fn a_broken_config_link_does_not_stop_the_rollback_that_repairs_it() {
+    let e = Env::new();
+    stow_home(&e.home);
+    e.checkpoint("c1", &["~/.config"]);
+    let d = e.home.join("dotfiles/config");
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::write(&d, b"not a directory").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(d.join("git/config")).unwrap(), b"[user]\n");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&d).unwrap(), b"not a directory");
+}
