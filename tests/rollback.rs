@@ -1273,3 +1273,36 @@ fn a_broken_config_link_does_not_stop_the_rollback_that_repairs_it() {
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&d).unwrap(), b"not a directory");
 }
+
+/// A sparse file (a VM image, a database) comes back with its holes, not
+/// as its full length of zeros; its bytes are the same.
+#[test]
+fn sparse_files_come_back_sparse() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    let p = e.home.join(".config/disk.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(b"header", 0).unwrap();
+        f.write_all_at(b"middle", 8 << 20).unwrap();
+        f.write_all_at(b"tail", (16 << 20) - 4).unwrap();
+    }
+    let allocated = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    if allocated(&p) > 4 << 20 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the temp file system does not keep holes: CI must run this test"
+        );
+        eprintln!("note: this file system does not keep holes; nothing to compare");
+        return;
+    }
+    let want = std::fs::read(&p).unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    std::fs::remove_file(&p).unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&p).unwrap(), want);
+    assert!(allocated(&p) < 1 << 20, "{} bytes allocated", allocated(&p));
+}

@@ -1540,13 +1540,40 @@ fn stage_file(
     is_root: bool,
 ) -> Result<AtomicFile<'static>> {
     let mut f = Dir::create_atomic_shared(parent, name, mode)?;
-    f.write_all_ctx(data)?;
+    write_sparse(&mut f, data)?;
     if is_root {
         f.set_owner(want.uid, want.gid)?;
     }
     f.set_mtime(want.mtime_ns)?;
     f.apply_mode()?;
     Ok(f)
+}
+
+/// Holes are made of whole blocks of this size.
+const HOLE_BLOCK: usize = 4096;
+
+/// Write a file's content leaving every all-zero block of [`HOLE_BLOCK`]
+/// bytes as a hole (like `cp --sparse=auto` and restic's `--sparse`): a
+/// sparse VM image or database comes back using the space it used, not its
+/// length. The bytes read back are the same either way.
+fn write_sparse(f: &mut AtomicFile<'static>, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zero = |c: &[u8]| c.iter().all(|b| *b == 0);
+    if data.len() < 2 * HOLE_BLOCK || !data.chunks_exact(HOLE_BLOCK).any(zero) {
+        return f.write_all_ctx(data);
+    }
+    let path = f.final_path();
+    let file = f.file();
+    let mut offset = 0u64;
+    for chunk in data.chunks(HOLE_BLOCK) {
+        if chunk.len() < HOLE_BLOCK || !zero(chunk) {
+            file.write_all_at(chunk, offset)
+                .map_err(|e| Error::io("writing", &path, &e))?;
+        }
+        offset += chunk.len() as u64;
+    }
+    file.set_len(data.len() as u64)
+        .map_err(|e| Error::io("writing", &path, &e))
 }
 
 /// Make the staged files durable (one `syncfs` per file system, or one
