@@ -479,7 +479,7 @@ pub fn health(env: &Envelope, _s: &Settings) -> String {
 }
 
 /// `backup-restore` / `backup-rollback`: the plan, then what happened.
-pub fn plan(env: &Envelope, _s: &Settings) -> String {
+pub fn plan(env: &Envelope, settings: &Settings) -> String {
     let mut out = String::new();
     if env.status == Status::Skipped {
         let _ = writeln!(
@@ -524,8 +524,9 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
     if let Some(s) = &env.snapshot {
         let _ = writeln!(
             out,
-            "safety snapshot {} taken first; undo with `backup-rollback --undo`",
-            s.short_id
+            "safety snapshot {} taken first; undo with `{}`",
+            s.short_id,
+            esc(&undo_command(settings))
         );
     }
     if !env.dry_run && env.status != Status::Failed {
@@ -542,6 +543,39 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
         );
     }
     out
+}
+
+/// The `--undo` command for this rollback: with the repository and config
+/// it used when they came from flags or a non-default config file, so the
+/// undo finds them whatever the shell's defaults are later.
+fn undo_command(s: &Settings) -> String {
+    let mut cmd = String::from("backup-rollback --undo");
+    if s.sources.get("repository.path").map(String::as_str) == Some("flag --repo") {
+        let _ = write!(cmd, " --repo {}", quote(&s.repo.to_string_lossy()));
+    }
+    let default_config = s
+        .home
+        .as_ref()
+        .map(|h| h.join(".config/dotfiles-backup/config.toml"));
+    if let Some(c) = s
+        .config_file
+        .as_ref()
+        .filter(|c| Some(*c) != default_config.as_ref())
+    {
+        let _ = write!(cmd, " --config {}", quote(&c.to_string_lossy()));
+    }
+    cmd
+}
+
+/// Single-quote `s` for a POSIX shell when it needs it.
+fn quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-~+=:,@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// A name or message as shown to people: control characters (a newline, an

@@ -1306,3 +1306,25 @@ fn sparse_files_come_back_sparse() {
     assert_eq!(std::fs::read(&p).unwrap(), want);
     assert!(allocated(&p) < 1 << 20, "{} bytes allocated", allocated(&p));
 }
+
+/// The printed `--undo` names the repository the rollback used when it came
+/// from a flag, so it still works in a shell without that flag's default.
+#[test]
+fn the_printed_undo_names_the_repository_given_by_flag() {
+    let e = Env::new();
+    std::fs::write(e.home.join(".zshrc"), b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(e.home.join(".zshrc"), b"v2").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backup-rollback"))
+        .args(["c1", "--color", "never", "--repo"])
+        .arg(&e.repo)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &e.home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("backup-rollback --undo --repo {}", e.repo.display());
+    assert!(text.contains(&want), "{text}");
+}
