@@ -249,6 +249,27 @@ impl Rules {
         crate::paths::tilde_form(p, self.home.as_deref())
     }
 
+    /// Where `abs` really is when a directory above it is a symlink that
+    /// may be followed (see [`Rules::resolve_link`]); `None` when its parent
+    /// has no link in it (or one that may not be followed).
+    pub fn real_location(&self, abs: &Path) -> Option<PathBuf> {
+        let (parent, name) = (abs.parent()?, abs.file_name()?);
+        let real_parent = std::fs::canonicalize(parent).ok()?;
+        let unchanged = real_parent == parent
+            || self
+                .home
+                .as_ref()
+                .zip(self.home_real.as_ref())
+                .is_some_and(|(h, hr)| {
+                    parent.strip_prefix(h).ok() == real_parent.strip_prefix(hr).ok()
+                        && parent.starts_with(h)
+                });
+        if unchanged {
+            return None;
+        }
+        Some(self.resolve_link(parent)?.join(name))
+    }
+
     /// Where the symlink `link` leads now, if it may be followed: inside
     /// `$HOME` (named under `$HOME` as given, even when that path has links
     /// in it), or beneath a `track.follow_links_into` prefix. Never `$HOME`
@@ -377,7 +398,27 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
 pub fn scan(roots: &[TrackedRoot], rules: &Rules) -> ScanResult {
     let mut out = ScanResult::default();
     for root in roots {
-        let scanned = scan_root(root, rules, &mut out);
+        // A root below a symlinked directory (`~/.ssh/config` while `~/.ssh`
+        // links into `~/dotfiles`) is tracked where it really is, marked
+        // with the path it was named by: a rollback writes beneath root
+        // without following links, and could not write through that one.
+        let real = rules
+            .follow_links
+            .then(|| rules.real_location(&root.abs))
+            .flatten();
+        let scanned = match real {
+            Some(abs) => {
+                let tracked = TrackedRoot {
+                    shown: rules.shown(&abs),
+                    abs,
+                };
+                let mut sr = scan_root(&tracked, rules, &mut out);
+                classify_by_link(&mut sr, &root.abs, rules, &mut out.excluded);
+                sr.link = Some(root.abs.clone());
+                sr
+            }
+            None => scan_root(root, rules, &mut out),
+        };
         out.roots.push(scanned);
     }
     if rules.follow_links {
@@ -401,7 +442,7 @@ const MAX_LINKED_ROOTS: usize = 256;
 fn follow_links(out: &mut ScanResult, rules: &Rules) {
     let mut added = 0;
     // The name the user knows each root by: through the link that led there.
-    let mut logicals: Vec<Option<PathBuf>> = vec![None; out.roots.len()];
+    let mut logicals: Vec<Option<PathBuf>> = out.roots.iter().map(|r| r.link.clone()).collect();
     let mut next = 0;
     while next < out.roots.len() {
         let logical_base = logicals[next].clone();

@@ -1328,3 +1328,49 @@ fn the_printed_undo_names_the_repository_given_by_flag() {
     let want = format!("backup-rollback --undo --repo {}", e.repo.display());
     assert!(text.contains(&want), "{text}");
 }
+
+/// A configured root below a symlinked directory (`~/.ssh/config` while
+/// `~/.ssh` links into `~/dotfiles`) is tracked where it really is, keeps
+/// its class by the name it was configured by, and rolls back.
+#[test]
+fn a_root_below_a_symlinked_directory_is_tracked_where_it_is() {
+    let e = Env::new();
+    let d = e.home.join("dotfiles/ssh");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config"), b"Host *\n").unwrap();
+    std::fs::write(d.join("id_ed25519"), b"PRIVATE KEY").unwrap();
+    symlink("dotfiles/ssh", e.home.join(".ssh")).unwrap();
+    let v = e.checkpoint("c1", &["~/.ssh/config", "~/.ssh/id_ed25519"]);
+    assert!(v["warnings"].to_string().contains("secret_skipped"), "{v}");
+    for f in super_names_in(&e.repo) {
+        assert!(
+            !std::fs::read(&f)
+                .unwrap()
+                .windows(11)
+                .any(|w| w == b"PRIVATE KEY"),
+            "{f:?}"
+        );
+    }
+    std::fs::write(d.join("config"), b"BROKEN\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(d.join("config")).unwrap(), b"Host *\n");
+    assert!(std::fs::symlink_metadata(e.home.join(".ssh"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+/// Every file under `dir`.
+fn super_names_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(super_names_in(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
