@@ -540,30 +540,35 @@ pub fn follow_prefixes(settings: &Settings) -> Vec<PathBuf> {
 /// its target's root too. Chains of links are followed (a bounded number
 /// of times: the links come from a snapshot and may form a cycle).
 fn through_links(only: &[PathBuf], links: &[(PathBuf, PathBuf)]) -> Vec<PathBuf> {
+    // Links come from the snapshot: a crafted one could make every round
+    // multiply the paths. Real homes need a handful.
+    const MAX_SELECTED_PATHS: usize = 4096;
     let mut out: Vec<PathBuf> = only.to_vec();
     for _ in 0..16 {
         let mut next: Vec<PathBuf> = Vec::new();
-        let mut changed = false;
+        let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut push = |p: PathBuf, next: &mut Vec<PathBuf>| {
+            if next.len() < MAX_SELECTED_PATHS && seen.insert(p.clone()) {
+                next.push(p);
+            }
+        };
         for o in &out {
             let mut replaced = false;
             for (link, root) in links {
                 if o == link {
-                    if !out.contains(root) && !next.contains(root) {
-                        next.push(root.clone());
-                        changed = true;
-                    }
+                    push(root.clone(), &mut next);
                 } else if let Ok(rest) = o.strip_prefix(link) {
-                    next.push(root.join(rest));
+                    push(root.join(rest), &mut next);
                     replaced = true;
-                    changed = true;
                 }
             }
-            if !replaced && !next.contains(o) {
-                next.push(o.clone());
+            if !replaced {
+                push(o.clone(), &mut next);
             }
         }
+        let done = next == out;
         out = next;
-        if !changed {
+        if done {
             break;
         }
     }
@@ -1813,6 +1818,37 @@ mod tests {
         let current = st(&[("/h/f", link)]);
         let p = plan(&desired, &current, Mode2::Rollback { keep_new: false });
         assert_eq!(kinds(&p), vec![(ActionKind::Update, "/h/f".into())]);
+    }
+
+    #[test]
+    fn paths_are_seen_through_links_and_crafted_link_chains_stay_bounded() {
+        let p = |s: &str| PathBuf::from(s);
+        let links = vec![
+            (p("/h/.config"), p("/h/dotfiles/config")),
+            (p("/h/dotfiles/config/nvim"), p("/h/dotfiles/nvim")),
+        ];
+        assert_eq!(
+            through_links(&[p("/h/.config/nvim/init.vim")], &links),
+            vec![p("/h/dotfiles/nvim/init.vim")]
+        );
+        let mut both = through_links(&[p("/h/.config")], &links);
+        both.sort();
+        assert_eq!(both, vec![p("/h/.config"), p("/h/dotfiles/config")]);
+        assert_eq!(
+            through_links(&[p("/h/.zshrc")], &links),
+            vec![p("/h/.zshrc")]
+        );
+        // Links that map every path to two, and into themselves.
+        let crafted: Vec<(PathBuf, PathBuf)> = (0..8)
+            .flat_map(|i| {
+                [
+                    (p("/h/a"), p(&format!("/h/a/{i}"))),
+                    (p("/h/a"), p(&format!("/h/a/x{i}"))),
+                ]
+            })
+            .collect();
+        let out = through_links(&[p("/h/a/b")], &crafted);
+        assert!(out.len() <= 4096, "{}", out.len());
     }
 
     #[test]
