@@ -791,8 +791,11 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     let mut tags = vec![format!("for:{}", chosen.id.short())];
     // Consecutive rollbacks (and retries) form a chain: `--undo` goes back
     // to the state before the first of them.
+    // A rollback *to* a safety snapshot is itself an undo (the Ansible
+    // module's `undo_of`): like `--undo`, it starts no chain.
     if let Some(prev) = snapshots.last().filter(|s| {
         opts.selector.is_some()
+            && chosen.record.kind != SnapshotKind::Safety
             && s.record.kind == SnapshotKind::Safety
             && s.record.label != "before-undo"
     }) {
