@@ -1374,3 +1374,22 @@ fn super_names_in(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Edits made between two rollbacks are not skipped over: the chain only
+/// joins rollbacks with nothing changed between them.
+#[test]
+fn undo_never_skips_edits_made_between_rollbacks() {
+    let e = Env::new();
+    let f = e.home.join(".zshrc");
+    std::fs::write(&f, b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(&f, b"work").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    std::fs::write(&f, b"edited between").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"edited between");
+}

@@ -1009,12 +1009,33 @@ fn undo_target(snapshots: &[Snapshot], force: bool) -> Result<&Snapshot> {
             .iter()
             .find_map(|t| t.strip_prefix(CHAIN_TAG))
             .and_then(|id| snapshots.iter().find(|s| s.id.to_hex() == id));
+        // Only when nothing changed between the two rollbacks: the state
+        // this one started from is exactly what the previous one produced
+        // (its target's tree). Edits made in between would otherwise be
+        // skipped over by the undo.
+        let untouched = prev.is_some_and(|p| {
+            target_of(snapshots, p).is_some_and(|t| t.record.tree == chosen.record.tree)
+        });
         match prev {
-            Some(p) => chosen = p,
-            None => break,
+            Some(p) if untouched => chosen = p,
+            _ => break,
         }
     }
     Ok(chosen)
+}
+
+/// The snapshot a safety snapshot's rollback went to (its `for:` tag).
+fn target_of<'a>(snapshots: &'a [Snapshot], safety: &Snapshot) -> Option<&'a Snapshot> {
+    let short = safety
+        .record
+        .tags
+        .iter()
+        .find_map(|t| t.strip_prefix("for:"))?;
+    let mut hits = snapshots
+        .iter()
+        .filter(|s| s.id.to_hex().starts_with(short));
+    let first = hits.next()?;
+    hits.next().is_none().then_some(first)
 }
 
 /// Paths left different from the snapshot make the run partial (exit 3).
