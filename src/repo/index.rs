@@ -12,6 +12,12 @@
 //!
 //! Loading reads every file in `index/`; a blob listed twice (after a crash
 //! and a rerun) resolves to the first location, which is as good as any.
+//!
+//! A writer deduplicates only against [`Index::load_for_reuse`], which leaves
+//! out every location whose pack is not a regular file in `packs/`: a blob is
+//! reused only if the pack holding it is there (docs/format.md, "The reuse
+//! invariant"). The index file itself is kept as it is, because it is the
+//! only record of what a lost pack held (repair and `--from-external` need it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,12 +49,28 @@ pub struct Index {
     pub blobs: HashMap<Hash, BlobLocation>,
     /// Index files that were loaded.
     pub files: Vec<Hash>,
+    /// Packs named by an index file but absent from `packs/` (only filled by
+    /// [`Index::load_for_reuse`]): (index file, pack).
+    pub missing_packs: Vec<(Hash, Hash)>,
 }
 
 impl Index {
     /// Load every index file in `dir`, checking each against its name.
     pub fn load(dir: &Path) -> Result<Index> {
+        Index::load_filtered(dir, None)
+    }
+
+    /// Load every index file in `dir`, leaving out locations in packs that
+    /// are not a regular file in `packs_dir` (recorded in `missing_packs`).
+    /// What a writer deduplicates against.
+    pub fn load_for_reuse(dir: &Path, packs_dir: &Path) -> Result<Index> {
+        Index::load_filtered(dir, Some(packs_dir))
+    }
+
+    fn load_filtered(dir: &Path, packs_dir: Option<&Path>) -> Result<Index> {
         let mut index = Index::default();
+        // One lstat per pack named (packs are up to 32 MiB: few of them).
+        let mut present: HashMap<Hash, bool> = HashMap::new();
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir).ctx("listing", dir)? {
             let entry = entry.ctx("listing", dir)?;
@@ -69,7 +91,17 @@ impl Index {
                     format!("index file {} does not match its checksum", path.display()),
                 ));
             }
-            index.merge_file(&bytes, &path)?;
+            let mut usable = |pack: &Hash| match packs_dir {
+                None => true,
+                Some(packs) => *present.entry(*pack).or_insert_with(|| {
+                    std::fs::symlink_metadata(packs.join(pack.to_hex()))
+                        .is_ok_and(|m| m.file_type().is_file())
+                }),
+            };
+            let missing = index.merge_file(&bytes, &path, &mut usable)?;
+            index
+                .missing_packs
+                .extend(missing.into_iter().map(|p| (id, p)));
             index.files.push(id);
         }
         Ok(index)
@@ -78,11 +110,18 @@ impl Index {
     /// Parse one index file's bytes (checksum already checked by the caller).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Index> {
         let mut index = Index::default();
-        index.merge_file(bytes, path)?;
+        index.merge_file(bytes, path, &mut |_| true)?;
         Ok(index)
     }
 
-    fn merge_file(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
+    /// Merge one file's records whose pack is `usable`; returns the packs it
+    /// names that are not.
+    fn merge_file(
+        &mut self,
+        bytes: &[u8],
+        path: &Path,
+        usable: &mut dyn FnMut(&Hash) -> bool,
+    ) -> Result<Vec<Hash>> {
         let (packs, records) = parse(bytes).map_err(|why| {
             Error::corrupt(
                 "corrupt_index",
@@ -90,7 +129,11 @@ impl Index {
                 format!("index file {}: {why}", path.display()),
             )
         })?;
+        let ok: Vec<bool> = packs.iter().map(&mut *usable).collect();
         for (id, flags, pack_no, offset, length) in records {
+            if !ok[pack_no as usize] {
+                continue;
+            }
             let pack = packs[pack_no as usize];
             self.blobs.entry(id).or_insert(BlobLocation {
                 pack,
@@ -99,7 +142,12 @@ impl Index {
                 length,
             });
         }
-        Ok(())
+        Ok(packs
+            .iter()
+            .zip(ok)
+            .filter(|(_, ok)| !ok)
+            .map(|(p, _)| *p)
+            .collect())
     }
 
     /// Is this blob stored?

@@ -229,6 +229,12 @@ impl Repository {
         Index::load(&self.sub("index"))
     }
 
+    /// Load the index a writer may deduplicate against: only blobs whose
+    /// pack is present (docs/format.md, "The reuse invariant").
+    pub fn index_for_reuse(&self) -> Result<Index> {
+        Index::load_for_reuse(&self.sub("index"), &self.sub("packs"))
+    }
+
     /// Read a plain blob and check it against its id.
     pub fn read_blob(&self, id: &Hash, loc: &BlobLocation) -> Result<Vec<u8>> {
         let buf = self.read_stored(loc)?;
