@@ -389,3 +389,67 @@ fn damaged_trees_and_records_are_detected_and_named() {
 fn damaged_secret_id_keys_are_detected() {
     sweep(&["keys"]);
 }
+
+/// Issue 16, finding 3: a pack or record replaced by a FIFO, or a tree or
+/// record replaced by a symlink to /dev/zero, is `repository_corrupt` (exit 6)
+/// naming the file within a second: no hang, no unbounded read.
+#[test]
+fn hostile_repository_files_are_refused_fast_and_named() {
+    let base = TestEnv::new();
+    base.write(".config/a", b"alpha\n", 0o644);
+    let (rc, v) = base.json(
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    base.write(".config/a", b"changed\n", 0o644);
+    type Plant = fn(&Path);
+    let fifo: Plant = |p| {
+        std::fs::remove_file(p).unwrap();
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    };
+    let zero: Plant = |p| {
+        std::fs::remove_file(p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    };
+    let cases: [(&str, Plant, &str, &[&str]); 6] = [
+        ("packs", fifo, "backup-rollback", &["c1"]),
+        ("packs", fifo, "backup-verify", &["--read-data"]),
+        ("snapshots", fifo, "backup-list", &[]),
+        (
+            "snapshots",
+            fifo,
+            "backup-checkpoint",
+            &["manual", "c2", "--path", "~/.config"],
+        ),
+        ("trees", zero, "backup-verify", &[]),
+        ("snapshots", zero, "backup-verify", &[]),
+    ];
+    for (sub, plant, bin, args) in cases {
+        let e = TestEnv::new();
+        copy_dir(&base.home, &e.home);
+        copy_dir(&base.repo, &e.repo);
+        let victim = common::names_in(&e.repo, sub)
+            .into_iter()
+            .find(|p| !p.file_name().unwrap().as_bytes().starts_with(b"."))
+            .unwrap();
+        plant(&victim);
+        let t = std::time::Instant::now();
+        let (rc, v) = e.json(bin, args);
+        assert!(
+            t.elapsed().as_secs_f64() < 5.0,
+            "{bin} on {sub}: took {:?}",
+            t.elapsed()
+        );
+        // A rollback restores what it can and reports the rest per path
+        // (`partial`, as for any damaged blob); everything else stops.
+        let want = if bin == "backup-rollback" { 3 } else { 6 };
+        assert_eq!(rc, want, "{bin} on a hostile {sub} file: {v:#}");
+        let text = v.to_string();
+        let name = victim.file_name().unwrap().to_str().unwrap();
+        assert!(text.contains(name), "{bin}: the file is named: {v:#}");
+        assert!(text.contains("repository_corrupt"), "{bin}: {v:#}");
+    }
+}

@@ -92,9 +92,13 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         };
         report.stats.snapshots += 1;
         let path = entry.path();
-        match std::fs::read(&path)
-            .ctx("reading", &path)
-            .and_then(|b| decode_record(&b, &id, &path))
+        match crate::repo::read_object(
+            &path,
+            "snapshot record",
+            None,
+            crate::repo::MAX_RECORD_BYTES,
+        )
+        .and_then(|b| decode_record(&b, &id, &path))
         {
             Ok(record) => snapshots.push(Snapshot { id, record }),
             Err(e) => report.problems.push(Problem {
@@ -224,8 +228,9 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     let keys_dir = repo.sub(crate::secrets::KEYS_DIR);
     for (key, who) in &key_users {
         let path = keys_dir.join(format!("{key}.age"));
-        let bad = match std::fs::read(&path) {
-            Err(e) => Some(("missing_key", format!("secret-id key {key}: {e}"))),
+        let bad = match crate::repo::read_object(&path, "secret-id key", None, 1 << 20) {
+            Err(e) if e.code == "repository_corrupt" => Some(("repository_corrupt", e.message)),
+            Err(e) => Some(("missing_key", format!("secret-id key {key}: {}", e.message))),
             Ok(bytes) => age::Decryptor::new_buffered(&bytes[..]).err().map(|e| {
                 (
                     "corrupt_key",
@@ -311,11 +316,17 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
             continue;
         }
         let mut bytes = Vec::new();
-        if let Err(e) = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+        let read = crate::repo::open_object(&path, "pack", None, u64::MAX)
+            .and_then(|(mut f, _)| f.read_to_end(&mut bytes).ctx("reading pack", &path));
+        if let Err(e) = read {
             report.problems.push(problem_for(
-                "unreadable_pack",
+                if e.code == "repository_corrupt" {
+                    "repository_corrupt"
+                } else {
+                    "unreadable_pack"
+                },
                 &display_path(&path),
-                format!("reading pack {}: {e}", pack_id.short()),
+                format!("reading pack {}: {}", pack_id.short(), e.message),
                 &affected(blobs),
                 &names,
             ));
@@ -431,7 +442,7 @@ fn check_keys_with_identity(
         let path = repo
             .sub(crate::secrets::KEYS_DIR)
             .join(format!("{key}.age"));
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = crate::repo::read_object(&path, "secret-id key", None, 1 << 20) else {
             continue; // reported as missing_key already
         };
         if let Err(why) = opener.check_wrapped(&bytes) {
@@ -455,7 +466,7 @@ fn check_keys_with_identity(
 }
 
 fn tempdir_index(path: &std::path::Path, id: Hash) -> Result<Index> {
-    let bytes = std::fs::read(path).ctx("reading index", path)?;
+    let bytes = crate::repo::read_object(path, "index file", None, crate::repo::MAX_TREE_BYTES)?;
     if Hash::of(&bytes) != id {
         return Err(crate::error::Error::corrupt(
             "corrupt_index",

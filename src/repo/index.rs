@@ -83,7 +83,8 @@ impl Index {
         names.sort();
         for id in names {
             let path = dir.join(id.to_hex());
-            let bytes = std::fs::read(&path).ctx("reading index", &path)?;
+            let bytes =
+                crate::repo::read_object(&path, "index file", None, crate::repo::MAX_TREE_BYTES)?;
             if Hash::of(&bytes) != id {
                 return Err(Error::corrupt(
                     "corrupt_index",
