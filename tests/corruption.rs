@@ -453,3 +453,56 @@ fn hostile_repository_files_are_refused_fast_and_named() {
         assert!(text.contains("repository_corrupt"), "{bin}: {v:#}");
     }
 }
+
+/// Issue 16, finding 2: with one index file truncated to 0 bytes, rollback,
+/// restore, checkpoint and prune of every snapshot still work (the index's
+/// packs are read from their trailers), and verify names the file.
+#[test]
+fn a_damaged_index_blocks_nothing_it_does_not_touch() {
+    let e = TestEnv::new();
+    e.write(".config/a", b"alpha\n", 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    e.write(".config/b", &noise(3000, 3), 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c2", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let want = tracked_files(&e.home);
+    let newest = common::names_in(&e.repo, "index")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    std::fs::write(&newest, b"").unwrap();
+    let (rc, v) = e.json("backup-verify", &[]);
+    assert_eq!(rc, 6, "{v:#}");
+    assert!(
+        v.to_string()
+            .contains(newest.file_name().unwrap().to_str().unwrap()),
+        "{v:#}"
+    );
+    for label in ["c1", "c2"] {
+        let target = e.tmp.path().join(format!("restore-{label}"));
+        let t = target.to_str().unwrap();
+        let (rc, v) = e.json("backup-restore", &[label, "--target", t]);
+        assert_eq!(rc, 0, "restore {label}: {v:#}");
+    }
+    assert_eq!(tracked_files(&e.tmp.path().join("restore-c2")), want);
+    std::fs::remove_file(e.home.join(".config/b")).unwrap();
+    let (rc, v) = e.json("backup-rollback", &["c2"]);
+    assert_eq!(rc, 0, "rollback: {v:#}");
+    assert_eq!(tracked_files(&e.home), want);
+    e.write(".config/c", b"gamma\n", 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c3", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "checkpoint: {v:#}");
+    assert!(v.to_string().contains("damaged_index"), "{v:#}");
+    let (rc, v) = e.json("backup-prune", &[]);
+    assert_eq!(rc, 0, "prune: {v:#}");
+}

@@ -395,12 +395,20 @@ pub fn prepare_snapshot<'r>(
     if !index.missing_packs.is_empty() {
         warnings.push(missing_packs_warning(&index));
     }
+    for (path, why) in &index.damaged {
+        warnings.push(Warning::at(
+            "damaged_index",
+            crate::paths::display_path(path),
+            format!("{why}; its packs were read from their own trailers instead; `backup-verify --repair` rewrites the index"),
+        ));
+    }
     let old_cache = match repo.map(|r| r.load_cache()) {
         // Trusted only while a snapshot of its tree exists (prune may have
         // removed the blobs of any other; `cache` module docs), and never
         // while a pack is missing: a cached hash is a reuse too.
         Some(Ok(Some(c)))
             if index.missing_packs.is_empty()
+                && index.damaged.is_empty()
                 && c.tree
                     .is_some_and(|t| existing.iter().any(|s| s.record.tree == t.id)) =>
         {
