@@ -506,3 +506,71 @@ fn a_damaged_index_blocks_nothing_it_does_not_touch() {
     let (rc, v) = e.json("backup-prune", &[]);
     assert_eq!(rc, 0, "prune: {v:#}");
 }
+
+/// `backup-verify --repair` rebuilds the index from the packs' trailers,
+/// drops what no pack holds and names exactly the snapshots and paths lost;
+/// everything else restores afterwards.
+#[test]
+fn repair_rebuilds_the_index_and_names_exactly_what_is_lost() {
+    let e = TestEnv::new();
+    e.write(".config/a", b"alpha\n", 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let first_packs = common::names_in(&e.repo, "packs");
+    let first_index = common::names_in(&e.repo, "index");
+    e.write(".config/b", &noise(3000, 4), 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c2", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let c1_files = {
+        let mut s = tracked_files(&e.home);
+        s.remove(b".config/b".as_slice());
+        s
+    };
+    // The second run's pack is gone, and the first run's index is damaged.
+    for p in common::names_in(&e.repo, "packs") {
+        if !first_packs.contains(&p) {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::write(&first_index[0], b"").unwrap();
+    let (rc, v) = e.json("backup-verify", &["--repair"]);
+    assert_eq!(rc, 6, "what is lost stays reported: {v:#}");
+    let repair = &v["repair"];
+    assert_eq!(repair["packs_indexed"], 1, "{v:#}");
+    // The rebuilt index holds exactly what the damaged first one did, so it
+    // has its name and replaces it; the second run's (dangling) one goes.
+    assert_eq!(repair["index_files_removed"], 1, "{v:#}");
+    assert_eq!(common::names_in(&e.repo, "index"), first_index);
+    let lost = repair["lost"].as_array().unwrap();
+    assert_eq!(lost.len(), 1, "only c2 lost anything: {v:#}");
+    assert!(
+        lost[0]["snapshot"].as_str().unwrap().ends_with(" c2"),
+        "{v:#}"
+    );
+    assert_eq!(
+        lost[0]["paths"],
+        serde_json::json!(["~/.config/b"]),
+        "{v:#}"
+    );
+    assert_eq!(common::names_in(&e.repo, "index").len(), 1);
+    let target = e.tmp.path().join("r1");
+    let (rc, v) = e.json(
+        "backup-restore",
+        &["c1", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(tracked_files(&target), c1_files);
+    // Human output lists the lost path too.
+    let out = e.output("backup-verify", &["--repair"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("LOST") && text.contains("~/.config/b"),
+        "{text}"
+    );
+}
