@@ -313,6 +313,21 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         }
         report.stats.blobs += blobs.len() as u64;
         if !read_data {
+            // The trailer is what a lost index is rebuilt from: a pack cut
+            // inside it (blobs intact) is damage a quick check must see.
+            if let Err(e) = pack::read_trailer(&path) {
+                report.problems.push(problem_for(
+                    if e.code == "repository_corrupt" {
+                        "repository_corrupt"
+                    } else {
+                        "corrupt_pack"
+                    },
+                    &display_path(&path),
+                    e.message,
+                    &affected(blobs),
+                    &names,
+                ));
+            }
             continue;
         }
         let mut bytes = Vec::new();
