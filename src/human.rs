@@ -403,6 +403,31 @@ pub fn list(env: &Envelope, _s: &Settings) -> String {
 /// `backup-verify`.
 pub fn verify(env: &Envelope, _s: &Settings) -> String {
     let mut out = String::new();
+    if let Some(r) = env.extra.get("repair") {
+        let _ = writeln!(
+            out,
+            "index rebuilt from {} pack(s): {} blobs; {} old index file(s) removed",
+            r["packs_indexed"], r["blobs_indexed"], r["index_files_removed"]
+        );
+        for p in r["unreadable_packs"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  pack with a damaged trailer left out: {}",
+                p.as_str().unwrap_or("?")
+            );
+        }
+        for l in r["lost"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{} snapshot {}:",
+                paint("LOST", Style::Red),
+                l["snapshot"].as_str().unwrap_or("?")
+            );
+            for p in l["paths"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "  {}", p.as_str().unwrap_or("?"));
+            }
+        }
+    }
     if let Some(Value::Array(problems)) = env.extra.get("problems") {
         if problems.is_empty() && env.status == Status::Success {
             let _ = writeln!(
