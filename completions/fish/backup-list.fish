@@ -14,6 +14,7 @@ complete -c backup-list -l retries -d 'Attempts for transient failures (unreacha
 complete -c backup-list -l files -d 'List the snapshot\'s entries with size, mode and sha256'
 complete -c backup-list -l phases -d 'Bootstrap runs, newest first: each phase\'s checkpoint, whether the phase changed the tracked files, and how much'
 complete -c backup-list -l stats -d 'Summarise the run log: runs per command, success rate, failures by code, median/p95 duration, last success per phase'
+complete -c backup-list -l all-homes -d 'List and select the snapshots of every home sharing the repository, not only $HOME\'s'
 complete -c backup-list -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-list -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-list -s v -l verbose -d 'More detail on stderr'

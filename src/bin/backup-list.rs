@@ -41,6 +41,9 @@ struct Args {
     /// Summarise the run log: runs per command, success rate, failures by code, median/p95 duration, last success per phase
     #[arg(long, conflicts_with_all = ["snapshot", "files"])]
     stats: bool,
+    /// List and select the snapshots of every home sharing the repository, not only $HOME's
+    #[arg(long)]
+    all_homes: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -72,6 +75,7 @@ fn main() -> std::process::ExitCode {
             .as_ref()
             .and_then(|d| Some((d.first()?.clone(), d.get(1).cloned()))),
         phases: args.phases,
+        all_homes: args.all_homes,
     };
     cli::run(
         "backup-list",

@@ -294,6 +294,8 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
             target: None,
             dry_run: opts.dry_run,
             command: "backup-rollback".into(),
+            all_homes: false,
+            force: false,
         },
         env,
     )
