@@ -474,6 +474,7 @@ mod tests {
                 summary: Summary::default(),
                 packages: None,
                 run: run.map(str::to_string),
+                home: None,
             },
         }
     }
