@@ -208,34 +208,22 @@ pub enum NameFolding {
 
 /// How the file system holding directory `dir` compares names.
 ///
-/// - Linux: per directory: the `FS_CASEFOLD_FL` inode flag (`lsattr` shows
-///   `F`), which new subdirectories inherit. Its `utf8` encoding compares
-///   NFD-normalized, case-folded names. A file system without inode flags
-///   (`ENOTTY`, `EOPNOTSUPP`, `EINVAL`) is byte-exact.
 /// - macOS: per volume: `fpathconf(_PC_CASE_SENSITIVE)` is 0 on a
 ///   case-insensitive volume; every APFS volume is normalization-insensitive
 ///   and HFS+ stores NFD, so names are at least normalization-folded there.
-///   An unknown answer counts as the most folding (a refusal is safer than
-///   a merge).
+/// - Linux: the `FS_CASEFOLD_FL` inode flag (`chattr +F`, inherited by new
+///   subdirectories; its `utf8` encoding compares NFD case-folded names).
+///   Other folding file systems carry no flag (vfat, CIFS/SMB mounts of a
+///   Mac or Windows share, FUSE ones such as ciopfs), so without the flag
+///   the directory is asked directly ([`probe_folding`]).
+/// - An answer that cannot be had counts as the most folding: refusing a
+///   restore is safer than merging two files.
 pub fn name_folding(dir: &Path) -> io::Result<NameFolding> {
     let fd = rustix::fs::open(
         dir,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::io::Errno;
-        // FS_CASEFOLD_FL from <linux/fs.h>; rustix's IFlags has no name for it.
-        const FS_CASEFOLD_FL: u32 = 0x4000_0000;
-        match rustix::fs::ioctl_getflags(&fd) {
-            Ok(flags) if flags.bits() & FS_CASEFOLD_FL != 0 => {
-                Ok(NameFolding::CaseAndNormalization)
-            }
-            Ok(_) | Err(Errno::NOTTY | Errno::OPNOTSUPP | Errno::INVAL) => Ok(NameFolding::Exact),
-            Err(e) => Err(e.into()),
-        }
-    }
     #[cfg(target_vendor = "apple")]
     {
         use std::os::fd::AsRawFd;
@@ -247,11 +235,45 @@ pub fn name_folding(dir: &Path) -> io::Result<NameFolding> {
             NameFolding::CaseAndNormalization
         })
     }
-    #[cfg(not(any(target_os = "linux", target_vendor = "apple")))]
+    #[cfg(not(target_vendor = "apple"))]
     {
-        let _ = fd;
-        Ok(NameFolding::Exact)
+        #[cfg(target_os = "linux")]
+        {
+            // FS_CASEFOLD_FL from <linux/fs.h>; rustix's IFlags has no name for it.
+            const FS_CASEFOLD_FL: u32 = 0x4000_0000;
+            if let Ok(flags) = rustix::fs::ioctl_getflags(&fd) {
+                if flags.bits() & FS_CASEFOLD_FL != 0 {
+                    return Ok(NameFolding::CaseAndNormalization);
+                }
+            }
+        }
+        probe_folding(&fd)
     }
+}
+
+/// Ask a directory how it compares names: create a temp file under one
+/// spelling and look it up under another (upper/lower case; NFC/NFD `é`),
+/// then remove it. Only called where two names could clash, so rarely.
+pub fn probe_folding(dir: impl AsFd) -> io::Result<NameFolding> {
+    use rustix::fs::{AtFlags, OFlags};
+    let base = format!(".dfb-tmp-fold-{}-", std::process::id());
+    let created = format!("{base}Ab\u{e9}");
+    let fd = rustix::fs::openat(
+        &dir,
+        &created,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    drop(fd);
+    let finds = |other: String| rustix::fs::statat(&dir, &other, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+    let case = finds(format!("{base}aB\u{e9}"));
+    let norm = finds(format!("{base}Abe\u{301}"));
+    rustix::fs::unlinkat(&dir, &created, AtFlags::empty())?;
+    Ok(match (case, norm) {
+        (true, _) => NameFolding::CaseAndNormalization,
+        (false, true) => NameFolding::Normalization,
+        (false, false) => NameFolding::Exact,
+    })
 }
 
 #[cfg(test)]
@@ -288,5 +310,15 @@ mod tests {
         let st = rustix::fs::statvfs(dir.path()).unwrap();
         assert!(avail <= st.f_blocks.saturating_mul(st.f_frsize));
         assert!(available_bytes(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn an_ordinary_directory_is_byte_exact_and_the_probe_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(target_os = "linux")]
+        assert_eq!(name_folding(dir.path()).unwrap(), NameFolding::Exact);
+        let _ = name_folding(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(name_folding(&dir.path().join("missing")).is_err());
     }
 }
