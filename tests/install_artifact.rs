@@ -1,6 +1,8 @@
 //! `scripts/install --from-artifact`: an artifact directory in the layout of
-//! docs/platforms.md (built here from the test binaries, so it takes no release
-//! build) installs with no `cargo` on `PATH`; a wrong checksum and a binary for
+//! docs/platforms.md installs with no `cargo` on `PATH`. The artifact's
+//! "binaries" are copies of `/bin/true`, a small ELF of this host's CPU (the
+//! debug binaries are over 100 MB each: compressing seven takes minutes; that
+//! the real ones run is `scripts/release --check`'s job); a wrong checksum and a binary for
 //! another OS or CPU are refused before anything is installed.
 
 mod common;
@@ -89,7 +91,7 @@ fn text(o: &Output) -> String {
 #[test]
 fn installs_from_an_artifact_directory_without_cargo_then_reports_nothing_changed() {
     let t = tempfile::tempdir().unwrap();
-    artifact(t.path(), host_triple(), |b| PathBuf::from(common::exe(b)));
+    artifact(t.path(), host_triple(), |_| PathBuf::from("/bin/true"));
     let prefix = t.path().join("prefix");
     let dist = t.path().join("dist");
     let args = [
@@ -107,17 +109,16 @@ fn installs_from_an_artifact_directory_without_cargo_then_reports_nothing_change
     );
     for b in BINS {
         let got = std::fs::read(prefix.join("bin").join(b)).unwrap();
-        assert_eq!(got, std::fs::read(common::exe(b)).unwrap(), "{b}");
+        assert_eq!(got, std::fs::read("/bin/true").unwrap(), "{b}");
         assert!(prefix
             .join("share/man/man1")
             .join(format!("{b}.1"))
             .exists());
     }
-    let v = Command::new(prefix.join("bin/backup-checkpoint"))
-        .arg("--version")
-        .output()
+    let st = Command::new(prefix.join("bin/backup-checkpoint"))
+        .status()
         .unwrap();
-    assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
+    assert!(st.success(), "the installed binary runs");
     let again = install(&args, t.path());
     assert!(again.status.success(), "{}", text(&again));
     assert!(text(&again).contains("nothing changed"), "{}", text(&again));
@@ -126,7 +127,7 @@ fn installs_from_an_artifact_directory_without_cargo_then_reports_nothing_change
 #[test]
 fn a_wrong_checksum_or_a_binary_for_another_platform_installs_nothing() {
     let t = tempfile::tempdir().unwrap();
-    let tarball = artifact(t.path(), host_triple(), |b| PathBuf::from(common::exe(b)));
+    let tarball = artifact(t.path(), host_triple(), |_| PathBuf::from("/bin/true"));
     let dist = t.path().join("dist");
     let prefix = t.path().join("prefix");
     let base = [
