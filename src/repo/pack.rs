@@ -327,8 +327,7 @@ impl OpenPack<'_> {
 
 /// Parse a pack's trailer from its last bytes, checking it against the file size.
 pub fn read_trailer(path: &Path) -> Result<Vec<PackedBlob>> {
-    let mut f = File::open(path).ctx("opening pack", path)?;
-    let size = f.metadata().ctx("reading size of pack", path)?.len();
+    let (mut f, size) = crate::repo::open_object(path, "pack", Some("missing_pack"), u64::MAX)?;
     let bad = |why: &str| {
         Error::corrupt(
             "corrupt_pack",
