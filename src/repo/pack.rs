@@ -15,7 +15,6 @@
 //! lost or damaged index can be rebuilt from the packs alone.
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -42,7 +41,7 @@ pub const FLAG_AGE: u8 = 1;
 pub const PACK_TARGET_SIZE: u64 = 32 << 20;
 
 const BUFFER: usize = 1 << 20;
-/// Start writeback of a pack every this many bytes (see [`start_writeback`]).
+/// Start writeback of a pack every this many bytes (see [`crate::sys::start_writeback`]).
 const WRITEBACK_STEP: u64 = 8 << 20;
 /// Chunks of a streamed blob in flight between the reading and the writing thread.
 const STREAM_DEPTH: usize = 4;
