@@ -428,10 +428,18 @@ fn hostile_repository_files_are_refused_fast_and_named() {
         ("trees", zero, "backup-verify", &[]),
         ("snapshots", zero, "backup-verify", &[]),
     ];
+    // Each case starts from a pristine copy put back at the same paths:
+    // records name their home, and another home's snapshots are not selected.
+    let pristine = TestEnv::new();
+    std::fs::remove_dir_all(&pristine.home).unwrap();
+    copy_dir(&base.home, &pristine.home);
+    copy_dir(&base.repo, &pristine.repo);
     for (sub, plant, bin, args) in cases {
-        let e = TestEnv::new();
-        copy_dir(&base.home, &e.home);
-        copy_dir(&base.repo, &e.repo);
+        let e = &base;
+        for (from, to) in [(&pristine.home, &e.home), (&pristine.repo, &e.repo)] {
+            std::fs::remove_dir_all(to).unwrap();
+            copy_dir(from, to);
+        }
         let victim = common::names_in(&e.repo, sub)
             .into_iter()
             .find(|p| !p.file_name().unwrap().as_bytes().starts_with(b"."))

@@ -63,12 +63,50 @@ fn check(name: &str, status: Level, message: impl Into<String>) -> Check {
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let mut p = Some(path);
     while let Some(cur) = p {
-        if let Ok(st) = rustix::fs::statvfs(cur) {
-            return Some(st.f_bavail.saturating_mul(st.f_frsize));
+        if let Ok(free) = crate::sys::available_bytes(cur) {
+            return Some(free);
         }
         p = cur.parent();
     }
     None
+}
+
+/// What a sync achieves where the repository lives: on macOS whether the
+/// file system accepts `F_FULLFSYNC` (else only `fsync`, which can leave the
+/// last commit in the drive's cache in a power cut); see `crate::sys`.
+fn durability_check(dir: &Path) -> Check {
+    use crate::sys::SyncStrength;
+    let shown = crate::paths::display_path(dir);
+    let refused = crate::sys::fullfsync_refusals();
+    match crate::sys::probe_sync(dir) {
+        Ok(SyncStrength::FsyncOnly) => check(
+            "durability",
+            Level::Yellow,
+            format!(
+                "the file system holding {shown} refuses F_FULLFSYNC: only fsync is used, so a power cut can lose the newest checkpoint from the drive's cache; keep the repository on a local APFS or HFS+ volume"
+            ),
+        ),
+        Ok(_) if refused > 0 => check(
+            "durability",
+            Level::Yellow,
+            format!("{refused} sync(s) in this run fell back from F_FULLFSYNC to fsync"),
+        ),
+        Ok(SyncStrength::FullFsync) => check(
+            "durability",
+            Level::Green,
+            "F_FULLFSYNC accepted: every commit flushes the drive's cache",
+        ),
+        Ok(SyncStrength::Fsync) => check(
+            "durability",
+            Level::Green,
+            "fsync flushes to stable storage (Linux)",
+        ),
+        Err(e) => check(
+            "durability",
+            Level::Yellow,
+            format!("could not test syncing {shown}: {e}"),
+        ),
+    }
 }
 
 /// Run every check.
@@ -166,6 +204,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             "could not read free space",
         )),
     }
+    out.push(durability_check(probe));
     let max_age = (settings.health.max_checkpoint_age_days as i64).saturating_mul(86400);
     // Read the snapshot records once: the checkpoint, external and secrets rows all use them.
     let listing = repo.as_ref().map(Repository::snapshots);

@@ -847,6 +847,14 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         current: None,
         blocked: false,
     }));
+    // Names a folding file system (macOS, `chattr +F`) takes for one: refuse before any change.
+    let written = actions
+        .iter()
+        .filter(|a| matches!(a.action, ActionKind::Create | ActionKind::Update));
+    super::names::check(
+        written.map(|a| a.abs.as_slice()),
+        current.keys().map(Vec::as_slice),
+    )?;
     let mut stats = ApplyStats::default();
     let changing = actions
         .iter()
@@ -1377,8 +1385,7 @@ pub fn apply(
                             Ok(None)
                         }
                         EntryType::Dir => {
-                            match rustix::fs::mkdirat(parent.fd(), name, Mode::from_raw_mode(0o700))
-                            {
+                            match rustix::fs::mkdirat(parent.fd(), name, crate::sys::mode(0o700)) {
                                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                                 Err(e) => {
                                     return Err(Error::io(
@@ -1451,7 +1458,7 @@ pub fn apply(
             .and_then(|b| b.open_beneath(&rel, false, 0o700))
             .and_then(|d| {
                 note_file_system(&mut file_systems, &d);
-                rustix::fs::fchmod(d.fd(), Mode::from_raw_mode(want.mode))
+                rustix::fs::fchmod(d.fd(), crate::sys::mode(want.mode))
                     .map_err(|e| Error::io("setting mode of", d.path(), &e.into()))?;
                 if is_root {
                     let _ = rustix::fs::fchown(
@@ -1672,7 +1679,7 @@ fn set_meta_at(
         Mode::empty(),
     )
     .map_err(|e| Error::io("opening", shown, &e.into()))?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(want.mode))
+    rustix::fs::fchmod(&fd, crate::sys::mode(want.mode))
         .map_err(|e| Error::io("setting mode of", shown, &e.into()))?;
     if is_root {
         let _ = rustix::fs::fchown(
@@ -1692,7 +1699,7 @@ fn set_meta_at(
     .map_err(|e| Error::io("setting time of", shown, &e.into()))?;
     // A mode change is an inode change: journaled file systems keep it without
     // this, others (and the contract "done means durable") need the fsync.
-    rustix::fs::fsync(&fd).map_err(|e| Error::io("syncing", shown, &e.into()))
+    crate::sys::sync_file(&fd).map_err(|e| Error::io("syncing", shown, &e))
 }
 
 /// Remove a file, symlink, or (empty, or emptied by earlier deletes) directory.
