@@ -172,3 +172,103 @@ fn a_repository_owned_by_another_user_is_refused() {
     let meta = std::fs::metadata(&env.repo).unwrap();
     assert_eq!(meta.uid(), 0);
 }
+
+/// Give the repository (every entry) to `uid`, as if that user had made it.
+fn chown_tree(dir: &Path, uid: u32) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(uid)).unwrap();
+    for (rel, _) in walk(dir) {
+        let p = dir.join(std::ffi::OsStr::from_bytes(&rel));
+        std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).unwrap();
+    }
+}
+
+/// Issue 20: the owner of a repository chooses every byte, mode and owner in
+/// it. Root refuses one it does not own like anyone else; with
+/// `--allow-foreign-repo` it reads it but creates no setuid/setgid file and
+/// gives nothing away by owner. From its own repository both still apply.
+#[test]
+fn root_refuses_a_foreign_repository_and_never_restores_its_setuid_bits() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test needs root; CI runs as root"
+        );
+        eprintln!("note: skipping: needs root");
+        return;
+    }
+    let env = TestEnv::with_dotfiles();
+    let tool = env.write("bin/tool", b"#!/bin/sh\necho planted\n", 0o755);
+    set_mode(&tool, 0o4755);
+    let data = env.write("bin/data", b"group data\n", 0o644);
+    set_mode(&data, 0o2640);
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let (c, v) = env.json("backup-checkpoint", &["manual", "one", "--path", "~/bin"]);
+    assert_eq!(c, 0, "{v:#}");
+    let target_of = |name: &str| env.tmp.path().join(name);
+    let mode_of = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+
+    // Root's own repository: modes and owners as recorded (the control).
+    let own = target_of("own");
+    let (c, v) = env.json(
+        "backup-restore",
+        &["one", "--target", own.to_str().unwrap()],
+    );
+    assert_eq!(c, 0, "{v:#}");
+    assert_eq!(mode_of(&own.join("bin/tool")), 0o4755);
+    assert_eq!(mode_of(&own.join("bin/data")), 0o2640);
+    assert_eq!(
+        std::fs::metadata(own.join("bin/data")).unwrap().uid(),
+        65534
+    );
+
+    // The same repository, now owned by nobody: refused by every command.
+    chown_tree(&env.repo, 65534);
+    let before = env.repo_state();
+    let foreign = target_of("foreign");
+    let foreign_s = foreign.to_str().unwrap();
+    for (bin, args) in [
+        ("backup-list", vec![]),
+        ("backup-verify", vec![]),
+        ("backup-restore", vec!["one", "--target", foreign_s]),
+        ("backup-checkpoint", vec!["manual", "two"]),
+    ] {
+        let (c, v) = env.json(bin, &args);
+        assert_eq!(c, 5, "{bin}: {v:#}");
+        assert_eq!(v["errors"][0]["code"], "repository_foreign_owner", "{bin}");
+        assert!(
+            v["errors"][0]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-foreign-repo"),
+            "{bin}: {v:#}"
+        );
+    }
+    assert!(!foreign.exists(), "nothing was restored");
+    assert_eq!(env.repo_state(), before, "nothing was written");
+
+    // Explicitly allowed: restored, but no setuid/setgid bit and no owner from it.
+    for (how, extra) in [("flag", vec!["--allow-foreign-repo"]), ("env", vec![])] {
+        let dest = target_of(how);
+        let mut args = vec!["one", "--target", dest.to_str().unwrap()];
+        args.extend(extra);
+        let envs: &[(&str, &str)] = if how == "env" {
+            &[("BACKUP_ALLOW_FOREIGN_REPO", "1")]
+        } else {
+            &[]
+        };
+        let (c, v, _) = env.run("backup-restore", &args, envs);
+        assert_eq!(c, 0, "{how}: {v:#}");
+        assert_eq!(mode_of(&dest.join("bin/tool")), 0o755, "{how}");
+        assert_eq!(mode_of(&dest.join("bin/data")), 0o640, "{how}");
+        let m = std::fs::metadata(dest.join("bin/data")).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (0, 0),
+            "{how}: owned by the restoring user"
+        );
+        assert_eq!(
+            std::fs::read(dest.join("bin/tool")).unwrap(),
+            b"#!/bin/sh\necho planted\n"
+        );
+    }
+}

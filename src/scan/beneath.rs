@@ -1,0 +1,204 @@
+//! Opening a scanned file for reading, safely when root backs up a home that
+//! its owner can change while the checkpoint runs.
+//!
+//! The file is opened relative to its tracked root's directory handle,
+//! never by absolute path, and no symlink anywhere below the root is
+//! followed: `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` where the
+//! kernel has it (Linux 5.6+), otherwise one `openat(O_NOFOLLOW)` per
+//! component. The opened file must then be the very inode the scan saw
+//! (device and inode), else it is reported as changed and not stored. So a
+//! user who swaps a directory of their home for a symlink to `/etc` while
+//! root checkpoints gets an error, never `/etc/shadow` stored under their
+//! path (tests/hostile_race.rs).
+//!
+//! Opens are non-blocking so that a FIFO swapped in cannot hang the run
+//! (reading a regular file ignores `O_NONBLOCK`).
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use super::{ScanItem, ScannedRoot};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::paths::display_path;
+use crate::repo::snapshot::EntryType;
+
+/// Cleared the first time `openat2` turns out to be missing (old kernel, or
+/// a seccomp filter); the component walk is used from then on.
+static OPENAT2: AtomicBool = AtomicBool::new(true);
+
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::NOCTTY)
+    .union(OFlags::CLOEXEC);
+
+/// A tracked root's directory, opened once per run for the reads beneath it.
+pub enum RootDir {
+    /// The root is a directory and is the one the scan walked.
+    Dir(OwnedFd),
+    /// The root is a file (its items are opened by path, last component `O_NOFOLLOW`).
+    NotDir,
+    /// The root directory was replaced since the scan: nothing under it is read.
+    Replaced,
+}
+
+impl RootDir {
+    /// Open `root`'s directory (its configured path may itself go through
+    /// symlinks: that path is the config's, not the home's) and check that it
+    /// is the directory the scan walked.
+    pub fn open(root: &ScannedRoot) -> RootDir {
+        let Some(top) = root.items.first().filter(|i| i.kind == EntryType::Dir) else {
+            return RootDir::NotDir;
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        match rustix::fs::open(&root.root.abs, flags, Mode::empty()) {
+            Ok(fd) => match rustix::fs::fstat(&fd) {
+                Ok(st) if st.st_dev == top.dev && st.st_ino == top.ino => RootDir::Dir(fd),
+                _ => RootDir::Replaced,
+            },
+            Err(_) => RootDir::Replaced,
+        }
+    }
+}
+
+/// Open `item` (a regular file found by the scan under `root`) for reading.
+/// Returns the file and its `fstat`; fails with `file_changed` when a
+/// symlink is now in its path or another file is in its place.
+pub fn open_scanned(root: &RootDir, item: &ScanItem) -> Result<(File, std::fs::Metadata)> {
+    let opened = match root {
+        RootDir::Replaced => return Err(replaced(&item.abs, "its tracked root was replaced")),
+        RootDir::NotDir => rustix::fs::open(&item.abs, READ_FLAGS, Mode::empty()),
+        RootDir::Dir(dir) => open_beneath(dir, &item.rel),
+    };
+    let fd = opened.map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV | rustix::io::Errno::NOTDIR => {
+            replaced(&item.abs, "a symlink is now in its path")
+        }
+        e => Error::io("opening", &item.abs, &e.into()),
+    })?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io("inspecting", &item.abs, &e))?;
+    if meta.dev() != item.dev || meta.ino() != item.ino || !meta.is_file() {
+        return Err(replaced(&item.abs, "another file is in its place"));
+    }
+    Ok((file, meta))
+}
+
+/// `rel` (`/`-separated, from the scan) beneath `dir`, following no symlink.
+fn open_beneath(dir: &OwnedFd, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+    if OPENAT2.load(Ordering::Relaxed) {
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(dir, rel, READ_FLAGS, Mode::empty(), how) {
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                OPENAT2.store(false, Ordering::Relaxed);
+            }
+            // Raced with a rename elsewhere on the system: the kernel asks to retry.
+            Err(rustix::io::Errno::AGAIN) => return open_by_components(dir, rel),
+            other => return other,
+        }
+    }
+    open_by_components(dir, rel)
+}
+
+/// The portable walk: every component opened with `O_NOFOLLOW` relative to
+/// the previous one; `..`, `.` and empty components are refused outright.
+fn open_by_components(dir: &OwnedFd, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let mut parts = rel.split(|&b| b == b'/').peekable();
+    let mut current: Option<OwnedFd> = None;
+    while let Some(part) = parts.next() {
+        if part.is_empty() || part == b"." || part == b".." {
+            return Err(rustix::io::Errno::XDEV);
+        }
+        let name = std::ffi::OsStr::from_bytes(part);
+        let at = current.as_ref().unwrap_or(dir);
+        if parts.peek().is_none() {
+            return rustix::fs::openat(at, name, READ_FLAGS, Mode::empty());
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        current = Some(rustix::fs::openat(at, name, flags, Mode::empty())?);
+    }
+    Err(rustix::io::Errno::NOENT)
+}
+
+/// The error for a file that is no longer the one the scan saw.
+pub fn replaced(path: &Path, why: &str) -> Error {
+    Error::new(
+        ExitCode::Partial,
+        "file_changed",
+        format!(
+            "{} changed between the scan and the read ({why}); it was not stored",
+            display_path(path)
+        ),
+    )
+    .with_path(path)
+    .with_hint("run the checkpoint again when nothing is moving files in that directory")
+    .retryable(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(p: &Path) -> OwnedFd {
+        rustix::fs::open(p, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    #[test]
+    fn both_ways_refuse_symlinks_and_escapes_at_every_component() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), b"inside").unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("f"), b"outside").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::os::unix::fs::symlink("b", root.join("a/rel")).unwrap();
+        std::os::unix::fs::symlink("b/f", root.join("a/flink")).unwrap();
+        let d = dir(&root);
+        let read = |fd: OwnedFd| {
+            std::fs::read_to_string(format!("/proc/self/fd/{}", {
+                use std::os::fd::AsRawFd;
+                fd.as_raw_fd()
+            }))
+            .unwrap()
+        };
+        type Open = fn(&OwnedFd, &[u8]) -> rustix::io::Result<OwnedFd>;
+        for (name, open) in [
+            ("openat2", open_beneath as Open),
+            ("components", open_by_components as Open),
+        ] {
+            assert_eq!(read(open(&d, b"a/b/f").unwrap()), "inside", "{name}");
+            for bad in [
+                &b"link/f"[..],
+                b"a/rel/f",
+                b"a/flink",
+                b"../outside/f",
+                b"/etc/passwd",
+            ] {
+                let e = open(&d, bad).expect_err(name);
+                assert!(
+                    matches!(
+                        e,
+                        rustix::io::Errno::LOOP
+                            | rustix::io::Errno::XDEV
+                            | rustix::io::Errno::NOTDIR
+                    ),
+                    "{name} {}: {e:?}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
+        // The walk refuses `..` even where it would stay inside.
+        assert!(open_by_components(&d, b"a/../a/b/f").is_err());
+    }
+}
