@@ -201,4 +201,66 @@ mod tests {
         // The walk refuses `..` even where it would stay inside.
         assert!(open_by_components(&d, b"a/../a/b/f").is_err());
     }
+
+    #[test]
+    fn a_fifo_or_another_file_in_place_of_the_scanned_one_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("f"), b"scanned").unwrap();
+        let meta = std::fs::symlink_metadata(root.join("f")).unwrap();
+        let item = ScanItem {
+            rel: b"f".to_vec(),
+            abs: root.join("f"),
+            kind: EntryType::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            size: 7,
+            ino: meta.ino(),
+            dev: meta.dev(),
+            target: None,
+            class: super::super::DataClass::Public,
+        };
+        let rd = RootDir::Dir(dir(root));
+        let (_, m) = open_scanned(&rd, &item).unwrap();
+        assert_eq!(m.ino(), item.ino);
+        // Replaced by another file: refused.
+        std::fs::write(root.join("g"), b"other").unwrap();
+        std::fs::rename(root.join("g"), root.join("f")).unwrap();
+        assert_eq!(open_scanned(&rd, &item).unwrap_err().code, "file_changed");
+        // A FIFO with no writer: opening must not block.
+        std::fs::remove_file(root.join("f")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &root.join("f"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(open_scanned(&rd, &item).unwrap_err().code, "file_changed");
+        // A symlink in its place.
+        std::fs::remove_file(root.join("f")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("f")).unwrap();
+        assert_eq!(open_scanned(&rd, &item).unwrap_err().code, "file_changed");
+        // The root directory itself replaced since the scan.
+        let root_item = ScanItem {
+            rel: Vec::new(),
+            abs: root.to_path_buf(),
+            kind: EntryType::Dir,
+            ino: 1,
+            ..item.clone()
+        };
+        let scanned = ScannedRoot {
+            root: crate::config::TrackedRoot {
+                abs: root.to_path_buf(),
+                shown: root.to_path_buf(),
+            },
+            present: true,
+            items: vec![root_item],
+        };
+        assert!(matches!(RootDir::open(&scanned), RootDir::Replaced));
+    }
 }
