@@ -214,6 +214,11 @@ impl Rules {
         None
     }
 
+    /// `$HOME`, when known (reads of a root in it are resolved beneath it: `beneath`).
+    pub fn home(&self) -> Option<&Path> {
+        self.home.as_deref()
+    }
+
     /// Is `abs` marked public by the `[classes] public` patterns? Such a file
     /// is stored as it is even when its content looks like a credential.
     pub fn marked_public(&self, abs: &Path) -> bool {

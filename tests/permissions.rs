@@ -272,3 +272,81 @@ fn root_refuses_a_foreign_repository_and_never_restores_its_setuid_bits() {
         );
     }
 }
+
+/// Issue 20: root checkpoints a home it does not own, whose owner has made
+/// directories *above* tracked roots into symlinks to root-only places
+/// (`~/.ssh -> /root/.ssh`). The paths of roots in that home are resolved
+/// beneath it, so none of those bytes is stored, while a stow-style symlink
+/// that stays inside the home is followed as before.
+#[test]
+fn root_never_follows_a_home_symlink_out_of_a_home_it_does_not_own() {
+    if !is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test needs root; CI runs as root"
+        );
+        eprintln!("note: skipping: needs root");
+        return;
+    }
+    let env = TestEnv::new();
+    let private = env.tmp.path().join("root-only");
+    let ssh_bytes = noise(300, 41);
+    let app_bytes = noise(300, 42);
+    std::fs::create_dir_all(private.join("ssh")).unwrap();
+    std::fs::create_dir_all(private.join("config/app")).unwrap();
+    std::fs::write(private.join("ssh/config"), &ssh_bytes).unwrap();
+    std::fs::write(private.join("config/app/settings"), &app_bytes).unwrap();
+    set_mode(&private, 0o700);
+    std::os::unix::fs::symlink(private.join("ssh"), env.home.join(".ssh")).unwrap();
+    std::os::unix::fs::symlink(private.join("config"), env.home.join(".config")).unwrap();
+    // A stow-folded directory: a relative symlink inside the home.
+    env.write("dotfiles/vim/vimrc", b"set number\n", 0o644);
+    std::os::unix::fs::symlink("dotfiles/vim", env.home.join(".vim")).unwrap();
+    chown_tree(&env.home, 65534);
+    let (c, v) = env.json(
+        "backup-checkpoint",
+        &[
+            "manual",
+            "one",
+            "--path",
+            "~/.ssh/config",
+            "--path",
+            "~/.config/app",
+            "--path",
+            "~/.vim/vimrc",
+        ],
+    );
+    assert_eq!(c, 3, "{v:#}");
+    let refused: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["code"] == "file_changed")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused.len(), 2, "{v:#}");
+    for (rel, bytes) in common::all_file_bytes(&env.repo) {
+        for secret in [&ssh_bytes, &app_bytes] {
+            assert!(
+                !bytes
+                    .windows(32)
+                    .any(|w| secret.windows(32).any(|s| s == w)),
+                "root-only bytes stored in {}",
+                rel.display()
+            );
+        }
+    }
+    let (c, v) = env.json("backup-list", &["one", "--files"]);
+    assert_eq!(c, 0, "{v:#}");
+    let vimrc = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "~/.vim/vimrc")
+        .expect("the stow-folded file is listed");
+    assert_eq!(
+        vimrc["sha256"],
+        common::sha256_hex(b"set number\n"),
+        "{vimrc:#}"
+    );
+}

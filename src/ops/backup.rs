@@ -517,6 +517,7 @@ pub fn prepare_snapshot<'r>(
                 repo,
                 sealer,
                 &mut scanned_roots,
+                rules,
                 &secret_work,
                 opts.dry_run,
                 &mut stats,
@@ -815,7 +816,10 @@ fn read_and_pack<'w>(
     stats: &mut BackupStats,
 ) -> Result<ReadOutcome<'w>> {
     let mut detected = Vec::new();
-    let dirs: Vec<RootDir> = roots.iter().map(RootDir::open).collect();
+    let dirs: Vec<RootDir> = roots
+        .iter()
+        .map(|r| RootDir::open(r, rules.home()))
+        .collect();
     let (small, large): (Vec<&FileWork>, Vec<&FileWork>) = work
         .iter()
         .partition(|w| roots[w.root].items[w.item].size <= SMALL_FILE_MAX);
@@ -924,6 +928,7 @@ fn seal_secrets(
     repo: Option<&Repository>,
     sealer: &Sealer,
     roots: &mut [scan::ScannedRoot],
+    rules: &Rules,
     work: &[FileWork],
     dry_run: bool,
     stats: &mut BackupStats,
@@ -939,7 +944,10 @@ fn seal_secrets(
     let mut writer = pack_dir.as_ref().map(PackWriter::new);
     let mut seen: HashSet<Hash> = HashSet::new();
     let mut out = Vec::with_capacity(work.len());
-    let dirs: Vec<RootDir> = roots.iter().map(RootDir::open).collect();
+    let dirs: Vec<RootDir> = roots
+        .iter()
+        .map(|r| RootDir::open(r, rules.home()))
+        .collect();
     for w in work {
         let item = &mut roots[w.root].items[w.item];
         let (_, data, key) = match read_small(&dirs[w.root], item) {

@@ -18,7 +18,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -39,33 +39,88 @@ const READ_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOCTTY)
     .union(OFlags::CLOEXEC);
 
-/// A tracked root's directory, opened once per run for the reads beneath it.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+
+/// A tracked root, opened once per run for the reads beneath it.
 pub enum RootDir {
     /// The root is a directory and is the one the scan walked.
     Dir(OwnedFd),
-    /// The root is a file (its items are opened by path, last component `O_NOFOLLOW`).
-    NotDir,
-    /// The root directory was replaced since the scan: nothing under it is read.
+    /// The root is a file, opened by its path (last component `O_NOFOLLOW`).
+    File,
+    /// The root is a file in a home the caller does not own: opened beneath
+    /// the home's directory (the handle), by this path relative to it.
+    FileInHome(OwnedFd, PathBuf),
+    /// The root directory was replaced since the scan, or reaching it from
+    /// the home left the home: nothing under it is read.
     Replaced,
 }
 
 impl RootDir {
-    /// Open `root`'s directory (its configured path may itself go through
-    /// symlinks: that path is the config's, not the home's) and check that it
-    /// is the directory the scan walked.
-    pub fn open(root: &ScannedRoot) -> RootDir {
-        let Some(top) = root.items.first().filter(|i| i.kind == EntryType::Dir) else {
-            return RootDir::NotDir;
+    /// Open `root` and check that it is the directory the scan walked.
+    ///
+    /// The path of a root in a home that the caller does not own (root
+    /// checkpointing a user's home) is resolved beneath that home: symlinks
+    /// its owner made (a stow-folded `~/.ssh`) are followed only while they
+    /// stay inside it, so `~/.ssh` pointing at `/root/.ssh` reads nothing.
+    /// Otherwise the configured path is opened as it is: it is the config's,
+    /// and its owner can read whatever it leads to anyway.
+    pub fn open(root: &ScannedRoot, home: Option<&Path>) -> RootDir {
+        let Some(top) = root.items.first() else {
+            return RootDir::File;
         };
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        match rustix::fs::open(&root.root.abs, flags, Mode::empty()) {
-            Ok(fd) => match rustix::fs::fstat(&fd) {
-                Ok(st) if st.st_dev == top.dev && st.st_ino == top.ino => RootDir::Dir(fd),
-                _ => RootDir::Replaced,
+        let anchor = home.filter(|h| !owned_by_caller(h)).and_then(|h| {
+            let rel = root.root.abs.strip_prefix(h).ok()?;
+            (!rel.as_os_str().is_empty()).then(|| (h, rel.to_path_buf()))
+        });
+        let home_fd = match &anchor {
+            Some((h, _)) => match rustix::fs::open(*h, DIR_FLAGS, Mode::empty()) {
+                Ok(fd) => Some(fd),
+                Err(_) => return RootDir::Replaced,
             },
-            Err(_) => RootDir::Replaced,
+            None => None,
+        };
+        match (top.kind, home_fd, anchor) {
+            (EntryType::Dir, Some(hfd), Some((_, rel))) => check_dir(
+                open_in_home(&hfd, rel.as_os_str().as_bytes(), DIR_FLAGS),
+                top,
+            ),
+            (EntryType::Dir, _, _) => check_dir(
+                rustix::fs::open(&root.root.abs, DIR_FLAGS, Mode::empty()),
+                top,
+            ),
+            (_, Some(hfd), Some((_, rel))) => RootDir::FileInHome(hfd, rel),
+            _ => RootDir::File,
         }
     }
+}
+
+fn owned_by_caller(path: &Path) -> bool {
+    rustix::fs::stat(path).is_ok_and(|st| st.st_uid == rustix::process::geteuid().as_raw())
+}
+
+fn check_dir(opened: rustix::io::Result<OwnedFd>, top: &ScanItem) -> RootDir {
+    match opened.and_then(|fd| Ok((rustix::fs::fstat(&fd)?, fd))) {
+        Ok((st, fd)) if st.st_dev == top.dev && st.st_ino == top.ino => RootDir::Dir(fd),
+        _ => RootDir::Replaced,
+    }
+}
+
+/// `rel` beneath the home `dir`, following symlinks only while they stay
+/// inside it (`RESOLVE_BENEATH`); without `openat2`, following none.
+fn open_in_home(dir: &OwnedFd, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    if OPENAT2.load(Ordering::Relaxed) {
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), how) {
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                OPENAT2.store(false, Ordering::Relaxed);
+            }
+            Err(rustix::io::Errno::AGAIN) => {}
+            other => return other,
+        }
+    }
+    open_by_components(dir, rel, flags | OFlags::NOFOLLOW)
 }
 
 /// Open `item` (a regular file found by the scan under `root`) for reading.
@@ -74,7 +129,10 @@ impl RootDir {
 pub fn open_scanned(root: &RootDir, item: &ScanItem) -> Result<(File, std::fs::Metadata)> {
     let opened = match root {
         RootDir::Replaced => return Err(replaced(&item.abs, "its tracked root was replaced")),
-        RootDir::NotDir => rustix::fs::open(&item.abs, READ_FLAGS, Mode::empty()),
+        RootDir::File => rustix::fs::open(&item.abs, READ_FLAGS, Mode::empty()),
+        RootDir::FileInHome(home, rel) => {
+            open_in_home(home, rel.as_os_str().as_bytes(), READ_FLAGS)
+        }
         RootDir::Dir(dir) => open_beneath(dir, &item.rel),
     };
     let fd = opened.map_err(|e| match e {
@@ -102,16 +160,16 @@ fn open_beneath(dir: &OwnedFd, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
                 OPENAT2.store(false, Ordering::Relaxed);
             }
             // Raced with a rename elsewhere on the system: the kernel asks to retry.
-            Err(rustix::io::Errno::AGAIN) => return open_by_components(dir, rel),
+            Err(rustix::io::Errno::AGAIN) => return open_by_components(dir, rel, READ_FLAGS),
             other => return other,
         }
     }
-    open_by_components(dir, rel)
+    open_by_components(dir, rel, READ_FLAGS)
 }
 
 /// The portable walk: every component opened with `O_NOFOLLOW` relative to
 /// the previous one; `..`, `.` and empty components are refused outright.
-fn open_by_components(dir: &OwnedFd, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+fn open_by_components(dir: &OwnedFd, rel: &[u8], last: OFlags) -> rustix::io::Result<OwnedFd> {
     let mut parts = rel.split(|&b| b == b'/').peekable();
     let mut current: Option<OwnedFd> = None;
     while let Some(part) = parts.next() {
@@ -121,7 +179,7 @@ fn open_by_components(dir: &OwnedFd, rel: &[u8]) -> rustix::io::Result<OwnedFd> 
         let name = std::ffi::OsStr::from_bytes(part);
         let at = current.as_ref().unwrap_or(dir);
         if parts.peek().is_none() {
-            return rustix::fs::openat(at, name, READ_FLAGS, Mode::empty());
+            return rustix::fs::openat(at, name, last | OFlags::NOFOLLOW, Mode::empty());
         }
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         current = Some(rustix::fs::openat(at, name, flags, Mode::empty())?);
@@ -175,7 +233,7 @@ mod tests {
         type Open = fn(&OwnedFd, &[u8]) -> rustix::io::Result<OwnedFd>;
         for (name, open) in [
             ("openat2", open_beneath as Open),
-            ("components", open_by_components as Open),
+            ("components", |d, r| open_by_components(d, r, READ_FLAGS)),
         ] {
             assert_eq!(read(open(&d, b"a/b/f").unwrap()), "inside", "{name}");
             for bad in [
@@ -199,7 +257,7 @@ mod tests {
             }
         }
         // The walk refuses `..` even where it would stay inside.
-        assert!(open_by_components(&d, b"a/../a/b/f").is_err());
+        assert!(open_by_components(&d, b"a/../a/b/f", READ_FLAGS).is_err());
     }
 
     #[test]
@@ -234,7 +292,7 @@ mod tests {
         std::fs::remove_file(root.join("f")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("f"),
+            root.join("f"),
             rustix::fs::FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,
@@ -261,6 +319,6 @@ mod tests {
             present: true,
             items: vec![root_item],
         };
-        assert!(matches!(RootDir::open(&scanned), RootDir::Replaced));
+        assert!(matches!(RootDir::open(&scanned, None), RootDir::Replaced));
     }
 }
