@@ -57,6 +57,49 @@ const RULES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Literals one of which every rule in [`RULES`] needs: a SIMD substring
+/// search (about 3 GB/s) rules out almost every file before the rule set
+/// runs (about 0.2 GB/s, half a first snapshot's hashing time on its own).
+const NEEDLES: &[&str] = &[
+    "-----BEGIN ",
+    "PuTTY-User-Key-File-",
+    "AGE-SECRET-KEY-1",
+    "AKIA",
+    "ASIA",
+    "AROA",
+    "AIDA",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxa-",
+    "xoxb-",
+    "xoxp-",
+    "xoxo-",
+    "xoxs-",
+    "xoxr-",
+    "npm_",
+    "_auth",
+    "_password",
+];
+
+/// Words the assignment rule needs (any case).
+const WORDS: &[&str] = &["pass", "secret", "token", "key"];
+
+/// `a|b|…` of escaped literals, `(?i-u)` for any ASCII case.
+fn literals(words: &[&str], any_case: bool) -> Regex {
+    let alternation: Vec<String> = words.iter().map(|w| regex::escape(w)).collect();
+    let flags = if any_case { "(?i-u)" } else { "(?-u)" };
+    Regex::new(&format!("{flags}{}", alternation.join("|"))).expect("literals are valid")
+}
+
+static NEEDLE: LazyLock<Regex> = LazyLock::new(|| literals(NEEDLES, false));
+
+static WORD: LazyLock<Regex> = LazyLock::new(|| literals(WORDS, true));
+
 static SET: LazyLock<RegexSet> = LazyLock::new(|| {
     RegexSet::new(RULES.iter().map(|(_, re)| *re)).expect("the detection rules are valid")
 });
@@ -64,7 +107,7 @@ static SET: LazyLock<RegexSet> = LazyLock::new(|| {
 /// `NAME=value` where the name ends in a credential word; for `.env`/`*rc` files only.
 static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?mi)^[ \t]*(?:export[ \t]+|set[ \t]+|setenv[ \t]+)?[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api_?key|access_?key|private_?key|client_?secret)[ \t]*[=:][ \t]*["']?([^\s"'#]{8,})"#,
+        r#"(?mi)^[ \t]*(?:export[ \t]+|set[ \t]+|setenv[ \t]+)?[A-Za-z0-9_.-]*(?:password|passwd|_pass|secret|token|api_?key|access_?key|private_?key|client_?secret)(?:[ \t]*[=:]|[ \t]*\+=)[ \t]*["']?([^\s"'#]{8,})|^[ \t]*(?:password|passwd)[ \t]+["']?([^\s"'#]{8,})"#,
     )
     .expect("the assignment rule is valid")
 });
@@ -75,12 +118,18 @@ pub fn detect(name: &[u8], data: &[u8]) -> Option<&'static str> {
     if data.len() > MAX_DETECT_BYTES {
         return None;
     }
-    if let Some(i) = SET.matches(data).into_iter().next() {
-        return Some(RULES[i].0);
+    if NEEDLE.is_match(data) {
+        if let Some(i) = SET.matches(data).into_iter().next() {
+            return Some(RULES[i].0);
+        }
     }
-    if env_or_rc(name) {
+    if env_or_rc(name) && WORD.is_match(data) {
         for caps in ASSIGNMENT.captures_iter(data) {
-            if !placeholder(&caps[1]) {
+            let value = caps
+                .get(1)
+                .or_else(|| caps.get(2))
+                .map_or(&b""[..], |m| m.as_bytes());
+            if !value.is_empty() && !placeholder(value) {
                 return Some("password-or-token-assignment");
             }
         }
@@ -133,6 +182,8 @@ mod tests {
             (b".env", b"DEBUG=1\nDATABASE_PASSWORD=s3cr3t-v4lue\n", "password-or-token-assignment"),
             (b".zshrc", b"export HOMEBREW_GITHUB_API_TOKEN=0123abcd4567\n", "password-or-token-assignment"),
             (b".pypirc", b"[pypi]\npassword = pypi-AgEIcHlwaS5vcmc\n", "password-or-token-assignment"),
+            (b".muttrc", b"set imap_user = me\nset imap_pass = \"hunter2hunter2\"\n", "password-or-token-assignment"),
+            (b".msmtprc", b"account default\nuser me\npassword   s3cr3t-value\n", "password-or-token-assignment"),
         ];
         for (name, data, rule) in cases {
             assert_eq!(
@@ -152,6 +203,8 @@ mod tests {
             (b".env", b"API_KEY=<your key here>\nSECRET=changeme\nTOKEN=xxxxxxxx\n"),
             (b".env.example", b"DB_PASSWORD=your_password_here\n"),
             (b"init.lua", b"local token = 'abcdefghijklmnop'\n"),
+            (b".bashrc", b"pass generate email/github 20\nalias bypass=true\nCOMPASS_DIR=/opt/compass\n"),
+            (b".msmtprc", b"passwordeval \"pass show mail\"\n"),
             (b"id_ed25519.pub", b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI test\n"),
             (b"notes.md", b"-----BEGIN PUBLIC KEY-----\nMFkw\n-----BEGIN CERTIFICATE-----\n"),
             (b"x", b"see AKIAIOSFODNN7EXAMPLEX for the format\n"),
@@ -165,6 +218,30 @@ mod tests {
                 String::from_utf8_lossy(name),
                 String::from_utf8_lossy(data)
             );
+        }
+    }
+
+    #[test]
+    fn every_rule_needs_one_of_the_needles() {
+        // Each rule's shortest example must pass the literal prefilter.
+        for (rule, _) in RULES {
+            let example: &[u8] = match *rule {
+                "openssh-private-key" => b"-----BEGIN OPENSSH PRIVATE KEY-----",
+                "pgp-private-key" => b"-----BEGIN PGP PRIVATE KEY BLOCK-----",
+                "pem-private-key" => b"-----BEGIN EC PRIVATE KEY-----",
+                "putty-private-key" => b"PuTTY-User-Key-File-2: ssh-rsa",
+                "age-secret-key" => {
+                    b"AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+                }
+                "aws-access-key" => b"ASIAQWERTYUIOPASDFGH",
+                "github-token" => b"ghs_0123456789abcdefghijABCDEFGHIJ012345",
+                "gitlab-token" => b"glpat-abcdefghij0123456789",
+                "slack-token" => b"xoxp-1234567890-abc",
+                "npm-token" => b"npm_0123456789abcdefghijABCDEFGHIJ012345",
+                "npm-auth-token" => b"_password=c2VjcmV0cGFzcw==",
+                other => panic!("no example for rule {other}"),
+            };
+            assert_eq!(detect(b"x", example), Some(*rule));
         }
     }
 
