@@ -1,10 +1,11 @@
 //! Facts about the machine and user recorded in snapshots and lock records.
 
-/// The host name, or `unknown`.
+/// The host name (the `nodename` of `uname(2)`), lossily decoded.
 pub fn hostname() -> String {
-    gethostname::gethostname()
-        .into_string()
-        .unwrap_or_else(|raw| raw.to_string_lossy().into_owned())
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The user name from `$USER`/`$LOGNAME`, else the numeric uid.

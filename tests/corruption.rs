@@ -251,6 +251,7 @@ fn sweep_one(t: &Template, sub: &str, name: &str, damage: Damage) -> Vec<String>
         home: tmp.path().join("home"),
         repo: tmp.path().join("repo"),
         tmp,
+        run_as: None,
     };
     let template_repo = Repository::open(&t.env.repo).unwrap();
     let hit = damage.apply(&env.repo.join(sub).join(name));

@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{exe, parse_envelope, TestEnv};
+use common::{exe, parse_envelope, skip_unless_required, TestEnv};
 
 fn strace_works() -> bool {
     Command::new("strace")
@@ -21,7 +21,7 @@ fn strace_works() -> bool {
 #[test]
 fn a_failed_directory_fsync_in_the_home_is_reported_not_claimed_done() {
     if !strace_works() {
-        eprintln!("note: skipping: strace is not installed or cannot trace here");
+        skip_unless_required("strace", "strace is not installed or cannot trace here");
         return;
     }
     let e = TestEnv::new();

@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{exe, is_root, parse_envelope, set_mode, TestEnv};
+use common::{exe, is_root, parse_envelope, set_mode, skip_unless_required, TestEnv};
 use serde_json::Value;
 
 const ALL: [&str; 7] = [
@@ -201,7 +201,10 @@ fn home_that_is_missing_or_a_file_is_reported_not_panicked() {
 #[test]
 fn unreadable_home_is_reported_per_path() {
     if !is_root() {
-        eprintln!("note: skipping unreadable-home test: needs root to run as another uid");
+        skip_unless_required(
+            "root",
+            "the unreadable-home test needs root to run as another uid",
+        );
         return;
     }
     let env = TestEnv::with_dotfiles();
@@ -252,8 +255,9 @@ fn unshare_works() -> bool {
 #[test]
 fn repository_on_a_read_only_mount() {
     if !unshare_works() {
-        eprintln!(
-            "note: skipping read-only mount test: unshare -rm with tmpfs is not permitted here"
+        skip_unless_required(
+            "tmpfs",
+            "the read-only mount test needs unshare -rm with tmpfs, which is not permitted here",
         );
         return;
     }

@@ -567,7 +567,10 @@ fn rclone_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("SKIPPED: rclone is not installed on this machine (CI installs it in .ci/run); the rclone target was not tested");
+        skip_unless_required(
+            "rclone",
+            "rclone is not installed on this machine (CI installs it in .ci/run); the rclone target was not tested",
+        );
     }
     ok
 }

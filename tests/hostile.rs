@@ -135,6 +135,7 @@ fn fresh(template: &TestEnv) -> Ctx {
         home: base.join("home"),
         repo: base.join("repo"),
         tmp,
+        run_as: None,
     };
     Ctx {
         target: base.join("target"),

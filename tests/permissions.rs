@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-use common::{is_root, noise, parse_envelope, set_mode, walk, TestEnv};
+use common::{is_root, noise, parse_envelope, set_mode, skip_unless_required, walk, TestEnv};
 use serde_json::Value;
 
 /// Run with `umask 000` (so any mode the code does not force shows up as 0777/0666).
@@ -139,7 +139,10 @@ fn a_world_writable_repository_is_refused_by_every_command() {
 #[test]
 fn a_repository_owned_by_another_user_is_refused() {
     if !is_root() {
-        eprintln!("note: skipping foreign-owner test: needs root to run as another uid");
+        skip_unless_required(
+            "root",
+            "the foreign-owner test needs root to run as another uid",
+        );
         return;
     }
     let env = TestEnv::with_dotfiles();

@@ -1,9 +1,12 @@
 //! The free-space guard and ENOSPC handling on a real, small tmpfs (mounted in
 //! a private user+mount namespace with `unshare -rm`; skipped with a note where
-//! the machine does not allow that).
+//! the machine does not allow that, and a failure in CI).
 
 use std::path::Path;
 use std::process::Command;
+
+mod common;
+use common::skip_unless_required;
 
 fn unshare_works() -> bool {
     Command::new("unshare")
@@ -48,7 +51,10 @@ fn field(out: &str, k: &str) -> String {
 #[test]
 fn low_space_is_refused_before_writing_and_enospc_exits_7_leaving_a_clean_repository() {
     if !unshare_works() {
-        eprintln!("note: skipping tmpfs space tests: unshare -rm with tmpfs is not permitted here");
+        skip_unless_required(
+            "tmpfs",
+            "the tmpfs space tests need unshare -rm with tmpfs, which is not permitted here",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -120,7 +126,10 @@ fn low_space_is_refused_before_writing_and_enospc_exits_7_leaving_a_clean_reposi
 #[test]
 fn rollback_onto_a_full_disk_refuses_before_changing_anything() {
     if !unshare_works() {
-        eprintln!("note: skipping tmpfs space tests: unshare -rm with tmpfs is not permitted here");
+        skip_unless_required(
+            "tmpfs",
+            "the tmpfs space tests need unshare -rm with tmpfs, which is not permitted here",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -78,6 +78,21 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A test that cannot run on this machine: skipped with a note locally, a
+/// failure in CI (`CI=true`) or when `REQUIRE` names `what` (comma-separated,
+/// or `all`), so that CI can never be green without running it.
+pub fn skip_unless_required(what: &str, reason: &str) {
+    let required = std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("REQUIRE")
+            .is_ok_and(|v| v.split(',').any(|r| r.trim() == what || r.trim() == "all"));
+    assert!(!required, "required test cannot run ({what}): {reason}");
+    eprintln!("SKIPPED ({what}): {reason}");
+}
+
+/// The uid and gid of `nobody`, which root-run tests use as a real
+/// unprivileged user (permission bits stop its reads, unlike root's).
+pub const NOBODY: u32 = 65534;
+
 /// A throwaway home directory and repository path.
 pub struct TestEnv {
     /// Owns everything; removed on drop.
@@ -86,6 +101,8 @@ pub struct TestEnv {
     pub home: PathBuf,
     /// `BACKUP_REPO` for the binaries (not created until a writer runs).
     pub repo: PathBuf,
+    /// When set, the binaries run as this uid/gid (through `setpriv`).
+    pub run_as: Option<u32>,
 }
 
 impl Default for TestEnv {
@@ -102,7 +119,23 @@ impl TestEnv {
         std::fs::create_dir_all(&home).unwrap();
         set_mode(&home, 0o755);
         let repo = tmp.path().join("repo");
-        TestEnv { tmp, home, repo }
+        TestEnv {
+            tmp,
+            home,
+            repo,
+            run_as: None,
+        }
+    }
+
+    /// Make the binaries run as an unprivileged user: as root, every file of
+    /// the environment is handed to `nobody` and the binaries run as `nobody`
+    /// through `setpriv`; as any other user, nothing changes (it already is one).
+    pub fn unprivileged(mut self) -> TestEnv {
+        if is_root() {
+            chown_tree(self.tmp.path(), NOBODY);
+            self.run_as = Some(NOBODY);
+        }
+        self
     }
 
     /// A home with a few ordinary dotfiles (`~/.zshrc`, `~/.gitconfig`,
@@ -161,7 +194,18 @@ impl TestEnv {
 
     /// The command with the clean environment, not yet run.
     pub fn command(&self, bin: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(exe(bin));
+        let mut cmd = match self.run_as {
+            None => Command::new(exe(bin)),
+            Some(id) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={id}"))
+                    .arg(format!("--regid={id}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(exe(bin));
+                c
+            }
+        };
         cmd.args(args);
         self.clean_env(&mut cmd);
         cmd.envs(env.iter().copied());
@@ -189,6 +233,14 @@ impl TestEnv {
     /// Files under the repository with their bytes and modes (relative path → (mode, bytes)).
     pub fn repo_state(&self) -> BTreeMap<Vec<u8>, (u32, Vec<u8>)> {
         dir_state(&self.repo)
+    }
+}
+
+/// `chown -R uid:uid root` without following symlinks.
+pub fn chown_tree(root: &Path, id: u32) {
+    std::os::unix::fs::lchown(root, Some(id), Some(id)).unwrap();
+    for (rel, _) in walk(root) {
+        std::os::unix::fs::lchown(root.join(OsStr::from_bytes(&rel)), Some(id), Some(id)).unwrap();
     }
 }
 
