@@ -159,11 +159,7 @@ fn a_symlink_swapped_in_during_a_rollback_never_redirects_a_write() {
 #[test]
 fn a_symlink_swapped_in_during_a_checkpoint_never_stores_a_root_only_file() {
     if !common::is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "this test needs root (it proves what root's checkpoint stores); CI runs as root"
-        );
-        eprintln!("note: skipping the checkpoint race: needs root");
+        common::skip_unless_required("root", "the race proves what root's checkpoint stores");
         return;
     }
     use std::os::unix::fs::PermissionsExt;
