@@ -13,6 +13,9 @@
 //!   checkpoint itself is never failed by a package manager.
 //! * All commands run at once, before the repository lock is taken, so a
 //!   checkpoint waits for the slowest one only and holds the lock no longer.
+//! * Caches and logs go to a scratch directory removed afterwards
+//!   ([`SCRATCH_ENV`]): a capture must not write into the home it protects
+//!   (`npm ls` writes `~/.npm/_logs` otherwise).
 //! * The stdout is stored in the snapshot record's optional `packages`
 //!   field with its SHA-256 (equal lists, equal ids; see docs/format.md).
 //!
@@ -41,6 +44,18 @@ pub const DEFAULT_COMMANDS: &[(&str, &[&str], &[&str])] = &[
     ("pip", &["pip", "pip3"], &["list", "--format=freeze"]),
     ("code", &["code"], &["--list-extensions", "--show-versions"]),
     ("npm", &["npm"], &["ls", "-g", "--depth=0"]),
+];
+
+/// Environment given to every capture command: cache and log locations of the
+/// package managers, each a subdirectory of one scratch directory per capture
+/// (removed when the capture ends), so nothing lands in the protected home.
+pub const SCRATCH_ENV: &[(&str, &str)] = &[
+    ("npm_config_cache", "npm-cache"),
+    ("npm_config_logs_dir", "npm-logs"),
+    ("PIP_CACHE_DIR", "pip-cache"),
+    ("HOMEBREW_CACHE", "brew-cache"),
+    ("HOMEBREW_LOGS", "brew-logs"),
+    ("XDG_CACHE_HOME", "xdg-cache"),
 ];
 
 /// How one capture went, as reported in the envelope's `packages` payload.
@@ -112,11 +127,17 @@ pub fn capture(cfg: &PackagesSection) -> Captured {
     let timeout = Duration::from_secs(cfg.timeout_secs);
     let max = cfg.max_output_kb.saturating_mul(1024);
     let specs = specs(cfg);
+    // No scratch directory (temp dir unwritable): run without one rather than not at all.
+    let scratch = tempfile::Builder::new()
+        .prefix("dotfiles-backup-packages-")
+        .tempdir()
+        .ok();
+    let scratch = scratch.as_ref().map(|d| d.path());
     let results: Vec<(CaptureOutcome, Option<PackageList>, Option<Warning>)> =
         std::thread::scope(|s| {
             let handles: Vec<_> = specs
                 .iter()
-                .map(|spec| s.spawn(move || run_one(spec, timeout, max)))
+                .map(|spec| s.spawn(move || run_one(spec, timeout, max, scratch)))
                 .collect();
             handles
                 .into_iter()
@@ -172,6 +193,7 @@ fn run_one(
     spec: &Spec,
     timeout: Duration,
     max: u64,
+    scratch: Option<&std::path::Path>,
 ) -> (CaptureOutcome, Option<PackageList>, Option<Warning>) {
     use wait_timeout::ChildExt;
     let started = Instant::now();
@@ -205,6 +227,11 @@ fn run_one(
         .env("NO_COLOR", "1")
         // Its own process group, so a timeout kills the command's children too.
         .process_group(0);
+    if let Some(dir) = scratch {
+        cmd.envs(SCRATCH_ENV.iter().map(|(k, sub)| (k, dir.join(sub))))
+            .env("npm_config_update_notifier", "false")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return fail("failed", format!("could not start it: {e}")),

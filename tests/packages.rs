@@ -336,3 +336,41 @@ fn diff_shows_packages_installed_removed_and_upgraded_between_phases_and_live() 
     );
     assert_eq!(v["package_diff"], serde_json::json!([]), "{v:#}");
 }
+
+#[test]
+fn package_managers_write_caches_and_logs_outside_the_home() {
+    // Like npm, the fake writes a log and a cache under ~/.npm unless npm_config_* point
+    // elsewhere; it also notes where it wrote, to check the scratch directory is removed.
+    let e = TestEnv::with_dotfiles();
+    let bin = e.tmp.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let seen = e.tmp.path().join("npm-wrote");
+    script(
+        &bin,
+        "npm",
+        &format!(
+            "logs=\"${{npm_config_logs_dir:-$HOME/.npm/_logs}}\"\n\
+             cache=\"${{npm_config_cache:-$HOME/.npm}}\"\n\
+             mkdir -p \"$logs\" \"$cache\" && echo debug > \"$logs/debug.log\" && echo c > \"$cache/index\"\n\
+             printf '%s\\n%s\\n' \"$logs\" \"$cache\" > '{}'\n\
+             printf '/usr/lib\\n`-- typescript@5.4.5\\n'",
+            seen.display()
+        ),
+    );
+    let (rc, v) = run_with_path(&e, &bin, &["auto", "pre-applications"], &[]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(outcome(&v, "npm")["status"], "captured", "{v:#}");
+    assert!(
+        !e.home.join(".npm").exists(),
+        "npm wrote into the protected home"
+    );
+    let wrote = std::fs::read_to_string(&seen).unwrap();
+    for dir in wrote.lines() {
+        assert!(!dir.starts_with(e.home.to_str().unwrap()), "{dir}");
+        assert!(
+            !Path::new(dir).exists(),
+            "the scratch directory is removed after the capture: {dir}"
+        );
+    }
+    assert_eq!(wrote.lines().count(), 2, "{wrote}");
+}

@@ -45,6 +45,8 @@ class CallbackModule(CallbackBase):
             "action": result._task.action,
             "status": status,
             "changed": bool(result._result.get("changed", False)),
+            # --diff output of modules that support it (the rollback's per-path plan).
+            "diff": result._result.get("diff"),
         })
 
     def _debug(self, result):
@@ -66,7 +68,7 @@ class CallbackModule(CallbackBase):
         self._record(result, "ignored" if ignore_errors else "failed")
         if not ignore_errors:
             self.failures.append({"task": result.task_name, "msg": _msg(result),
-                                  "rc": result._result.get("rc")})
+                                  "rc": result._result.get("rc", result._result.get("exit_code"))})
 
     def v2_runner_on_unreachable(self, result):
         self._record(result, "unreachable")
@@ -74,14 +76,17 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_retry(self, result):
         self.retries.append({"task": result.task_name, "attempts": result._result.get("attempts"),
-                             "rc": result._result.get("rc")})
+                             "rc": result._result.get("rc", result._result.get("exit_code"))})
 
     def v2_playbook_on_stats(self, stats):
         path = os.environ.get("JSON_RECAP_FILE")
         if not path:
             return
         hosts = {h: stats.summarize(h) for h in sorted(stats.processed)}
-        custom = stats.custom.get("_run", {}) if hasattr(stats, "custom") else {}
+        # set_stats data: run-wide (no per_host) and per host (per_host: true, the role's choice).
+        raw = stats.custom if hasattr(stats, "custom") else {}
+        custom = dict(raw.get("_run", {}))
+        per_host = {h: d for h, d in raw.items() if h != "_run"}
         with open(path, "w", encoding="utf-8") as f:
-            json.dump({"hosts": hosts, "custom": custom, "tasks": self.tasks, "retries": self.retries,
+            json.dump({"hosts": hosts, "custom": custom, "per_host": per_host, "tasks": self.tasks, "retries": self.retries,
                        "failures": self.failures, "messages": self.messages}, f, indent=1, default=str)
