@@ -90,20 +90,12 @@ impl Dir {
     /// errors that happened since this descriptor was *opened*, so open it
     /// before the writes it is to cover.
     pub fn sync_file_system_since_open(&self) -> bool {
-        #[cfg(target_os = "linux")]
-        {
-            syncfs_reports_errors() && rustix::fs::syncfs(&self.fd).is_ok()
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            false
-        }
+        crate::sys::sync_file_system(&self.fd)
     }
 
     /// Make renames and creations in this directory durable.
     pub fn sync(&self) -> Result<()> {
-        rustix::fs::fsync(&self.fd)
-            .map_err(|e| Error::io("syncing directory", &self.path, &e.into()))
+        crate::sys::sync_file(&self.fd).map_err(|e| Error::io("syncing directory", &self.path, &e))
     }
 
     /// Start writing `name` in this directory through a temp file.
@@ -149,7 +141,7 @@ impl Dir {
             match cur.open_child(name) {
                 Ok(next) => cur = next,
                 Err(e) if create && e.code == "not_found" => {
-                    match rustix::fs::mkdirat(&cur.fd, name, Mode::from_raw_mode(mode)) {
+                    match rustix::fs::mkdirat(&cur.fd, name, crate::sys::mode(mode)) {
                         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                         Err(err) => {
                             return Err(Error::io(
@@ -249,7 +241,7 @@ impl<'d> AtomicFile<'d> {
             &dir.fd,
             &tmp_name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            crate::sys::mode(0o600),
         )
         .map_err(|e| Error::io("creating", &dir.path.join(&tmp_name), &e.into()))?;
         Ok(AtomicFile {
@@ -331,13 +323,13 @@ impl<'d> AtomicFile<'d> {
     /// Apply the final mode (the first half of [`commit`](Self::commit), for
     /// files staged to be synced together).
     pub fn apply_mode(&mut self) -> Result<()> {
-        rustix::fs::fchmod(&self.file, Mode::from_raw_mode(self.mode))
+        rustix::fs::fchmod(&self.file, crate::sys::mode(self.mode))
             .map_err(|e| Error::io("setting mode of", &self.final_path(), &e.into()))
     }
 
     /// fsync the temp file.
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_all().ctx("syncing", &self.final_path())
+        crate::sys::sync_file(&self.file).ctx("syncing", &self.final_path())
     }
 
     /// Rename into place. Only for a file whose content is durable (after
@@ -363,31 +355,23 @@ impl<'d> AtomicFile<'d> {
 /// system on the *earliest opened* staged file there. Elsewhere (and on older
 /// kernels, where an error could go unreported) each file is fsynced.
 pub fn sync_all_files(files: &[&AtomicFile<'_>]) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        if !syncfs_reports_errors() {
+    if !crate::sys::has_reliable_syncfs() {
+        return false;
+    }
+    let mut devs: Vec<u64> = Vec::new();
+    for f in files {
+        let Some(dev) = device_of(&f.file) else {
+            return false;
+        };
+        if devs.contains(&dev) {
+            continue;
+        }
+        devs.push(dev);
+        if !crate::sys::sync_file_system(&f.file) {
             return false;
         }
-        let mut devs: Vec<u64> = Vec::new();
-        for f in files {
-            let Some(dev) = device_of(&f.file) else {
-                return false;
-            };
-            if devs.contains(&dev) {
-                continue;
-            }
-            devs.push(dev);
-            if rustix::fs::syncfs(&f.file).is_err() {
-                return false;
-            }
-        }
-        true
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = files;
-        false
-    }
+    true
 }
 
 /// The device (file system) an open file or directory is on.
@@ -395,20 +379,6 @@ pub fn device_of(fd: impl AsFd) -> Option<u64> {
     let st = rustix::fs::fstat(fd).ok()?;
     #[allow(clippy::unnecessary_cast)] // dev_t is not u64 everywhere
     Some(st.st_dev as u64)
-}
-
-/// Linux 5.8 or newer (syncfs returns writeback errors since then).
-#[cfg(target_os = "linux")]
-fn syncfs_reports_errors() -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| {
-        let uname = rustix::system::uname();
-        let release = uname.release().to_string_lossy();
-        let mut parts = release.split(|c: char| !c.is_ascii_digit());
-        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        (major, minor) >= (5, 8)
-    })
 }
 
 impl Drop for AtomicFile<'_> {

@@ -299,7 +299,7 @@ pub fn emit(env: &Envelope, common: &CommonArgs, settings: Option<&Settings>, hu
                 err,
                 "{} {}",
                 paint("warning:", crate::human::Style::Yellow),
-                w.message
+                crate::human::esc(&w.message)
             );
         }
     }
@@ -308,14 +308,19 @@ pub fn emit(env: &Envelope, common: &CommonArgs, settings: Option<&Settings>, hu
             err,
             "{} {}",
             paint("error:", crate::human::Style::Red),
-            e.message
+            crate::human::esc(&e.message)
         );
         // The path, when the message does not already name it.
         if let Some(p) = e.path.as_deref().filter(|p| !e.message.contains(p)) {
-            let _ = writeln!(err, "  path: {p}");
+            let _ = writeln!(err, "  path: {}", crate::human::esc(p));
         }
         if let Some(h) = &e.hint {
-            let _ = writeln!(err, "  {} {h}", paint("hint:", crate::human::Style::Bold));
+            let _ = writeln!(
+                err,
+                "  {} {}",
+                paint("hint:", crate::human::Style::Bold),
+                crate::human::esc(h)
+            );
         }
     }
 }

@@ -415,6 +415,7 @@ struct TrackSection {
     ignore_file: Option<String>,
     exclude_caches: Option<bool>,
     max_file_size: Option<u64>,
+    follow_links_into: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -478,6 +479,10 @@ pub struct Settings {
     pub ignore_file: Option<PathBuf>,
     /// Skip directories holding a valid `CACHEDIR.TAG`.
     pub exclude_caches: bool,
+    /// Outside `$HOME`, a tracked symlink's target is tracked too only when
+    /// it is beneath one of these (`track.follow_links_into`); inside
+    /// `$HOME` always.
+    pub follow_links_into: Vec<PathBuf>,
     /// Larger files are skipped with a warning.
     pub max_file_size: u64,
     /// Class patterns.
@@ -612,7 +617,15 @@ impl Settings {
                     })?;
                     config_file = Some(path.clone());
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+                // A default path that cannot exist: `~/.config` is a file, or a
+                // symlink (GNU Stow) whose target is one or is gone. Treated as
+                // no config file, so that a rollback can still repair it.
+                Err(e)
+                    if !explicit
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        ) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return Err(Error::usage(
                         "bad_config",
@@ -723,6 +736,10 @@ impl Settings {
             None => expand_tilde(Path::new(DEFAULT_IGNORE_FILE), home.as_deref()),
         };
 
+        let mut follow_links_into = Vec::new();
+        for p in file.track.follow_links_into.iter().flatten() {
+            follow_links_into.push(expand(p, "track.follow_links_into")?);
+        }
         let pick = |v: &Option<Vec<String>>, d: &[&str]| -> Vec<String> {
             v.clone()
                 .unwrap_or_else(|| d.iter().map(|s| s.to_string()).collect())
@@ -825,6 +842,7 @@ impl Settings {
             excludes,
             ignore_file,
             exclude_caches: file.track.exclude_caches.unwrap_or(true),
+            follow_links_into,
             max_file_size: file.track.max_file_size.unwrap_or(DEFAULT_MAX_FILE_SIZE),
             secret_patterns: pick(&file.classes.secret, DEFAULT_SECRET_PATTERNS),
             private_patterns: pick(&file.classes.private, DEFAULT_PRIVATE_PATTERNS),
@@ -1049,7 +1067,7 @@ fn resolve_secrets(
                         recipients.push((line.to_string(), format!("{} line {}", display_path(path), n + 1)));
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && section.recipients_file.is_none() => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) && section.recipients_file.is_none() => {}
                 Err(e) => {
                     return Err(Error::io("reading recipients file", path, &e)
                         .with_hint("fix secrets.recipients_file in the config, or create the file with `backup-create --init-secrets`"))

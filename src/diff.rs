@@ -286,6 +286,7 @@ mod tests {
                 root: ByteName::from("~/.config"),
                 present: true,
                 entries,
+                link: None,
             }],
         }
     }

@@ -142,7 +142,7 @@ fn diff(env: &Envelope, items: &[Value]) -> String {
             out,
             "{} {}{kind}  ({detail})",
             paint(mark, style),
-            it["path"].as_str().unwrap_or("?")
+            esc(it["path"].as_str().unwrap_or("?"))
         );
     }
     let g = |k: &str| env.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -282,7 +282,7 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
             let _ = writeln!(
                 out,
                 "  large file {} {} ({})",
-                f["path"].as_str().unwrap_or("?"),
+                esc(f["path"].as_str().unwrap_or("?")),
                 human_bytes(f["bytes"].as_u64().unwrap_or(0)),
                 f["level"].as_str().unwrap_or("?")
             );
@@ -312,8 +312,8 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
                 let _ = writeln!(
                     out,
                     "  excluded {} ({})",
-                    e["path"].as_str().unwrap_or("?"),
-                    e["reason"].as_str().unwrap_or("?")
+                    esc(e["path"].as_str().unwrap_or("?")),
+                    esc(e["reason"].as_str().unwrap_or("?"))
                 );
             }
             if ex.len() > 20 {
@@ -348,10 +348,10 @@ pub fn list(env: &Envelope, _s: &Settings) -> String {
                     } else {
                         "-           "
                     }),
-                e["path"].as_str().unwrap_or("?"),
+                esc(e["path"].as_str().unwrap_or("?")),
                 e["target"]
                     .as_str()
-                    .map(|t| format!(" -> {t}"))
+                    .map(|t| format!(" -> {}", esc(t)))
                     .unwrap_or_default()
             );
         }
@@ -403,6 +403,31 @@ pub fn list(env: &Envelope, _s: &Settings) -> String {
 /// `backup-verify`.
 pub fn verify(env: &Envelope, _s: &Settings) -> String {
     let mut out = String::new();
+    if let Some(r) = env.extra.get("repair") {
+        let _ = writeln!(
+            out,
+            "index rebuilt from {} pack(s): {} blobs; {} old index file(s) removed",
+            r["packs_indexed"], r["blobs_indexed"], r["index_files_removed"]
+        );
+        for p in r["unreadable_packs"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  pack with a damaged trailer left out: {}",
+                p.as_str().unwrap_or("?")
+            );
+        }
+        for l in r["lost"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{} snapshot {}:",
+                paint("LOST", Style::Red),
+                l["snapshot"].as_str().unwrap_or("?")
+            );
+            for p in l["paths"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "  {}", p.as_str().unwrap_or("?"));
+            }
+        }
+    }
     if let Some(Value::Array(problems)) = env.extra.get("problems") {
         if problems.is_empty() && env.status == Status::Success {
             let _ = writeln!(
@@ -479,7 +504,7 @@ pub fn health(env: &Envelope, _s: &Settings) -> String {
 }
 
 /// `backup-restore` / `backup-rollback`: the plan, then what happened.
-pub fn plan(env: &Envelope, _s: &Settings) -> String {
+pub fn plan(env: &Envelope, settings: &Settings) -> String {
     let mut out = String::new();
     if env.status == Status::Skipped {
         let _ = writeln!(
@@ -516,16 +541,17 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
                 "  {} {:<7} {}  ({})",
                 paint(&format!("{action:<8}"), style),
                 a["type"].as_str().unwrap_or("?"),
-                a["path"].as_str().unwrap_or("?"),
-                a["reason"].as_str().unwrap_or("")
+                esc(a["path"].as_str().unwrap_or("?")),
+                esc(a["reason"].as_str().unwrap_or(""))
             );
         }
     }
     if let Some(s) = &env.snapshot {
         let _ = writeln!(
             out,
-            "safety snapshot {} taken first; undo with `backup-rollback --undo`",
-            s.short_id
+            "safety snapshot {} taken first; undo with `{}`",
+            s.short_id,
+            esc(&undo_command(settings))
         );
     }
     if !env.dry_run && env.status != Status::Failed {
@@ -542,6 +568,64 @@ pub fn plan(env: &Envelope, _s: &Settings) -> String {
         );
     }
     out
+}
+
+/// The `--undo` command for this rollback: with the repository and config
+/// it used when they came from flags or a non-default config file, so the
+/// undo finds them whatever the shell's defaults are later.
+fn undo_command(s: &Settings) -> String {
+    let mut cmd = String::from("backup-rollback --undo");
+    if s.sources.get("repository.path").map(String::as_str) == Some("flag --repo") {
+        let _ = write!(cmd, " --repo {}", quote(&s.repo.to_string_lossy()));
+    }
+    let default_config = s
+        .home
+        .as_ref()
+        .map(|h| h.join(".config/dotfiles-backup/config.toml"));
+    if let Some(c) = s
+        .config_file
+        .as_ref()
+        .filter(|c| Some(*c) != default_config.as_ref())
+    {
+        let _ = write!(cmd, " --config {}", quote(&c.to_string_lossy()));
+    }
+    cmd
+}
+
+/// Single-quote `s` for a POSIX shell when it needs it.
+fn quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-~+=:,@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// A name or message as shown to people: control characters (a newline, an
+/// escape sequence that would rewrite the terminal line) become `\n`,
+/// `\t`, `\r`, `\x1b`, `\u{9b}`. JSON output keeps them as they are.
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `backup-prune`.
@@ -760,4 +844,17 @@ pub fn run_stats(env: &Envelope, _s: &Settings) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(super::esc("~/.zshrc"), "~/.zshrc");
+        assert_eq!(super::esc("café ✓"), "café ✓");
+        assert_eq!(
+            super::esc("a\nb\tc\rd\x1b[2Ke\u{9b}f\u{7f}"),
+            "a\\nb\\tc\\rd\\x1b[2Ke\\u{9b}f\\x7f"
+        );
+    }
 }

@@ -26,4 +26,5 @@ pub mod runlog;
 pub mod scan;
 pub mod secrets;
 pub mod space;
+pub mod sys;
 pub mod time;

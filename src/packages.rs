@@ -1,5 +1,6 @@
 //! Package-list captures: at a checkpoint, record what the package managers
-//! say is installed (`brew list --versions`, `apt-mark showmanual`,
+//! say is installed (`brew list --versions`, the Brewfile from `brew bundle
+//! dump --file=-`, `apt-mark showmanual`,
 //! `pip list --format=freeze`, `code --list-extensions`, `npm ls -g
 //! --depth=0`), so that comparing two phases shows what a bootstrap step
 //! installed or removed.
@@ -40,6 +41,9 @@ use crate::report::Warning;
 /// The default captures: name, alternative programs (first found wins), arguments.
 pub const DEFAULT_COMMANDS: &[(&str, &[&str], &[&str])] = &[
     ("brew", &["brew"], &["list", "--versions"]),
+    // The whole Brewfile: taps, formulae, casks, `mas` apps, VS Code
+    // extensions; what `brew bundle install` needs to rebuild the Mac.
+    ("brewfile", &["brew"], &["bundle", "dump", "--file=-"]),
     ("apt", &["apt-mark"], &["showmanual"]),
     ("pip", &["pip", "pip3"], &["list", "--format=freeze"]),
     ("code", &["code"], &["--list-extensions", "--show-versions"]),
@@ -328,6 +332,13 @@ pub fn parse(list: &PackageList) -> BTreeMap<String, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        if list.name == "brewfile" {
+            // `tap "homebrew/cask"`, `brew "git"`, `cask "iterm2"`,
+            // `mas "Xcode", id: 497799835`: keyed `kind name`, options as the value.
+            let (name, options) = brewfile_line(line);
+            out.insert(name, options);
+            continue;
+        }
         let (name, version) = match list.name.as_str() {
             // `git 2.43.0 2.44.0`: several installed versions are kept together.
             "brew" => match line.split_once(char::is_whitespace) {
@@ -390,6 +401,19 @@ pub struct PackageDiff {
     pub removed: Vec<String>,
     /// Version changes.
     pub changed: Vec<Changed>,
+}
+
+/// One Brewfile line as (`kind name`, options); `kind` alone when unquoted.
+fn brewfile_line(line: &str) -> (String, String) {
+    let (kind, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    match rest.strip_prefix('"').and_then(|r| r.split_once('"')) {
+        Some((name, opts)) => (
+            format!("{kind} {name}"),
+            opts.trim_start_matches(',').trim().to_string(),
+        ),
+        None => (line.to_string(), String::new()),
+    }
 }
 
 fn with_version(n: &str, v: &str) -> String {
@@ -472,6 +496,20 @@ mod tests {
             bytes: output.len() as u64,
             output: output.into(),
         }
+    }
+
+    #[test]
+    fn parses_a_brewfile_by_kind_and_name() {
+        let b = parse(&list(
+            "brewfile",
+            "tap \"homebrew/bundle\"\nbrew \"git\"\nbrew \"postgresql@16\", restart_service: :changed\ncask \"iterm2\"\nmas \"Xcode\", id: 497799835\nvscode \"ms-python.python\"\n",
+        ));
+        assert_eq!(b.len(), 6, "{b:?}");
+        assert_eq!(b["tap homebrew/bundle"], "");
+        assert_eq!(b["brew postgresql@16"], "restart_service: :changed");
+        assert_eq!(b["cask iterm2"], "");
+        assert_eq!(b["mas Xcode"], "id: 497799835");
+        assert!(b.contains_key("vscode ms-python.python"));
     }
 
     #[test]

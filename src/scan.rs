@@ -24,6 +24,10 @@ use crate::error::{Error, Result};
 use crate::paths::{display_path, ByteName};
 use crate::repo::snapshot::EntryType;
 
+/// The reason given for the tool's own files (repository, config, ignore
+/// file, recipients, identity, secret-id keys): never stored, never rolled back.
+pub const TOOL_STATE: &str = "tool state";
+
 /// The reason given for a temp file of ours found by a scan.
 pub const INTERRUPTED_WRITE: &str = "temp file of an interrupted write";
 
@@ -81,6 +85,9 @@ pub struct ScannedRoot {
     pub present: bool,
     /// Entries in path order (root first).
     pub items: Vec<ScanItem>,
+    /// Tracked because this symlink (absolute path as the user names it,
+    /// through any links above it) resolves here; `None` for configured roots.
+    pub link: Option<PathBuf>,
 }
 
 /// A path left out, and why.
@@ -88,8 +95,11 @@ pub struct ScannedRoot {
 pub struct Excluded {
     /// `~`-relative path.
     pub path: String,
-    /// `exclude pattern`, `ignore file`, `CACHEDIR.TAG`, `repository`, `special file`, `too large`.
+    /// `exclude pattern`, `ignore file`, `CACHEDIR.TAG`, `tool state`, `special file`, `too large`.
     pub reason: String,
+    /// Absolute path (rollback keeps the directories holding it).
+    #[serde(skip)]
+    pub abs: PathBuf,
 }
 
 /// Everything a scan found.
@@ -109,10 +119,21 @@ pub struct Rules {
     ignore_file: Option<Gitignore>,
     exclude_caches: bool,
     repo: PathBuf,
+    /// The tool's own files (config, ignore file, recipients): never stored,
+    /// so that no rollback deletes or rewrites them.
+    tool_files: Vec<PathBuf>,
     secret: GlobSet,
     private: GlobSet,
     public: GlobSet,
     home: Option<PathBuf>,
+    /// `$HOME` with its links resolved.
+    home_real: Option<PathBuf>,
+    /// Where symlink targets outside `$HOME` may be followed (canonical).
+    follow_into: Vec<PathBuf>,
+    /// Track the content a tracked symlink leads to (see [`follow_links`]).
+    /// Off for the safety scan of a rollback, whose roots are the
+    /// snapshot's (already resolved) roots.
+    pub follow_links: bool,
     /// Files larger than this are excluded.
     pub max_file_size: u64,
     /// How secret-class files are stored (encrypted to recipients, or skipped).
@@ -165,10 +186,29 @@ impl Rules {
             ignore_file,
             exclude_caches: settings.exclude_caches,
             repo: settings.repo.clone(),
+            tool_files: [
+                settings.config_file.as_ref(),
+                settings.ignore_file.as_ref(),
+                settings.secrets.recipients_file.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
             secret: globset(&settings.secret_patterns)?,
             private: globset(&settings.private_patterns)?,
             public: globset(&settings.public_patterns)?,
             home: settings.home.clone(),
+            home_real: settings
+                .home
+                .as_ref()
+                .and_then(|h| std::fs::canonicalize(h).ok()),
+            follow_into: settings
+                .follow_links_into
+                .iter()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                .collect(),
+            follow_links: true,
             max_file_size: settings.max_file_size,
             secrets: settings.secrets.clone(),
         })
@@ -179,21 +219,8 @@ impl Rules {
     /// listing it reads anyway: probing every directory for the tag cost one
     /// failed `openat` per directory.)
     pub fn exclusion(&self, abs: &Path, is_dir: bool) -> Option<&'static str> {
-        if abs == self.repo {
-            return Some("repository");
-        }
-        // The private key that decrypts the secrets: storing it beside them
-        // would defeat the encryption, and rollback must never touch it.
-        if self.secrets.identity_file.as_deref() == Some(abs) {
-            return Some("age identity (never stored)");
-        }
-        if self
-            .secrets
-            .key_dir
-            .as_deref()
-            .is_some_and(|k| abs.starts_with(k))
-        {
-            return Some("secret-id keys (never stored)");
+        if self.is_tool_state(abs) {
+            return Some(TOOL_STATE);
         }
         let under_home = self.home.as_ref().is_some_and(|h| abs.starts_with(h));
         if under_home || self.home.is_none() {
@@ -227,6 +254,68 @@ impl Rules {
             None => abs,
         };
         self.public.is_match(rel)
+    }
+
+    /// `p` as shown and stored: `~/`-relative under `$HOME`.
+    pub fn shown(&self, p: &Path) -> PathBuf {
+        crate::paths::tilde_form(p, self.home.as_deref())
+    }
+
+    /// Where `abs` really is when a directory above it is a symlink that
+    /// may be followed (see [`Rules::resolve_link`]); `None` when its parent
+    /// has no link in it (or one that may not be followed).
+    pub fn real_location(&self, abs: &Path) -> Option<PathBuf> {
+        let (parent, name) = (abs.parent()?, abs.file_name()?);
+        let real_parent = std::fs::canonicalize(parent).ok()?;
+        let unchanged = real_parent == parent
+            || self
+                .home
+                .as_ref()
+                .zip(self.home_real.as_ref())
+                .is_some_and(|(h, hr)| {
+                    parent.strip_prefix(h).ok() == real_parent.strip_prefix(hr).ok()
+                        && parent.starts_with(h)
+                });
+        if unchanged {
+            return None;
+        }
+        Some(self.resolve_link(parent)?.join(name))
+    }
+
+    /// Where the symlink `link` leads now, if it may be followed: inside
+    /// `$HOME` (named under `$HOME` as given, even when that path has links
+    /// in it), or beneath a `track.follow_links_into` prefix. Never `$HOME`
+    /// itself or a directory above it.
+    pub fn resolve_link(&self, link: &Path) -> Option<PathBuf> {
+        let real = std::fs::canonicalize(link).ok()?;
+        if let (Some(home), Some(home_real)) = (&self.home, &self.home_real) {
+            if let Ok(rest) = real.strip_prefix(home_real) {
+                return (!rest.as_os_str().is_empty()).then(|| home.join(rest));
+            }
+            if home_real.starts_with(&real) {
+                return None;
+            }
+        }
+        self.follow_into
+            .iter()
+            .any(|p| real.starts_with(p))
+            .then_some(real)
+    }
+
+    /// Is `abs` (or a directory above it) the tool's own state: the
+    /// repository, its config, ignore file and recipients, the secret-id keys,
+    /// or the private key that decrypts the secrets (storing it beside them
+    /// would defeat the encryption)? A rollback past their creation must not
+    /// remove them: the `--undo` it prints needs them.
+    pub fn is_tool_state(&self, abs: &Path) -> bool {
+        abs.starts_with(&self.repo)
+            || self.tool_files.iter().any(|f| f == abs)
+            || self.secrets.identity_file.as_deref() == Some(abs)
+            || self
+                .secrets
+                .key_dir
+                .as_deref()
+                .is_some_and(|k| abs.starts_with(k))
     }
 
     /// The data class of a path.
@@ -316,14 +405,165 @@ fn special_kind(ft: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// Walk every root.
+/// Walk every root, then (unless `rules.follow_links` is off) the content
+/// tracked symlinks lead to.
 pub fn scan(roots: &[TrackedRoot], rules: &Rules) -> ScanResult {
     let mut out = ScanResult::default();
     for root in roots {
-        let scanned = scan_root(root, rules, &mut out);
+        // A root below a symlinked directory (`~/.ssh/config` while `~/.ssh`
+        // links into `~/dotfiles`) is tracked where it really is, marked
+        // with the path it was named by: a rollback writes beneath root
+        // without following links, and could not write through that one.
+        let real = rules
+            .follow_links
+            .then(|| rules.real_location(&root.abs))
+            .flatten();
+        let scanned = match real {
+            Some(abs) => {
+                let tracked = TrackedRoot {
+                    shown: rules.shown(&abs),
+                    abs,
+                };
+                let mut sr = scan_root(&tracked, rules, &mut out);
+                classify_by_link(&mut sr, &root.abs, rules, &mut out.excluded);
+                sr.link = Some(root.abs.clone());
+                sr
+            }
+            None => scan_root(root, rules, &mut out),
+        };
         out.roots.push(scanned);
     }
+    if rules.follow_links {
+        follow_links(&mut out, rules);
+    }
     out
+}
+
+/// At most this many roots are added by following links (a home of links
+/// to links ends here instead of scanning without end).
+const MAX_LINKED_ROOTS: usize = 256;
+
+/// Symlinked dotfiles (GNU Stow, yadm, chezmoi's symlink mode): a tracked
+/// symlink is recorded as the link, and the file or directory it resolves
+/// to now is added as a root of its own, marked with the link, so that a
+/// rollback puts back both the link and the content. Targets are resolved
+/// once, here; only targets inside `$HOME` or beneath a
+/// `track.follow_links_into` prefix are followed, never the tool's own
+/// state or an excluded path, and never content that a root holds already.
+/// Links inside added roots are followed in turn.
+fn follow_links(out: &mut ScanResult, rules: &Rules) {
+    let mut added = 0;
+    // The name the user knows each root by: through the link that led there.
+    let mut logicals: Vec<Option<PathBuf>> = out.roots.iter().map(|r| r.link.clone()).collect();
+    let mut next = 0;
+    while next < out.roots.len() {
+        let logical_base = logicals[next].clone();
+        let root_abs = out.roots[next].root.abs.clone();
+        let links: Vec<(PathBuf, PathBuf)> = out.roots[next]
+            .items
+            .iter()
+            .filter(|i| i.kind == EntryType::Symlink)
+            .map(|i| {
+                let logical = match (&logical_base, i.abs.strip_prefix(&root_abs)) {
+                    (Some(base), Ok(rest)) if !rest.as_os_str().is_empty() => base.join(rest),
+                    (Some(base), _) => base.clone(),
+                    (None, _) => i.abs.clone(),
+                };
+                (i.abs.clone(), logical)
+            })
+            .collect();
+        next += 1;
+        for (link, logical) in links {
+            // Dangling links are recorded as links only.
+            let Some(real) = rules.resolve_link(&link) else {
+                continue;
+            };
+            if out
+                .roots
+                .iter()
+                .any(|r| real.starts_with(&r.root.abs) || r.root.abs.starts_with(&real))
+            {
+                // Its content is tracked already (or holds a tracked root,
+                // which would be tracked twice).
+                continue;
+            }
+            let is_dir = real.is_dir();
+            if let Some(reason) = rules.exclusion(&real, is_dir) {
+                out.excluded.push(Excluded {
+                    path: display_path(&real),
+                    abs: real.clone(),
+                    reason: reason.into(),
+                });
+                continue;
+            }
+            if added == MAX_LINKED_ROOTS {
+                out.excluded.push(Excluded {
+                    path: display_path(&real),
+                    abs: real.clone(),
+                    reason: format!("more than {MAX_LINKED_ROOTS} symlinked roots"),
+                });
+                continue;
+            }
+            added += 1;
+            let tracked = TrackedRoot {
+                shown: crate::paths::tilde_form(&real, rules.home.as_deref()),
+                abs: real,
+            };
+            let mut sr = scan_root(&tracked, rules, out);
+            sr.link = Some(link);
+            classify_by_link(&mut sr, &logical, rules, &mut out.excluded);
+            out.roots.push(sr);
+            logicals.push(Some(logical));
+        }
+    }
+}
+
+/// Content reached through a link is classified and excluded by the name
+/// the user knows it by as well (`~/.ssh/id_ed25519` when `~/.ssh` links to
+/// `~/dotfiles/ssh`): the more sensitive class wins, and an exclude pattern
+/// matching either name leaves the entry (and what is below it) out.
+fn classify_by_link(
+    sr: &mut ScannedRoot,
+    logical: &Path,
+    rules: &Rules,
+    excluded: &mut Vec<Excluded>,
+) {
+    let rank = |c: DataClass| match c {
+        DataClass::Public => 0,
+        DataClass::Private => 1,
+        DataClass::Secret => 2,
+    };
+    let mut dropped: Option<Vec<u8>> = None;
+    sr.items.retain_mut(|item| {
+        if let Some(d) = &dropped {
+            if item.rel.starts_with(d) && item.rel.get(d.len()) == Some(&b'/') {
+                return false;
+            }
+        }
+        let name = if item.rel.is_empty() {
+            logical.to_path_buf()
+        } else {
+            logical.join(os(&item.rel))
+        };
+        if !item.rel.is_empty() {
+            if let Some(reason) = rules.exclusion(&name, item.kind == EntryType::Dir) {
+                excluded.push(Excluded {
+                    path: display_path(&item.abs),
+                    abs: item.abs.clone(),
+                    reason: reason.into(),
+                });
+                dropped = Some(item.rel.clone());
+                return false;
+            }
+        }
+        if item.kind == EntryType::File {
+            let c = rules.class_of(&name);
+            if rank(c) > rank(item.class) {
+                item.class = c;
+            }
+        }
+        true
+    });
 }
 
 fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> ScannedRoot {
@@ -331,6 +571,7 @@ fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> Scanned
         root: root.clone(),
         present: false,
         items: Vec::new(),
+        link: None,
     };
     let meta = match std::fs::symlink_metadata(&root.abs) {
         Ok(m) => m,
@@ -358,6 +599,7 @@ fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> Scanned
             sr.present = false;
             out.excluded.push(Excluded {
                 path: display_path(&root.abs),
+                abs: root.abs.clone(),
                 reason: special_kind(&meta.file_type()).into(),
             });
         }
@@ -369,6 +611,7 @@ fn admit_file(item: &ScanItem, rules: &Rules, excluded: &mut Vec<Excluded>) -> b
     if item.kind == EntryType::File && item.size > rules.max_file_size {
         excluded.push(Excluded {
             path: display_path(&item.abs),
+            abs: item.abs.clone(),
             reason: format!(
                 "too large ({} bytes > max_file_size {})",
                 item.size, rules.max_file_size
@@ -443,6 +686,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
             // A write of ours that was interrupted; never back it up. Restore cleans it.
             w.excluded.push(Excluded {
                 path: display_path(&abs),
+                abs: abs.clone(),
                 reason: INTERRUPTED_WRITE.into(),
             });
             return w;
@@ -450,6 +694,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
         if let Some(reason) = rules.exclusion(&abs, is_dir) {
             w.excluded.push(Excluded {
                 path: display_path(&abs),
+                abs: abs.clone(),
                 reason: reason.into(),
             });
             return w;
@@ -467,6 +712,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
                     if sub.cache_tagged {
                         w.excluded.push(Excluded {
                             path: display_path(&abs),
+                            abs: abs.clone(),
                             reason: "CACHEDIR.TAG".into(),
                         });
                     } else {
@@ -479,6 +725,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
             }
             None => w.excluded.push(Excluded {
                 path: display_path(&abs),
+                abs: abs.clone(),
                 reason: special_kind(&meta.file_type()).into(),
             }),
         }

@@ -390,3 +390,196 @@ fn damaged_trees_and_records_are_detected_and_named() {
 fn damaged_secret_id_keys_are_detected() {
     sweep(&["keys"]);
 }
+
+/// Issue 16, finding 3: a pack or record replaced by a FIFO, or a tree or
+/// record replaced by a symlink to /dev/zero, is `repository_corrupt` (exit 6)
+/// naming the file within a second: no hang, no unbounded read.
+#[test]
+fn hostile_repository_files_are_refused_fast_and_named() {
+    let base = TestEnv::new();
+    base.write(".config/a", b"alpha\n", 0o644);
+    let (rc, v) = base.json(
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    base.write(".config/a", b"changed\n", 0o644);
+    type Plant = fn(&Path);
+    let fifo: Plant = |p| {
+        std::fs::remove_file(p).unwrap();
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    };
+    let zero: Plant = |p| {
+        std::fs::remove_file(p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    };
+    let cases: [(&str, Plant, &str, &[&str]); 6] = [
+        ("packs", fifo, "backup-rollback", &["c1"]),
+        ("packs", fifo, "backup-verify", &["--read-data"]),
+        ("snapshots", fifo, "backup-list", &[]),
+        (
+            "snapshots",
+            fifo,
+            "backup-checkpoint",
+            &["manual", "c2", "--path", "~/.config"],
+        ),
+        ("trees", zero, "backup-verify", &[]),
+        ("snapshots", zero, "backup-verify", &[]),
+    ];
+    // Each case starts from a pristine copy put back at the same paths:
+    // records name their home, and another home's snapshots are not selected.
+    let pristine = TestEnv::new();
+    std::fs::remove_dir_all(&pristine.home).unwrap();
+    copy_dir(&base.home, &pristine.home);
+    copy_dir(&base.repo, &pristine.repo);
+    for (sub, plant, bin, args) in cases {
+        let e = &base;
+        for (from, to) in [(&pristine.home, &e.home), (&pristine.repo, &e.repo)] {
+            std::fs::remove_dir_all(to).unwrap();
+            copy_dir(from, to);
+        }
+        let victim = common::names_in(&e.repo, sub)
+            .into_iter()
+            .find(|p| !p.file_name().unwrap().as_bytes().starts_with(b"."))
+            .unwrap();
+        plant(&victim);
+        let t = std::time::Instant::now();
+        let (rc, v) = e.json(bin, args);
+        assert!(
+            t.elapsed().as_secs_f64() < 5.0,
+            "{bin} on {sub}: took {:?}",
+            t.elapsed()
+        );
+        // A rollback restores what it can and reports the rest per path
+        // (`partial`, as for any damaged blob); everything else stops.
+        let want = if bin == "backup-rollback" { 3 } else { 6 };
+        assert_eq!(rc, want, "{bin} on a hostile {sub} file: {v:#}");
+        let text = v.to_string();
+        let name = victim.file_name().unwrap().to_str().unwrap();
+        assert!(text.contains(name), "{bin}: the file is named: {v:#}");
+        assert!(text.contains("repository_corrupt"), "{bin}: {v:#}");
+    }
+}
+
+/// Issue 16, finding 2: with one index file truncated to 0 bytes, rollback,
+/// restore, checkpoint and prune of every snapshot still work (the index's
+/// packs are read from their trailers), and verify names the file.
+#[test]
+fn a_damaged_index_blocks_nothing_it_does_not_touch() {
+    let e = TestEnv::new();
+    e.write(".config/a", b"alpha\n", 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    e.write(".config/b", &noise(3000, 3), 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c2", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let want = tracked_files(&e.home);
+    let newest = common::names_in(&e.repo, "index")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    std::fs::write(&newest, b"").unwrap();
+    let (rc, v) = e.json("backup-verify", &[]);
+    assert_eq!(rc, 6, "{v:#}");
+    assert!(
+        v.to_string()
+            .contains(newest.file_name().unwrap().to_str().unwrap()),
+        "{v:#}"
+    );
+    for label in ["c1", "c2"] {
+        let target = e.tmp.path().join(format!("restore-{label}"));
+        let t = target.to_str().unwrap();
+        let (rc, v) = e.json("backup-restore", &[label, "--target", t]);
+        assert_eq!(rc, 0, "restore {label}: {v:#}");
+    }
+    assert_eq!(tracked_files(&e.tmp.path().join("restore-c2")), want);
+    std::fs::remove_file(e.home.join(".config/b")).unwrap();
+    let (rc, v) = e.json("backup-rollback", &["c2"]);
+    assert_eq!(rc, 0, "rollback: {v:#}");
+    assert_eq!(tracked_files(&e.home), want);
+    e.write(".config/c", b"gamma\n", 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c3", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "checkpoint: {v:#}");
+    assert!(v.to_string().contains("damaged_index"), "{v:#}");
+    let (rc, v) = e.json("backup-prune", &[]);
+    assert_eq!(rc, 0, "prune: {v:#}");
+}
+
+/// `backup-verify --repair` rebuilds the index from the packs' trailers,
+/// drops what no pack holds and names exactly the snapshots and paths lost;
+/// everything else restores afterwards.
+#[test]
+fn repair_rebuilds_the_index_and_names_exactly_what_is_lost() {
+    let e = TestEnv::new();
+    e.write(".config/a", b"alpha\n", 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let first_packs = common::names_in(&e.repo, "packs");
+    let first_index = common::names_in(&e.repo, "index");
+    e.write(".config/b", &noise(3000, 4), 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c2", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let c1_files = {
+        let mut s = tracked_files(&e.home);
+        s.remove(b".config/b".as_slice());
+        s
+    };
+    // The second run's pack is gone, and the first run's index is damaged.
+    for p in common::names_in(&e.repo, "packs") {
+        if !first_packs.contains(&p) {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    std::fs::write(&first_index[0], b"").unwrap();
+    let (rc, v) = e.json("backup-verify", &["--repair"]);
+    assert_eq!(rc, 6, "what is lost stays reported: {v:#}");
+    let repair = &v["repair"];
+    assert_eq!(repair["packs_indexed"], 1, "{v:#}");
+    // The rebuilt index holds exactly what the damaged first one did, so it
+    // has its name and replaces it; the second run's (dangling) one goes.
+    assert_eq!(repair["index_files_removed"], 1, "{v:#}");
+    assert_eq!(common::names_in(&e.repo, "index"), first_index);
+    let lost = repair["lost"].as_array().unwrap();
+    assert_eq!(lost.len(), 1, "only c2 lost anything: {v:#}");
+    assert!(
+        lost[0]["snapshot"].as_str().unwrap().ends_with(" c2"),
+        "{v:#}"
+    );
+    assert_eq!(
+        lost[0]["paths"],
+        serde_json::json!(["~/.config/b"]),
+        "{v:#}"
+    );
+    assert_eq!(common::names_in(&e.repo, "index").len(), 1);
+    let target = e.tmp.path().join("r1");
+    let (rc, v) = e.json(
+        "backup-restore",
+        &["c1", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(tracked_files(&target), c1_files);
+    // Human output lists the lost path too.
+    let out = e.output("backup-verify", &["--repair"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("LOST") && text.contains("~/.config/b"),
+        "{text}"
+    );
+}

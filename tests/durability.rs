@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use common::{exe, parse_envelope, skip_unless_required, TestEnv};
@@ -103,4 +104,199 @@ fn a_failed_directory_fsync_in_the_home_is_reported_not_claimed_done() {
         std::fs::read(e.home.join(".config/app/conf")).unwrap(),
         b"original\n"
     );
+}
+
+/// `cmd`'s environment and arguments, run under `strace` with `filter` (the
+/// strace options that select and fail syscalls) in front.
+fn under_strace<S: AsRef<std::ffi::OsStr>>(plain: &Command, filter: &[S]) -> Command {
+    let mut cmd = Command::new("strace");
+    cmd.env_clear();
+    for (k, v) in plain.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.args(["-f", "-o", "/dev/null"]).args(filter);
+    cmd.arg(plain.get_program()).args(plain.get_args());
+    cmd
+}
+
+fn index_files(e: &TestEnv) -> Vec<std::path::PathBuf> {
+    common::names_in(&e.repo, "index")
+}
+
+/// After a failed checkpoint, a normal one stores the new file again, and a
+/// rollback to it brings the file back byte for byte (issue 16, finding 1).
+fn assert_next_checkpoint_stores_and_restores(
+    e: &TestEnv,
+    label: &str,
+    file: &str,
+    run_as: Option<u32>,
+) {
+    let run = |bin: &str, args: &[&str]| {
+        let mut cmd = e.command(bin, &[&["--json"][..], args].concat(), &[]);
+        if let Some(uid) = run_as {
+            cmd.uid(uid).gid(uid);
+        }
+        parse_envelope(&cmd.output().unwrap())
+    };
+    let (rc, v) = run(
+        "backup-checkpoint",
+        &["manual", label, "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert!(
+        v["stats"]["new_bytes"].as_u64().unwrap() > 0,
+        "the file whose pack was removed is stored again: {v:#}"
+    );
+    let want = std::fs::read(e.home.join(file)).unwrap();
+    std::fs::remove_file(e.home.join(file)).unwrap();
+    let (rc, v) = run("backup-rollback", &[label]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(std::fs::read(e.home.join(file)).unwrap(), want);
+    let (rc, v) = run("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0, "{v:#}");
+}
+
+#[test]
+fn a_failed_tree_or_record_write_never_poisons_a_later_checkpoint() {
+    if !strace_works() {
+        skip_unless_required("strace", "strace is not installed or cannot trace here");
+        return;
+    }
+    for (dir, errno) in [
+        ("snapshots", "ENOSPC"),
+        ("trees", "ENOSPC"),
+        ("snapshots", "EIO"),
+    ] {
+        let e = TestEnv::new();
+        e.write(".config/a", b"first\n", 0o644);
+        let (rc, v) = e.json(
+            "backup-checkpoint",
+            &["manual", "c1", "--path", "~/.config"],
+        );
+        assert_eq!(rc, 0, "{v:#}");
+        let indexes = index_files(&e);
+        e.write(".config/c", &common::noise(5000, 7), 0o644);
+        // Every rename into `dir` fails: the packs and the index are written,
+        // then the tree or the record cannot be.
+        let inject = format!("inject=/^rename:error={errno}");
+        let plain = e.command(
+            "backup-checkpoint",
+            &["--json", "manual", "c2", "--path", "~/.config"],
+            &[],
+        );
+        let target = e.repo.join(dir);
+        let filter = [
+            "-e".as_ref(),
+            "trace=/^rename".as_ref(),
+            "-e".as_ref(),
+            std::ffi::OsStr::new(&inject),
+            "-P".as_ref(),
+            target.as_os_str(),
+        ];
+        let cmd = &mut under_strace(&plain, &filter);
+        let (rc, v) = parse_envelope(&cmd.output().unwrap());
+        assert_ne!(rc, 0, "{dir}/{errno}: the checkpoint fails: {v:#}");
+        assert_eq!(
+            index_files(&e),
+            indexes,
+            "{dir}/{errno}: no index of the failed run is left: {v:#}"
+        );
+        assert_next_checkpoint_stores_and_restores(&e, "c3", ".config/c", None);
+    }
+}
+
+#[test]
+fn an_unwritable_snapshots_directory_never_poisons_a_later_checkpoint() {
+    let e = TestEnv::new();
+    // As root the permission bits do not stop writes: run as nobody, who owns
+    // the home and the repository.
+    let run_as = common::is_root().then_some(65534u32);
+    if let Some(uid) = run_as {
+        common::set_mode(e.tmp.path(), 0o755);
+        std::os::unix::fs::chown(&e.home, Some(uid), Some(uid)).unwrap();
+        std::fs::create_dir(&e.repo).unwrap();
+        std::os::unix::fs::chown(&e.repo, Some(uid), Some(uid)).unwrap();
+    }
+    e.write(".config/a", b"first\n", 0o644);
+    if let Some(uid) = run_as {
+        for p in [".config", ".config/a"] {
+            std::os::unix::fs::chown(e.home.join(p), Some(uid), Some(uid)).unwrap();
+        }
+    }
+    let run = |args: &[&str]| {
+        let mut cmd = e.command("backup-checkpoint", &[&["--json"][..], args].concat(), &[]);
+        if let Some(uid) = run_as {
+            cmd.uid(uid).gid(uid);
+        }
+        parse_envelope(&cmd.output().unwrap())
+    };
+    let (rc, v) = run(&["manual", "c1", "--path", "~/.config"]);
+    assert_eq!(rc, 0, "{v:#}");
+    let indexes = index_files(&e);
+    let c = e.write(".config/c", &common::noise(5000, 8), 0o644);
+    if let Some(uid) = run_as {
+        std::os::unix::fs::chown(&c, Some(uid), Some(uid)).unwrap();
+    }
+    common::set_mode(&e.repo.join("snapshots"), 0o500);
+    let (rc, v) = run(&["manual", "c2", "--path", "~/.config"]);
+    assert_ne!(rc, 0, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "permission_denied", "{v:#}");
+    assert_eq!(
+        index_files(&e),
+        indexes,
+        "no index of the failed run is left: {v:#}"
+    );
+    common::set_mode(&e.repo.join("snapshots"), 0o700);
+    assert_next_checkpoint_stores_and_restores(&e, "c3", ".config/c", run_as);
+}
+
+#[test]
+fn an_index_naming_a_missing_pack_is_not_deduplicated_against() {
+    // The state an older version left after a failed run: an index file
+    // naming a pack that is gone, and no snapshot referring to it.
+    let e = TestEnv::new();
+    e.write(".config/a", b"first\n", 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let packs_before = common::names_in(&e.repo, "packs");
+    e.write(".config/c", &common::noise(5000, 9), 0o644);
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c2", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let id = v["snapshot"]["id"].as_str().unwrap().to_string();
+    for p in common::names_in(&e.repo, "packs") {
+        if !packs_before.contains(&p) {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    for p in common::names_in(&e.repo, "snapshots") {
+        if p.to_string_lossy().contains(&id) {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    std::fs::remove_file(e.repo.join("cache/files")).unwrap();
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "c3", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let warned = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["code"] == "missing_packs");
+    assert!(warned, "the missing pack is reported: {v:#}");
+    assert!(v["stats"]["new_bytes"].as_u64().unwrap() > 0, "{v:#}");
+    let want = std::fs::read(e.home.join(".config/c")).unwrap();
+    std::fs::remove_file(e.home.join(".config/c")).unwrap();
+    let (rc, v) = e.json("backup-rollback", &["c3"]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(std::fs::read(e.home.join(".config/c")).unwrap(), want);
 }

@@ -393,3 +393,84 @@ fn yellow_when_an_external_target_is_missing_or_behind_green_when_synced() {
     let (_, v) = health(&e);
     assert_eq!(level(&v, "external_target drive"), "green", "{v:#}");
 }
+
+/// Issue 16, finding 5: each of these makes the next checkpoint fail (or
+/// means snapshots are gone) and must be red with the cause named.
+#[test]
+fn red_when_snapshots_is_deleted_or_the_lock_is_a_directory() {
+    let e = checkpointed();
+    let (rc, v) = health(&e);
+    assert_eq!(level(&v, "writable"), "green", "{v:#}");
+    assert_eq!(level(&v, "lock"), "green", "{v:#}");
+    assert_eq!(rc, 0, "{v:#}");
+    std::fs::remove_dir_all(e.repo.join("snapshots")).unwrap();
+    let (rc, v) = health(&e);
+    assert_red(&v, rc, "writable");
+    assert!(message(&v, "writable").contains("snapshots"), "{v:#}");
+    assert!(message(&v, "writable").contains("missing"), "{v:#}");
+
+    let e = checkpointed();
+    let _ = std::fs::remove_file(e.repo.join("lock"));
+    std::fs::create_dir(e.repo.join("lock")).unwrap();
+    let (rc, v) = health(&e);
+    assert_red(&v, rc, "lock");
+    assert!(message(&v, "lock").contains("not a regular file"), "{v:#}");
+}
+
+#[test]
+fn red_when_snapshots_or_logs_is_not_writable() {
+    use std::os::unix::process::CommandExt;
+    for sub in ["snapshots", "logs"] {
+        let e = checkpointed();
+        // Root writes through any mode: run as nobody, owning everything.
+        let run_as = is_root().then_some(65534u32);
+        if let Some(uid) = run_as {
+            set_mode(e.tmp.path(), 0o755);
+            let chown = std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&e.home)
+                .arg(&e.repo)
+                .status()
+                .unwrap();
+            assert!(chown.success());
+            let _ = uid;
+        }
+        let run = || {
+            let mut a = vec!["--json", "--health-check"];
+            a.extend(PATHS);
+            let mut cmd = e.command(CKPT, &a, &[]);
+            if let Some(uid) = run_as {
+                cmd.uid(uid).gid(uid);
+            }
+            parse_envelope(&cmd.output().unwrap())
+        };
+        let (rc, v) = run();
+        assert_eq!(level(&v, "writable"), "green", "{sub}: {v:#}");
+        assert_eq!(rc, 0, "{v:#}");
+        set_mode(&e.repo.join(sub), 0o500);
+        let (rc, v) = run();
+        assert_red(&v, rc, "writable");
+        assert!(message(&v, "writable").contains(sub), "{v:#}");
+    }
+}
+
+#[test]
+fn quick_verify_fails_on_a_pack_cut_inside_its_trailer() {
+    let e = checkpointed();
+    let (rc, v) = e.json("backup-verify", &[]);
+    assert_eq!(rc, 0, "{v:#}");
+    let pack = names_in(&e.repo, "packs").remove(0);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    // The last 8 bytes are the trailer magic, the 4 before the count: cut
+    // into the records, leaving every blob intact.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 20)
+        .unwrap();
+    let (rc, v) = e.json("backup-verify", &[]);
+    assert_eq!(rc, 6, "{v:#}");
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(v["problems"].to_string().contains(name), "{v:#}");
+}

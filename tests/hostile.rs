@@ -1128,7 +1128,8 @@ fn surroundings(ctx: &Ctx, except: &str) -> Snap {
             child.extend_from_slice(&n);
             let name = std::ffi::CString::new(n).unwrap();
             let st = statat(fd, &name, AtFlags::SYMLINK_NOFOLLOW).expect("stat");
-            let mode = st.st_mode & 0o7777;
+            #[allow(clippy::useless_conversion)] // st_mode is u16 on macOS, u32 on Linux
+            let mode = u32::from(st.st_mode) & 0o7777;
             match FileType::from_raw_mode(st.st_mode) {
                 FileType::Directory => {
                     out.insert(child.clone(), (mode, Vec::new()));

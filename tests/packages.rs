@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 const CKPT: &str = "backup-checkpoint";
 const BREW_LIST: &str = "git 2.43.0\nripgrep 14.1.0\n";
+const BREWFILE: &str = "tap \"homebrew/bundle\"\nbrew \"git\"\nbrew \"ripgrep\"\ncask \"iterm2\"\nmas \"Xcode\", id: 497799835\n";
 
 fn script(dir: &Path, name: &str, body: &str) {
     let p = dir.join(name);
@@ -23,16 +24,22 @@ fn script(dir: &Path, name: &str, body: &str) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A fake-manager directory: `brew` prints a list (from `brew.out`), `apt-mark`
+/// A fake-manager directory: `brew` prints a list (from `brew.out`) or, for
+/// `bundle dump --file=-`, a Brewfile (`brew.bundle`); `apt-mark`
 /// fails, `pip` hangs with a child holding stdout; no `pip3`, `code`, `npm`.
 fn fake_managers(e: &TestEnv) -> PathBuf {
     let bin = e.tmp.path().join("fakebin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(bin.join("brew.out"), BREW_LIST).unwrap();
+    std::fs::write(bin.join("brew.bundle"), BREWFILE).unwrap();
     script(
         &bin,
         "brew",
-        &format!("/bin/cat '{}'", bin.join("brew.out").display()),
+        &format!(
+            "if [ \"$*\" = 'bundle dump --file=-' ]; then /bin/cat '{}'; else /bin/cat '{}'; fi",
+            bin.join("brew.bundle").display(),
+            bin.join("brew.out").display()
+        ),
     );
     script(
         &bin,
@@ -103,11 +110,14 @@ fn captures_lists_skips_missing_and_warns_on_failure_and_timeout() {
 
     assert_eq!(outcome(&v, "brew")["status"], "captured");
     assert_eq!(outcome(&v, "brew")["packages"], 2);
+    // The Brewfile (taps, formulae, casks, mas): one entry per line.
+    assert_eq!(outcome(&v, "brewfile")["status"], "captured");
+    assert_eq!(outcome(&v, "brewfile")["packages"], 5);
     assert_eq!(outcome(&v, "apt")["status"], "failed");
     assert_eq!(outcome(&v, "pip")["status"], "timeout");
     assert_eq!(outcome(&v, "code")["status"], "missing");
     assert_eq!(outcome(&v, "npm")["status"], "missing");
-    assert_eq!(v["stats"]["package_lists"], 1);
+    assert_eq!(v["stats"]["package_lists"], 2, "brew list and the Brewfile");
 
     let warnings: Vec<&Value> = v["warnings"]
         .as_array()
@@ -135,7 +145,9 @@ fn captures_lists_skips_missing_and_warns_on_failure_and_timeout() {
     // Stored in the record: only what was captured, with its hash.
     let r = record(&e, &v);
     let lists = r["packages"].as_array().expect("packages in the record");
-    assert_eq!(lists.len(), 1, "{r:#}");
+    assert_eq!(lists.len(), 2, "brew list and the Brewfile: {r:#}");
+    assert_eq!(lists[1]["name"], "brewfile");
+    assert_eq!(lists[1]["output"], BREWFILE);
     assert_eq!(lists[0]["name"], "brew");
     assert_eq!(lists[0]["output"], BREW_LIST);
     assert_eq!(lists[0]["bytes"], BREW_LIST.len());

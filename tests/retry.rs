@@ -74,7 +74,16 @@ fn fake(e: &TestEnv) -> Fake {
     std::fs::create_dir_all(&bin_dir).unwrap();
     std::fs::create_dir_all(&state).unwrap();
     let script = bin_dir.join("rclone");
-    std::fs::write(&script, FAKE).unwrap();
+    // The interpreter itself, not a version-manager shim (pyenv's `python3`
+    // takes most of a second to start on a loaded machine, longer than the
+    // 1 s time limit the hung-call test sets).
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    let python = String::from_utf8(python.stdout).unwrap();
+    let fake = FAKE.replacen("/usr/bin/env python3", python.trim(), 1);
+    std::fs::write(&script, fake).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     Fake {
         bin_dir,

@@ -672,6 +672,42 @@ mod property {
             prop_assert_eq!(rc, 0, "{}", v);
             assert_same(&describe(&e.home), &expected);
         }
+
+        /// Symlinked roots (issue 19): `~/.config` links into `~/dotfiles`;
+        /// the content is damaged through the link, wiped, or the link is
+        /// replaced by a real directory. Rollback brings back link and content.
+        #[test]
+        fn symlinked_root_random_damage_rollback_restores_equality(before in layout(), after in layout(), how in 0u8..3) {
+            let e = Env::new();
+            let real = e.home.join("dotfiles/cfg");
+            materialize(&real, &before);
+            symlink("dotfiles/cfg", e.home.join(".config")).unwrap();
+            let untracked = |mut m: BTreeMap<Vec<u8>, String>| {
+                m.remove(&b"dotfiles"[..]);
+                m
+            };
+            let expected = untracked(describe(&e.home));
+            e.checkpoint("p", &["~/.config"]);
+            match how {
+                0 => {
+                    for (path, _) in &after {
+                        let p = real.join(OsStr::from_bytes(&path[0]));
+                        if let Ok(m) = std::fs::symlink_metadata(&p) {
+                            if m.is_dir() { let _ = std::fs::remove_dir_all(&p); } else { let _ = std::fs::remove_file(&p); }
+                        }
+                    }
+                    materialize(&real, &after);
+                }
+                1 => std::fs::remove_dir_all(&real).unwrap(),
+                _ => {
+                    std::fs::remove_file(e.home.join(".config")).unwrap();
+                    materialize(&e.home.join(".config"), &after);
+                }
+            }
+            let (rc, v) = e.run("backup-rollback", &["p"]);
+            prop_assert_eq!(rc, 0, "{}", v);
+            assert_same(&untracked(describe(&e.home)), &expected);
+        }
     }
 }
 
@@ -740,4 +776,620 @@ fn a_rollback_of_several_hundred_files_lands_every_group_of_staged_writes() {
     let (rc, v) = e.run("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_same(&describe(&e.home), &damaged);
+}
+
+// ---- Issue 19: rollback on homes laid out the way users keep them. ----
+
+/// The `path` values of the plan's actions of one kind.
+fn planned(v: &Value, action: &str) -> Vec<String> {
+    v["plan"]["actions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|a| a["action"] == action)
+                .map(|a| a["path"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A GNU Stow home: `~/.config` and `~/.zshrc` are links into `~/dotfiles`,
+/// and `~/.config/nvim` inside it is a folded directory (a link too).
+fn stow_home(home: &Path) {
+    let d = home.join("dotfiles");
+    std::fs::create_dir_all(d.join("config/git")).unwrap();
+    std::fs::create_dir_all(d.join("nvim")).unwrap();
+    std::fs::write(d.join("config/git/config"), b"[user]\n").unwrap();
+    std::fs::write(d.join("nvim/init.vim"), b"set nu\n").unwrap();
+    std::fs::write(d.join("zshrc"), b"export EDITOR=nvim\n").unwrap();
+    symlink("../nvim", d.join("config/nvim")).unwrap();
+    symlink("dotfiles/config", home.join(".config")).unwrap();
+    symlink("dotfiles/zshrc", home.join(".zshrc")).unwrap();
+}
+
+#[test]
+fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
+    let e = Env::new();
+    stow_home(&e.home);
+    let before = describe(&e.home);
+    let v = e.checkpoint("c1", &["~/.config", "~/.zshrc"]);
+    assert!(v["stats"]["files_scanned"].as_u64().unwrap() >= 3, "{v}");
+    let d = e.home.join("dotfiles");
+    std::fs::write(d.join("nvim/init.vim"), b"BROKEN\n").unwrap();
+    std::fs::write(d.join("zshrc"), b"BROKEN\n").unwrap();
+    std::fs::write(d.join("config/git/new"), b"new\n").unwrap();
+
+    let (rc, v) = e.run("backup-list", &["--diff", "c1"]);
+    assert_eq!(rc, 0, "{v}");
+    let changed: Vec<&str> = v["diff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    for p in [
+        "~/dotfiles/nvim/init.vim",
+        "~/dotfiles/zshrc",
+        "~/dotfiles/config/git/new",
+    ] {
+        assert!(changed.contains(&p), "{p} not in the diff: {v}");
+    }
+
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        planned(&v, "update").contains(&"~/dotfiles/nvim/init.vim".to_string()),
+        "{v}"
+    );
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["stats"]["failed"], 0, "{v}");
+    // ~/dotfiles itself is not tracked (only what the links lead to): its time moves.
+    let untracked = |mut m: BTreeMap<Vec<u8>, String>| {
+        m.remove(&b"dotfiles"[..]);
+        m
+    };
+    assert_same(&untracked(describe(&e.home)), &untracked(before.clone()));
+
+    // A link changed to point elsewhere comes back, with its content.
+    std::fs::remove_file(e.home.join(".zshrc")).unwrap();
+    std::fs::write(e.home.join("other"), b"other\n").unwrap();
+    symlink("other", e.home.join(".zshrc")).unwrap();
+    std::fs::remove_file(d.join("zshrc")).unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1", "--path", "~/.zshrc"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        std::fs::read_link(e.home.join(".zshrc")).unwrap(),
+        Path::new("dotfiles/zshrc")
+    );
+    assert_eq!(
+        std::fs::read(d.join("zshrc")).unwrap(),
+        b"export EDITOR=nvim\n"
+    );
+    assert_eq!(std::fs::read(e.home.join("other")).unwrap(), b"other\n");
+
+    // --path through a link selects the content it leads to.
+    std::fs::write(d.join("nvim/init.vim"), b"BROKEN again\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1", "--path", "~/.config/nvim"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(d.join("nvim/init.vim")).unwrap(), b"set nu\n");
+
+    let (rc, v) = e.run("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0, "{v}");
+}
+
+#[test]
+fn a_link_planted_after_the_checkpoint_is_never_written_through() {
+    let e = Env::new();
+    stow_home(&e.home);
+    e.checkpoint("c1", &["~/.config"]);
+    // ~/dotfiles is swapped for a link to a directory outside the home.
+    let outside = e.home.parent().unwrap().join("outside");
+    std::fs::create_dir_all(outside.join("nvim")).unwrap();
+    std::fs::write(outside.join("nvim/init.vim"), b"outside\n").unwrap();
+    std::fs::rename(
+        e.home.join("dotfiles"),
+        e.home.parent().unwrap().join("moved"),
+    )
+    .unwrap();
+    symlink(&outside, e.home.join("dotfiles")).unwrap();
+    let outside_before = describe(&outside);
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_same(&describe(&outside), &outside_before);
+    // The planted link is replaced by the real directory, or the run says what it could not do.
+    if rc == 0 {
+        assert!(std::fs::symlink_metadata(e.home.join("dotfiles"))
+            .unwrap()
+            .is_dir());
+        assert_eq!(
+            std::fs::read(e.home.join("dotfiles/nvim/init.vim")).unwrap(),
+            b"set nu\n"
+        );
+    } else {
+        assert_eq!(rc, 3, "{v}");
+    }
+}
+
+#[test]
+fn links_leaving_home_are_recorded_but_not_followed_unless_allowed() {
+    let e = Env::new();
+    let outside = e.home.parent().unwrap().join("shared");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("gitconfig"), b"[core]\n").unwrap();
+    symlink(outside.join("gitconfig"), e.home.join(".gitconfig")).unwrap();
+    let v = e.checkpoint("c1", &["~/.gitconfig"]);
+    assert_eq!(v["stats"]["files_scanned"], 0, "{v}");
+    std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        std::fs::read(outside.join("gitconfig")).unwrap(),
+        b"changed\n"
+    );
+
+    // Allowed by prefix in the config: tracked and rolled back.
+    let cfg = e.home.join(".config/dotfiles-backup");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("config.toml"),
+        format!(
+            "[track]\nfollow_links_into = [{:?}]\n",
+            outside.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(outside.join("gitconfig"), b"[core]\n").unwrap();
+    let v = e.checkpoint("c2", &["~/.gitconfig"]);
+    assert_eq!(v["stats"]["files_scanned"], 1, "{v}");
+    std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c2"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        std::fs::read(outside.join("gitconfig")).unwrap(),
+        b"[core]\n"
+    );
+}
+
+#[test]
+fn the_tools_own_files_are_never_rolled_back_and_undo_still_works() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config/nvim")).unwrap();
+    std::fs::write(e.home.join(".config/nvim/init.lua"), b"x").unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    let cfg = e.home.join(".config/dotfiles-backup");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("config.toml"), "[safety]\n").unwrap();
+    std::fs::write(cfg.join("ignore"), "*.log\n").unwrap();
+    std::fs::write(cfg.join("recipients.txt"), "").unwrap();
+    std::fs::write(e.home.join(".config/nvim/init.lua"), b"changed").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    let kept: Vec<&Value> = v["plan"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["path"].as_str().unwrap().contains("dotfiles-backup"))
+        .collect();
+    assert!(kept.iter().all(|a| a["action"] == "skip"), "{v}");
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    for f in ["config.toml", "ignore", "recipients.txt"] {
+        assert!(cfg.join(f).exists(), "{f} was removed: {v}");
+    }
+    assert_eq!(
+        std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(),
+        b"x"
+    );
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(),
+        b"changed"
+    );
+    let (rc, v) = e.run("backup-checkpoint", &["manual", "c2", "--sizes"]);
+    assert_eq!(rc, 0, "{v}");
+    let (rc, v) = e.run(
+        "backup-checkpoint",
+        &["manual", "c3", "--path", "~/.config", "--dry-run"],
+    );
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        v.to_string().contains("tool state"),
+        "the reason is shown: {v}"
+    );
+}
+
+#[test]
+fn a_directory_holding_excluded_content_is_kept_and_rollback_succeeds_once() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    std::fs::write(e.home.join(".config/a"), b"a").unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    let proj = e.home.join(".config/proj");
+    std::fs::create_dir_all(proj.join("sub")).unwrap();
+    std::fs::write(proj.join("sub/file"), b"f").unwrap();
+    std::fs::write(proj.join("gone"), b"g").unwrap();
+    let fifo = proj.join("sub/fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    let deletes = planned(&v, "delete");
+    assert!(
+        !deletes
+            .iter()
+            .any(|p| p.ends_with("proj") || p.ends_with("sub")),
+        "{v}"
+    );
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(v["stats"]["failed"], 0, "{v}");
+    assert!(!proj.join("gone").exists());
+    assert!(!proj.join("sub/file").exists());
+    assert!(
+        std::fs::symlink_metadata(&fifo).is_ok(),
+        "the excluded FIFO stays"
+    );
+    // Nothing left to do: no second safety snapshot.
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(v["snapshot"].is_null(), "{v}");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(proj.join("gone")).unwrap(), b"g");
+    assert_eq!(std::fs::read(proj.join("sub/file")).unwrap(), b"f");
+}
+
+#[test]
+fn a_file_that_cannot_be_read_is_a_partial_rollback_not_success() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    std::fs::write(e.home.join(".config/a"), b"a").unwrap();
+    std::fs::write(e.home.join(".config/b"), b"b").unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    std::fs::write(e.home.join(".config/a"), b"changed").unwrap();
+    std::fs::write(e.home.join(".config/b"), b"changed").unwrap();
+    set_mode(&e.home.join(".config/a"), 0o000);
+    // As root every file is readable: run as an unprivileged user then.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        let tmp = e.home.parent().unwrap();
+        set_mode(tmp, 0o755);
+        chown_tree(&e.home, 65534);
+        chown_tree(&e.repo, 65534);
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-rollback"));
+    cmd.args(["c1", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &e.home)
+        .env("BACKUP_REPO", &e.repo);
+    if root {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(v["status"], "partial", "{v}");
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["path"].as_str().is_some_and(|p| p.ends_with(".config/a"))),
+        "{v}"
+    );
+    set_mode(&e.home.join(".config/a"), 0o644);
+    assert_eq!(std::fs::read(e.home.join(".config/b")).unwrap(), b"b");
+}
+
+fn chown_tree(p: &Path, uid: u32) {
+    let _ = std::os::unix::fs::lchown(p, Some(uid), Some(uid));
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for c in std::fs::read_dir(p).unwrap() {
+            chown_tree(&c.unwrap().path(), uid);
+        }
+    }
+}
+
+#[test]
+fn two_homes_sharing_a_repository_never_cross() {
+    let e = Env::new();
+    let h2 = e.home.parent().unwrap().join("home2");
+    std::fs::create_dir_all(&h2).unwrap();
+    let run = |home: &Path, args: &[&str]| -> (i32, Value) {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
+                .args(&args[1..])
+                .arg("--json")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", home)
+                .env("BACKUP_REPO", &e.repo)
+                .output()
+                .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    std::fs::write(e.home.join(".zshrc"), b"h1 v1").unwrap();
+    std::fs::write(h2.join(".zshrc"), b"h2 v1").unwrap();
+    let (rc, v) = run(
+        &e.home,
+        &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"],
+    );
+    assert_eq!(rc, 0, "{v}");
+    let (rc, v) = run(
+        &h2,
+        &["backup-checkpoint", "manual", "c1", "--path", "~/.zshrc"],
+    );
+    assert_eq!(rc, 0, "{v}");
+    // h2 rolls back; h1's undo must not apply h2's safety snapshot.
+    std::fs::write(h2.join(".zshrc"), b"h2 v2").unwrap();
+    let (rc, v) = run(&h2, &["backup-rollback", "c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(h2.join(".zshrc")).unwrap(), b"h2 v1");
+    let (rc, v) = run(&e.home, &["backup-rollback", "--undo"]);
+    assert_eq!(rc, 1, "{v}");
+    assert_eq!(v["errors"][0]["code"], "nothing_to_undo", "{v}");
+    assert_eq!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"h1 v1");
+    // Labels and latest are this home's.
+    std::fs::write(e.home.join(".zshrc"), b"h1 v2").unwrap();
+    let (rc, v) = run(&e.home, &["backup-rollback", "latest"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"h1 v1");
+    let (rc, v) = run(&e.home, &["backup-list"]);
+    assert_eq!(rc, 0, "{v}");
+    let n = v["snapshots"].as_array().unwrap().len();
+    let (rc, v) = run(&e.home, &["backup-list", "--all-homes"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(v["snapshots"].as_array().unwrap().len() > n, "{v}");
+    // Another home's snapshot by id: refused, naming it, unless --all-homes.
+    let (_, v) = run(&h2, &["backup-list", "c1"]);
+    let other = v["snapshot"]["short_id"].as_str().unwrap().to_string();
+    let (rc, v) = run(&e.home, &["backup-list", &other]);
+    assert_ne!(rc, 0, "{v}");
+    assert!(
+        v["errors"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("--all-homes"),
+        "{v}"
+    );
+    let (rc, v) = run(&e.home, &["backup-list", &other, "--all-homes"]);
+    assert_eq!(rc, 0, "{v}");
+}
+
+#[test]
+fn undo_after_several_rollbacks_returns_before_the_first_and_a_second_undo_redoes() {
+    let e = Env::new();
+    let f = e.home.join(".zshrc");
+    std::fs::write(&f, b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(&f, b"v2").unwrap();
+    e.checkpoint("c2", &["~/.zshrc"]);
+    std::fs::write(&f, b"work").unwrap();
+    for target in ["c1", "c2", "c1"] {
+        let (rc, v) = e.run("backup-rollback", &[target]);
+        assert_eq!(rc, 0, "{v}");
+    }
+    assert_eq!(std::fs::read(&f).unwrap(), b"v1");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        std::fs::read(&f).unwrap(),
+        b"work",
+        "back to before the first rollback"
+    );
+    // A second --undo redoes: the state the undo replaced.
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"v1");
+}
+
+#[test]
+fn undo_that_would_replace_a_newer_checkpoint_names_it_and_needs_force() {
+    let e = Env::new();
+    let f = e.home.join(".zshrc");
+    std::fs::write(&f, b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(&f, b"before rollback").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    std::fs::write(&f, b"newer work").unwrap();
+    e.checkpoint("newer", &["~/.zshrc"]);
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 5, "{v}");
+    assert_eq!(v["errors"][0]["code"], "undo_replaces_newer", "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("newer"),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), b"newer work");
+    let (rc, v) = e.run("backup-rollback", &["--undo", "--force"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"before rollback");
+}
+
+#[test]
+fn control_characters_in_names_are_escaped_in_human_output_and_kept_in_json() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    let evil = "evil\x1b[2K\rok\nname";
+    std::fs::write(e.home.join(".config").join(evil), b"x").unwrap();
+    for (bin, args) in [
+        ("backup-rollback", vec!["c1", "--dry-run"]),
+        ("backup-list", vec!["--diff", "c1"]),
+    ] {
+        let exe = env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", bin);
+        let out = Command::new(exe)
+            .args(&args)
+            .args(["--color", "never"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &e.home)
+            .env("BACKUP_REPO", &e.repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{bin}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r'),
+            "{bin}: {text:?}"
+        );
+        assert!(text.contains("evil\\x1b[2K\\rok\\nname"), "{bin}: {text}");
+    }
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        planned(&v, "delete").iter().any(|p| p.ends_with(evil)),
+        "{v}"
+    );
+}
+
+/// `~/.config` is a Stow link whose target became a file: the default
+/// config path cannot be read (ENOTDIR), which must not stop the rollback
+/// that repairs it.
+#[test]
+fn a_broken_config_link_does_not_stop_the_rollback_that_repairs_it() {
+    let e = Env::new();
+    stow_home(&e.home);
+    e.checkpoint("c1", &["~/.config"]);
+    let d = e.home.join("dotfiles/config");
+    std::fs::remove_dir_all(&d).unwrap();
+    std::fs::write(&d, b"not a directory").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(d.join("git/config")).unwrap(), b"[user]\n");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&d).unwrap(), b"not a directory");
+}
+
+/// A sparse file (a VM image, a database) comes back with its holes, not
+/// as its full length of zeros; its bytes are the same.
+#[test]
+fn sparse_files_come_back_sparse() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.home.join(".config")).unwrap();
+    let p = e.home.join(".config/disk.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(b"header", 0).unwrap();
+        f.write_all_at(b"middle", 8 << 20).unwrap();
+        f.write_all_at(b"tail", (16 << 20) - 4).unwrap();
+    }
+    let allocated = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    if allocated(&p) > 4 << 20 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the temp file system does not keep holes: CI must run this test"
+        );
+        eprintln!("note: this file system does not keep holes; nothing to compare");
+        return;
+    }
+    let want = std::fs::read(&p).unwrap();
+    e.checkpoint("c1", &["~/.config"]);
+    std::fs::remove_file(&p).unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&p).unwrap(), want);
+    assert!(allocated(&p) < 1 << 20, "{} bytes allocated", allocated(&p));
+}
+
+/// The printed `--undo` names the repository the rollback used when it came
+/// from a flag, so it still works in a shell without that flag's default.
+#[test]
+fn the_printed_undo_names_the_repository_given_by_flag() {
+    let e = Env::new();
+    std::fs::write(e.home.join(".zshrc"), b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(e.home.join(".zshrc"), b"v2").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_backup-rollback"))
+        .args(["c1", "--color", "never", "--repo"])
+        .arg(&e.repo)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &e.home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("backup-rollback --undo --repo {}", e.repo.display());
+    assert!(text.contains(&want), "{text}");
+}
+
+/// A configured root below a symlinked directory (`~/.ssh/config` while
+/// `~/.ssh` links into `~/dotfiles`) is tracked where it really is, keeps
+/// its class by the name it was configured by, and rolls back.
+#[test]
+fn a_root_below_a_symlinked_directory_is_tracked_where_it_is() {
+    let e = Env::new();
+    let d = e.home.join("dotfiles/ssh");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config"), b"Host *\n").unwrap();
+    std::fs::write(d.join("id_ed25519"), b"PRIVATE KEY").unwrap();
+    symlink("dotfiles/ssh", e.home.join(".ssh")).unwrap();
+    let v = e.checkpoint("c1", &["~/.ssh/config", "~/.ssh/id_ed25519"]);
+    assert!(v["warnings"].to_string().contains("secret_skipped"), "{v}");
+    for f in super_names_in(&e.repo) {
+        assert!(
+            !std::fs::read(&f)
+                .unwrap()
+                .windows(11)
+                .any(|w| w == b"PRIVATE KEY"),
+            "{f:?}"
+        );
+    }
+    std::fs::write(d.join("config"), b"BROKEN\n").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(d.join("config")).unwrap(), b"Host *\n");
+    assert!(std::fs::symlink_metadata(e.home.join(".ssh"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+/// Every file under `dir`.
+fn super_names_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(super_names_in(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Edits made between two rollbacks are not skipped over: the chain only
+/// joins rollbacks with nothing changed between them.
+#[test]
+fn undo_never_skips_edits_made_between_rollbacks() {
+    let e = Env::new();
+    let f = e.home.join(".zshrc");
+    std::fs::write(&f, b"v1").unwrap();
+    e.checkpoint("c1", &["~/.zshrc"]);
+    std::fs::write(&f, b"work").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    std::fs::write(&f, b"edited between").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&f).unwrap(), b"edited between");
 }

@@ -13,6 +13,7 @@ complete -c backup-list -l wait -d 'Seconds a writer waits for the repository lo
 complete -c backup-list -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
 complete -c backup-list -l files -d 'List the snapshot\'s entries with size, mode and sha256'
 complete -c backup-list -l stats -d 'Summarise the run log: runs per command, success rate, failures by code, median/p95 duration, last success per phase'
+complete -c backup-list -l all-homes -d 'List and select the snapshots of every home sharing the repository, not only $HOME\'s'
 complete -c backup-list -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-list -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-list -s v -l verbose -d 'More detail on stderr'

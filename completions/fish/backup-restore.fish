@@ -12,6 +12,7 @@ never\t'Never'"
 complete -c backup-restore -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-restore -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
 complete -c backup-restore -l dry-run -d 'Print the plan; change nothing'
+complete -c backup-restore -l all-homes -d 'Select among the snapshots of every home sharing the repository, not only $HOME\'s'
 complete -c backup-restore -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-restore -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-restore -s v -l verbose -d 'More detail on stderr'

@@ -6,9 +6,11 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-rollback -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-rollback -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
-complete -c backup-rollback -l undo -d 'Go back to the state just before the last rollback or restore'
+complete -c backup-rollback -l undo -d 'Go back to the state before the last rollback or restore (before the first of consecutive ones); again: redo'
 complete -c backup-rollback -l keep-new -d 'Leave files created since the checkpoint in place'
 complete -c backup-rollback -l dry-run -d 'Print the plan; change nothing'
+complete -c backup-rollback -l force -d 'With --undo: undo even when a checkpoint or backup was taken after the last rollback'
+complete -c backup-rollback -l all-homes -d 'Select among the snapshots of every home sharing the repository, not only $HOME\'s'
 complete -c backup-rollback -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-rollback -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-rollback -s v -l verbose -d 'More detail on stderr'

@@ -145,6 +145,7 @@ fn tree(roots: &[FuzzRoot]) -> Tree {
                 }),
                 present: r.present,
                 entries: r.entries.iter().map(entry).collect(),
+                link: None,
             })
             .collect(),
     }

@@ -38,6 +38,9 @@ struct Args {
     /// Summarise the run log: runs per command, success rate, failures by code, median/p95 duration, last success per phase
     #[arg(long, conflicts_with_all = ["snapshot", "files"])]
     stats: bool,
+    /// List and select the snapshots of every home sharing the repository, not only $HOME's
+    #[arg(long)]
+    all_homes: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -68,6 +71,7 @@ fn main() -> std::process::ExitCode {
             .diff
             .as_ref()
             .and_then(|d| Some((d.first()?.clone(), d.get(1).cloned()))),
+        all_homes: args.all_homes,
     };
     cli::run(
         "backup-list",

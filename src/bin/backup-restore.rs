@@ -36,6 +36,9 @@ struct Args {
     /// Fetch the external copy (the only target, or the one named) into the local repository first (a new machine)
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     from_external: Option<String>,
+    /// Select among the snapshots of every home sharing the repository, not only $HOME's
+    #[arg(long)]
+    all_homes: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -77,6 +80,8 @@ fn main() -> std::process::ExitCode {
                 only,
                 target,
                 dry_run: args.dry_run,
+                all_homes: args.all_homes,
+                force: false,
                 command: "backup-restore".into(),
             };
             restore::run(s, &opts, env)

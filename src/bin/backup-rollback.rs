@@ -16,7 +16,7 @@ struct Args {
     /// Checkpoint phase, name, id (or prefix), or `latest`
     #[arg(required_unless_present = "undo", conflicts_with = "undo")]
     snapshot: Option<String>,
-    /// Go back to the state just before the last rollback or restore
+    /// Go back to the state before the last rollback or restore (before the first of consecutive ones); again: redo
     #[arg(long)]
     undo: bool,
     /// Leave files created since the checkpoint in place
@@ -25,6 +25,12 @@ struct Args {
     /// Print the plan; change nothing
     #[arg(long)]
     dry_run: bool,
+    /// With --undo: undo even when a checkpoint or backup was taken after the last rollback
+    #[arg(long, requires = "undo")]
+    force: bool,
+    /// Select among the snapshots of every home sharing the repository, not only $HOME's
+    #[arg(long)]
+    all_homes: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -51,6 +57,8 @@ fn main() -> std::process::ExitCode {
                 only,
                 target: None,
                 dry_run: args.dry_run,
+                all_homes: args.all_homes,
+                force: args.force,
                 command: "backup-rollback".into(),
             };
             restore::run(s, &opts, env)

@@ -9,9 +9,13 @@ use dotfiles_backup::cli::{self, CommonArgs};
     name = "backup-verify",
     version,
     about,
-    after_help = "Examples:\n  backup-verify\n  backup-verify --read-data --json\n  backup-verify --external --read-data"
+    after_help = "Examples:\n  backup-verify\n  backup-verify --read-data --json\n  backup-verify --external --read-data\n  backup-verify --repair"
 )]
 struct Args {
+    /// Rebuild the index from the packs' trailers (takes the writer lock), drop
+    /// what no pack holds, list exactly which snapshots and paths are lost, then verify
+    #[arg(long, conflicts_with = "external")]
+    repair: bool,
     /// Re-hash every byte of every pack (slower, complete)
     #[arg(long)]
     read_data: bool,
@@ -35,6 +39,7 @@ fn main() -> std::process::ExitCode {
                     dotfiles_backup::ops::sync::external_repo(s, name, true, env)?;
                 dotfiles_backup::ops::verify::run(&ext, args.read_data, env)
             }
+            None if args.repair => dotfiles_backup::ops::verify::run_repair(s, args.read_data, env),
             None => dotfiles_backup::ops::verify::run(s, args.read_data, env),
         },
         dotfiles_backup::human::verify,

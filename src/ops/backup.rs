@@ -264,28 +264,52 @@ pub struct PreparedSnapshot<'r> {
     started: Instant,
 }
 
-/// This run's packs until a record refers to them: dropped before that
-/// (an error, or a safety snapshot that is not needed), they are removed, so
-/// that nothing is left behind on what may be a full disk.
+/// This run's packs (and the index file naming them, once written) until a
+/// record refers to them: dropped before that (an error, or a safety
+/// snapshot that is not needed), they are removed, so that nothing is left
+/// behind on what may be a full disk.
+///
+/// This is where the reuse invariant (docs/format.md) is kept on the write
+/// side: the index file goes first, and a pack is removed only once no index
+/// file of this run names it. If the index file cannot be removed, the packs
+/// stay (harmless, unreferenced; prune removes them), so an index file never
+/// names a pack that this run deleted.
 struct UncommittedPacks<'r> {
     /// Where they are; `None` for a dry run, which writes none.
     repo: Option<&'r Repository>,
     packs: Vec<crate::repo::pack::FinishedPack>,
+    /// The index file this run made (or may have made) visible.
+    index: Option<Hash>,
 }
 
 impl UncommittedPacks<'_> {
     /// They are referred to now: keep them.
     fn keep(mut self) {
         self.packs.clear();
+        self.index = None;
+    }
+
+    /// Remove this run's index file; false if it may still be visible.
+    fn remove_index(&self, r: &Repository) -> bool {
+        let Some(id) = self.index else {
+            return true;
+        };
+        let path = index::index_path(&r.sub("index"), &id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Dir::open(&r.sub("index")).and_then(|d| d.sync()).is_ok(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
     }
 }
 
 impl Drop for UncommittedPacks<'_> {
     fn drop(&mut self) {
-        if let Some(r) = self.repo {
-            for p in &self.packs {
-                let _ = std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
-            }
+        let Some(r) = self.repo else { return };
+        if !self.remove_index(r) {
+            return;
+        }
+        for p in &self.packs {
+            let _ = std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
         }
     }
 }
@@ -315,14 +339,16 @@ impl PreparedSnapshot<'_> {
             mut report,
             started,
         } = self;
+        let mut packs = packs;
         let snapshot = match (repo, dry_run, reuse) {
             (_, _, Some(existing)) => existing,
             (None, _, None) | (Some(_), true, None) => {
                 let (id, _) = record.encode();
                 Snapshot { id, record }
             }
-            // On an error `packs` is dropped, which removes them.
-            (Some(r), false, None) => commit(r, &packs.packs, tree_id, &report.tree, record)?,
+            // On an error `packs` is dropped, which removes them (and the
+            // index file naming them) unless the record became visible.
+            (Some(r), false, None) => commit(r, &mut packs, tree_id, &report.tree, record)?,
         };
         packs.keep();
         report.reused = same_label == Some(snapshot.id);
@@ -363,12 +389,30 @@ pub fn prepare_snapshot<'r>(
         Some(r) => r.snapshots()?,
         None => Vec::new(),
     };
+    // What this run may deduplicate against: blobs whose pack is present.
+    let index = match repo {
+        Some(r) => r.index_for_reuse()?,
+        None => Index::default(),
+    };
+    if !index.missing_packs.is_empty() {
+        warnings.push(missing_packs_warning(&index));
+    }
+    for (path, why) in &index.damaged {
+        warnings.push(Warning::at(
+            "damaged_index",
+            crate::paths::display_path(path),
+            format!("{why}; its packs were read from their own trailers instead; `backup-verify --repair` rewrites the index"),
+        ));
+    }
     let old_cache = match repo.map(|r| r.load_cache()) {
         // Trusted only while a snapshot of its tree exists (prune may have
-        // removed the blobs of any other; `cache` module docs).
+        // removed the blobs of any other; `cache` module docs), and never
+        // while a pack is missing: a cached hash is a reuse too.
         Some(Ok(Some(c)))
-            if c.tree
-                .is_some_and(|t| existing.iter().any(|s| s.record.tree == t.id)) =>
+            if index.missing_packs.is_empty()
+                && index.damaged.is_empty()
+                && c.tree
+                    .is_some_and(|t| existing.iter().any(|s| s.record.tree == t.id)) =>
         {
             c
         }
@@ -453,10 +497,6 @@ pub fn prepare_snapshot<'r>(
     let mut pack_dir = None;
     let mut detected: Vec<(FileWork, &'static str)> = Vec::new();
     if !work.is_empty() {
-        let index = match repo {
-            Some(r) => r.index()?,
-            None => Index::default(),
-        };
         if let (Some(r), false) = (repo, opts.dry_run) {
             pack_dir = Some(Dir::open(&r.sub("packs"))?);
         }
@@ -515,6 +555,7 @@ pub fn prepare_snapshot<'r>(
         if !secret_work.is_empty() {
             let (outcome, packs) = seal_secrets(
                 repo,
+                &index,
                 sealer,
                 &mut scanned_roots,
                 rules,
@@ -590,6 +631,10 @@ pub fn prepare_snapshot<'r>(
             root: ByteName::from(root.root.shown.as_os_str()),
             present: root.present,
             entries,
+            link: root
+                .link
+                .as_ref()
+                .map(|l| ByteName::from(rules.shown(l).as_os_str())),
         });
     }
     summary.new_blobs = stats.new_blobs;
@@ -646,6 +691,7 @@ pub fn prepare_snapshot<'r>(
         parent: existing.last().map(|s| s.id),
         host: crate::host::hostname(),
         user: crate::host::username(),
+        home: rules.home().map(|h| ByteName::from(h.as_os_str())),
         created_at: crate::time::now_rfc3339(),
         tree: tree_id,
         roots: tree.roots.iter().map(|r| r.root.clone()).collect(),
@@ -669,6 +715,7 @@ pub fn prepare_snapshot<'r>(
         packs: UncommittedPacks {
             repo: repo.filter(|_| !opts.dry_run),
             packs: new_packs,
+            index: None,
         },
         tree_id,
         record,
@@ -680,17 +727,24 @@ pub fn prepare_snapshot<'r>(
     })
 }
 
-/// Index → tree → record, each durable before the next.
+/// Index → tree → record, each durable before the next. The index file is
+/// noted in `uncommitted` before it can become visible, so that a failure
+/// anywhere later removes it with the packs it names.
 fn commit(
     repo: &Repository,
-    packs: &[crate::repo::pack::FinishedPack],
+    uncommitted: &mut UncommittedPacks<'_>,
     tree_id: Hash,
     tree: &Tree,
     record: SnapshotRecord,
 ) -> Result<Snapshot> {
-    if !packs.is_empty() {
-        let (id, bytes) = index::encode(packs);
-        Dir::open(&repo.sub("index"))?.write_atomic(OsStr::new(&id.to_hex()), &bytes, 0o600)?;
+    if !uncommitted.packs.is_empty() {
+        let (id, bytes) = index::encode(&uncommitted.packs);
+        let dir = Dir::open(&repo.sub("index"))?;
+        // An identical file already there is not this run's to remove.
+        if !index::index_path(dir.path(), &id).exists() {
+            uncommitted.index = Some(id);
+            dir.write_atomic(OsStr::new(&id.to_hex()), &bytes, 0o600)?;
+        }
     }
     let tree_path = repo.tree_path(&tree_id);
     if !tree_path.exists() {
@@ -706,11 +760,17 @@ fn commit(
         file.commit(true)?;
     }
     let (id, bytes) = record.encode();
-    Dir::open(&repo.sub("snapshots"))?.write_atomic(
-        OsStr::new(&format!("{}.json", id.to_hex())),
-        &bytes,
-        0o600,
-    )?;
+    let written = Dir::open(&repo.sub("snapshots"))
+        .and_then(|d| d.write_atomic(OsStr::new(&format!("{}.json", id.to_hex())), &bytes, 0o600));
+    if let Err(e) = written {
+        // Renamed into place but its directory not synced: the record may
+        // survive, so what it refers to must (the caller keeps nothing else).
+        if repo.snapshot_path(&id).exists() {
+            uncommitted.packs.clear();
+            uncommitted.index = None;
+        }
+        return Err(e);
+    }
     Ok(Snapshot { id, record })
 }
 
@@ -722,6 +782,27 @@ fn secret_skipped(item: &ScanItem, why: &SealUnavailable) -> Warning {
             "{} is in the secret class and was not stored: {}",
             scan::shown(item),
             why.0
+        ),
+    )
+}
+
+/// A writer found index files naming packs that are gone: their blobs are not
+/// reused (they are stored again when seen), and the snapshots that need them
+/// are damaged until repaired.
+fn missing_packs_warning(index: &Index) -> Warning {
+    let mut packs: Vec<String> = index
+        .missing_packs
+        .iter()
+        .map(|(_, p)| p.short().to_string())
+        .collect();
+    packs.sort();
+    packs.dedup();
+    Warning::new(
+        "missing_packs",
+        format!(
+            "the index names {} pack(s) that are missing ({}); their content is not reused and is stored again where it is still in the home; run `backup-verify --read-data` to see which snapshots are affected",
+            packs.len(),
+            packs.join(", ")
         ),
     )
 }
@@ -926,6 +1007,7 @@ fn read_and_pack<'w>(
 /// Outer error: the pack failed; inner: this file could not be read.
 fn seal_secrets(
     repo: Option<&Repository>,
+    index: &Index,
     sealer: &Sealer,
     roots: &mut [scan::ScannedRoot],
     rules: &Rules,
@@ -933,10 +1015,6 @@ fn seal_secrets(
     dry_run: bool,
     stats: &mut BackupStats,
 ) -> Result<(Vec<Result<Sealed>>, Vec<crate::repo::pack::FinishedPack>)> {
-    let index = match repo {
-        Some(r) => r.index()?,
-        None => Index::default(),
-    };
     let pack_dir = match (repo, dry_run) {
         (Some(r), false) => Some(Dir::open(&r.sub("packs"))?),
         _ => None,

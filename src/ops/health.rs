@@ -63,12 +63,50 @@ fn check(name: &str, status: Level, message: impl Into<String>) -> Check {
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let mut p = Some(path);
     while let Some(cur) = p {
-        if let Ok(st) = rustix::fs::statvfs(cur) {
-            return Some(st.f_bavail.saturating_mul(st.f_frsize));
+        if let Ok(free) = crate::sys::available_bytes(cur) {
+            return Some(free);
         }
         p = cur.parent();
     }
     None
+}
+
+/// What a sync achieves where the repository lives: on macOS whether the
+/// file system accepts `F_FULLFSYNC` (else only `fsync`, which can leave the
+/// last commit in the drive's cache in a power cut); see `crate::sys`.
+fn durability_check(dir: &Path) -> Check {
+    use crate::sys::SyncStrength;
+    let shown = crate::paths::display_path(dir);
+    let refused = crate::sys::fullfsync_refusals();
+    match crate::sys::probe_sync(dir) {
+        Ok(SyncStrength::FsyncOnly) => check(
+            "durability",
+            Level::Yellow,
+            format!(
+                "the file system holding {shown} refuses F_FULLFSYNC: only fsync is used, so a power cut can lose the newest checkpoint from the drive's cache; keep the repository on a local APFS or HFS+ volume"
+            ),
+        ),
+        Ok(_) if refused > 0 => check(
+            "durability",
+            Level::Yellow,
+            format!("{refused} sync(s) in this run fell back from F_FULLFSYNC to fsync"),
+        ),
+        Ok(SyncStrength::FullFsync) => check(
+            "durability",
+            Level::Green,
+            "F_FULLFSYNC accepted: every commit flushes the drive's cache",
+        ),
+        Ok(SyncStrength::Fsync) => check(
+            "durability",
+            Level::Green,
+            "fsync flushes to stable storage (Linux)",
+        ),
+        Err(e) => check(
+            "durability",
+            Level::Yellow,
+            format!("could not test syncing {shown}: {e}"),
+        ),
+    }
 }
 
 /// Run every check.
@@ -136,19 +174,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             None => break,
         }
     }
-    let writable = rustix::fs::access(probe, rustix::fs::Access::WRITE_OK).is_ok();
-    out.push(check(
-        "writable",
-        if writable { Level::Green } else { Level::Red },
-        if writable {
-            format!("{} is writable", crate::paths::display_path(probe))
-        } else {
-            format!(
-                "{} is not writable; checkpoints will fail",
-                crate::paths::display_path(probe)
-            )
-        },
-    ));
+    out.push(writable_check(probe, repo.is_some()));
     out.push(lock_check(&repo_path.join("lock")));
     let red_bytes = settings.health.min_free_mb.saturating_mul(1 << 20);
     let yellow_bytes = settings.health.warn_free_mb.saturating_mul(1 << 20);
@@ -178,6 +204,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             "could not read free space",
         )),
     }
+    out.push(durability_check(probe));
     let max_age = (settings.health.max_checkpoint_age_days as i64).saturating_mul(86400);
     // Read the snapshot records once: the checkpoint, external and secrets rows all use them.
     let listing = repo.as_ref().map(Repository::snapshots);
@@ -340,7 +367,63 @@ fn external_checks(settings: &Settings, snaps: &[Snapshot]) -> Vec<Check> {
 }
 
 /// The lock: free, held (by whom, since when), or a record left by a dead holder.
+/// Can a checkpoint write everything it writes? The repository (or the
+/// nearest existing parent that would hold it) and, in an existing
+/// repository, every subdirectory a checkpoint writes into: each must be a
+/// directory (not missing, not replaced) and writable by this user.
+fn writable_check(probe: &Path, is_repo: bool) -> Check {
+    let can_write = |p: &Path| {
+        rustix::fs::access(
+            p,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .is_ok()
+    };
+    let shown = crate::paths::display_path;
+    if !can_write(probe) {
+        return check(
+            "writable",
+            Level::Red,
+            format!("{} is not writable; checkpoints will fail", shown(probe)),
+        );
+    }
+    if is_repo {
+        for sub in crate::repo::SUBDIRS {
+            let p = probe.join(sub);
+            let problem = match std::fs::symlink_metadata(&p) {
+                // Recreated (empty) by the next checkpoint, but whatever it
+                // held is gone: for snapshots/, every record.
+                Err(_) => Some("is missing: what it held is gone (run `backup-verify`)"),
+                Ok(m) if !m.is_dir() => Some("is not a directory; checkpoints will fail"),
+                Ok(_) if !can_write(&p) => Some("is not writable; checkpoints will fail"),
+                Ok(_) => None,
+            };
+            if let Some(why) = problem {
+                return check("writable", Level::Red, format!("{} {why}", shown(&p)));
+            }
+        }
+    }
+    check(
+        "writable",
+        Level::Green,
+        format!("{} is writable", shown(probe)),
+    )
+}
+
 fn lock_check(path: &Path) -> Check {
+    // The lock is a regular file (or absent, created by the next writer).
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.is_file() {
+            return check(
+                "lock",
+                Level::Red,
+                format!(
+                    "{} is not a regular file; every writer will fail to take the lock: remove it",
+                    crate::paths::display_path(path)
+                ),
+            );
+        }
+    }
     if let Some(h) = crate::repo::lock::current_holder(path) {
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

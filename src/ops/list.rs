@@ -10,6 +10,57 @@ use crate::repo::snapshot::{EntryType, Snapshot, SnapshotKind};
 use crate::repo::Repository;
 use crate::report::{Envelope, SnapshotInfo};
 
+/// The snapshots of the current home (a repository may be shared by
+/// several homes: snapshot records say whose home they hold), or all of them
+/// with `--all-homes`. A filter before [`select`], so `latest`, labels and
+/// undo never cross homes.
+pub fn of_home(
+    snapshots: Vec<Snapshot>,
+    home: Option<&std::path::Path>,
+    all_homes: bool,
+) -> Vec<Snapshot> {
+    if all_homes {
+        return snapshots;
+    }
+    snapshots
+        .into_iter()
+        .filter(|s| s.record.of_home(home))
+        .collect()
+}
+
+/// [`select`] among `scoped`; when nothing there matches but a snapshot of
+/// another home in `all` does, the error says so and how to pick it.
+pub fn select_scoped<'a>(
+    scoped: &'a [Snapshot],
+    all: &[Snapshot],
+    selector: &str,
+    kinds: Option<&[SnapshotKind]>,
+) -> Result<&'a Snapshot> {
+    select(scoped, selector, kinds).map_err(|e| match select(all, selector, kinds) {
+        Ok(other) if scoped.len() < all.len() => {
+            let home = other
+                .record
+                .home
+                .as_ref()
+                .map(|h| h.lossy())
+                .unwrap_or_default();
+            Error::new(
+                e.exit,
+                e.code,
+                format!(
+                    "{}; {selector:?} matches snapshot {} of another home ({home}, user {}, host {})",
+                    e.message,
+                    other.id.short(),
+                    other.record.user,
+                    other.record.host
+                ),
+            )
+            .with_hint("pass --all-homes to select among the snapshots of every home")
+        }
+        _ => e,
+    })
+}
+
 /// Pick a snapshot: full id, unique hex prefix (≥ 4), label (newest), or `latest`.
 pub fn select<'a>(
     snapshots: &'a [Snapshot],
@@ -104,6 +155,8 @@ pub struct ListOptions {
     pub kind: Option<SnapshotKind>,
     /// `--diff A [B]`: compare snapshot A with B, or with the live home when B is `None`.
     pub diff: Option<(String, Option<String>)>,
+    /// Show and select among the snapshots of every home, not only `$HOME`'s.
+    pub all_homes: bool,
 }
 
 /// Bytes `backup-prune` would free now (0 when the policy removes nothing).
@@ -137,13 +190,14 @@ fn prune_would_free(settings: &Settings, repo: &Repository, snapshots: &[Snapsho
 /// Run `backup-list`.
 pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Result<()> {
     let repo = Repository::open(&settings.repo)?;
-    let snapshots = repo.snapshots()?;
+    let every = repo.snapshots()?;
+    let snapshots = of_home(every.clone(), settings.home.as_deref(), opts.all_homes);
     let kinds = opts.kind.map(|k| vec![k]);
     if let Some((a, b)) = &opts.diff {
         return diff(
             settings,
             &repo,
-            &snapshots,
+            (&snapshots, &every),
             a,
             b.as_deref(),
             kinds.as_deref(),
@@ -166,7 +220,7 @@ pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Resu
             env.put("snapshots", infos);
         }
         Some(sel) => {
-            let snap = select(&snapshots, sel, kinds.as_deref())?;
+            let snap = select_scoped(&snapshots, &every, sel, kinds.as_deref())?;
             env.snapshot = Some(SnapshotInfo::from_snapshot(snap, false));
             env.put("snapshots", vec![SnapshotInfo::from_snapshot(snap, false)]);
             if opts.files {
@@ -217,18 +271,18 @@ pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Resu
 fn diff(
     settings: &Settings,
     repo: &Repository,
-    snapshots: &[Snapshot],
+    (snapshots, every): (&[Snapshot], &[Snapshot]),
     a: &str,
     b: Option<&str>,
     kinds: Option<&[SnapshotKind]>,
     env: &mut Envelope,
 ) -> Result<()> {
-    let from = select(snapshots, a, kinds)?;
+    let from = select_scoped(snapshots, every, a, kinds)?;
     let old_tree = repo.tree(&from.record.tree)?;
     let old_packages = from.record.packages.as_deref();
     let (new_tree, new_packages) = match b {
         Some(sel) => {
-            let to = select(snapshots, sel, kinds)?;
+            let to = select_scoped(snapshots, every, sel, kinds)?;
             env.put("to", SnapshotInfo::from_snapshot(to, false));
             (repo.tree(&to.record.tree)?, to.record.packages.clone())
         }
@@ -285,7 +339,13 @@ fn live_tree(
     env: &mut Envelope,
 ) -> Result<crate::repo::snapshot::Tree> {
     use crate::ops::backup::{snapshot_roots, BackupOptions};
-    let place = crate::ops::restore::placer(settings.home.as_deref(), None, &settings.roots);
+    let follow = crate::ops::restore::follow_prefixes(settings);
+    let place = crate::ops::restore::placer_following(
+        settings.home.as_deref(),
+        None,
+        &settings.roots,
+        &follow,
+    );
     let mut roots = Vec::with_capacity(old.roots.len());
     for r in &old.roots {
         let abs = place(r.root.as_path())?;

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod health;
 pub mod list;
+pub mod names;
 pub mod prune;
 pub mod report;
 pub mod restore;

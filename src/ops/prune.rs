@@ -650,6 +650,7 @@ mod tests {
                 parent: None,
                 host: "h".into(),
                 user: "u".into(),
+                home: None,
                 created_at: at.into(),
                 tree: Hash([0; 32]),
                 roots: vec![ByteName::from("~/.zshrc")],

@@ -38,7 +38,7 @@ use crate::scan::Rules;
 use crate::secrets::Opener;
 
 use super::backup::{prepare_snapshot, stale_lock_warning, BackupOptions};
-use super::list::select;
+use super::list::{of_home, select_scoped};
 
 /// What restore does with existing paths whose content differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,13 +105,34 @@ pub struct Action {
     /// Current type, if the path exists.
     #[serde(skip)]
     pub current: Option<EntryType>,
+    /// A skip that leaves the path different from the snapshot because it
+    /// cannot be kept in the safety snapshot (unreadable now): the run
+    /// reports it as an error (exit 3), never as success.
+    #[serde(skip)]
+    pub blocked: bool,
 }
+
+/// `omitted` value of an entry whose content could not be read.
+const UNREADABLE: &str = "unreadable";
 
 /// Desired and current states keyed by absolute path bytes.
 pub type State = BTreeMap<Vec<u8>, Entry>;
 
 /// Compare desired (snapshot) with current (safety tree) and list the actions. Pure.
 pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
+    plan_keeping(desired, current, mode, &BTreeMap::new())
+}
+
+/// [`plan`], where `excluded` maps paths the safety scan left out (excluded
+/// by a rule, special files) to the reason: they are never touched, so the
+/// directories holding them are kept, never planned for deletion (which
+/// could only fail with "directory not empty").
+pub fn plan_keeping(
+    desired: &State,
+    current: &State,
+    mode: Mode2,
+    excluded: &BTreeMap<Vec<u8>, String>,
+) -> Vec<Action> {
     let mut out = Vec::new();
     let shown = |abs: &[u8]| display_path(Path::new(OsStr::from_bytes(abs)));
     for (abs, want) in desired {
@@ -125,6 +146,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
             abs: abs.clone(),
             desired: Some(want.clone()),
             current: have.map(|h| h.kind),
+            blocked: false,
         };
         if want.omitted.is_some() {
             out.push(mk(
@@ -147,7 +169,13 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
             continue;
         };
         if have.omitted.is_some() {
-            out.push(mk(ActionKind::Skip, "current content is not in the safety snapshot (secret or unreadable); left as it is", 0));
+            if have.omitted.as_deref() == Some(UNREADABLE) {
+                let mut a = mk(ActionKind::Skip, "cannot be read now, so it cannot be kept in the safety snapshot; not rolled back", 0);
+                a.blocked = true;
+                out.push(a);
+            } else {
+                out.push(mk(ActionKind::Skip, "current content is not in the safety snapshot (secret or unreadable); left as it is", 0));
+            }
             continue;
         }
         // The same comparison `backup-list --diff` reports (crate::diff).
@@ -208,6 +236,27 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
         // Paths that exist now but not in the snapshot. A directory can only
         // go when everything under it goes.
         let mut kept_dirs: BTreeSet<Vec<u8>> = BTreeSet::new();
+        // Directory -> an excluded path below it, with its reason.
+        let mut holds_excluded: BTreeMap<Vec<u8>, (&[u8], &str)> = BTreeMap::new();
+        for (abs, why) in excluded {
+            let mut p = &abs[..];
+            while let Some(i) = p.iter().rposition(|b| *b == b'/') {
+                p = &p[..i];
+                if p.is_empty() || holds_excluded.contains_key(p) {
+                    break;
+                }
+                holds_excluded.insert(p.to_vec(), (abs, why));
+                kept_dirs.insert(p.to_vec());
+            }
+        }
+        let excluded_reason = |abs: &[u8]| {
+            holds_excluded.get(abs).map(|(p, why)| {
+                format!(
+                    "holds {} ({why}), which is not in snapshots; kept",
+                    shown(p)
+                )
+            })
+        };
         let mut deletes = Vec::new();
         for (abs, have) in current.iter().rev() {
             let replaced_by_other_type = desired.get(abs).is_some_and(|w| w.kind != have.kind);
@@ -218,11 +267,19 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                 continue;
             }
             let keep_reason = if keep_new && !desired.contains_key(abs) {
-                Some("created since the snapshot; kept (--keep-new)")
+                Some("created since the snapshot; kept (--keep-new)".to_string())
+            } else if have.omitted.as_deref() == Some(UNREADABLE) {
+                Some(
+                    "cannot be read now, so it cannot be kept in the safety snapshot; not removed"
+                        .to_string(),
+                )
             } else if have.omitted.is_some() {
-                Some("not in the safety snapshot (secret or unreadable); left as it is")
+                Some("not in the safety snapshot (secret or unreadable); left as it is".to_string())
             } else if have.kind == EntryType::Dir && kept_dirs.contains(abs) {
-                Some("directory still holds paths that are kept")
+                Some(
+                    excluded_reason(abs)
+                        .unwrap_or_else(|| "directory still holds paths that are kept".to_string()),
+                )
             } else {
                 None
             };
@@ -234,11 +291,13 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                             action: ActionKind::Skip,
                             path: shown(abs),
                             kind: have.kind,
-                            reason: r.into(),
+                            reason: r,
                             bytes: 0,
                             abs: abs.clone(),
                             desired: None,
                             current: Some(have.kind),
+                            blocked: (!keep_new || desired.contains_key(abs))
+                                && have.omitted.as_deref() == Some(UNREADABLE),
                         });
                     }
                 }
@@ -252,6 +311,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
                     abs: abs.clone(),
                     desired: None,
                     current: Some(have.kind),
+                    blocked: false,
                 }),
             }
         }
@@ -267,7 +327,7 @@ pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
     }
     // Restore never deletes, so a non-empty directory cannot be replaced.
     let mut nonempty: BTreeSet<Vec<u8>> = BTreeSet::new();
-    for abs in current.keys() {
+    for abs in current.keys().chain(excluded.keys()) {
         if let Some(i) = abs.iter().rposition(|b| *b == b'/') {
             nonempty.insert(abs[..i].to_vec());
         }
@@ -385,6 +445,17 @@ pub fn placer<'a>(
     target: Option<&'a Path>,
     configured: &'a [TrackedRoot],
 ) -> impl Fn(&Path) -> Result<PathBuf> + 'a {
+    placer_following(home, target, configured, &[])
+}
+
+/// [`placer`], also accepting absolute roots beneath `follow` (the
+/// `track.follow_links_into` prefixes: symlinked content outside `$HOME`).
+pub fn placer_following<'a>(
+    home: Option<&'a Path>,
+    target: Option<&'a Path>,
+    configured: &'a [TrackedRoot],
+    follow: &'a [PathBuf],
+) -> impl Fn(&Path) -> Result<PathBuf> + 'a {
     move |root: &Path| {
         let bytes = root.as_os_str().as_bytes();
         let (inner, is_home): (&[u8], bool) = if bytes == b"~" {
@@ -437,7 +508,7 @@ pub fn placer<'a>(
             });
         }
         let abs = Path::new("/").join(inner);
-        if configured.iter().any(|r| r.abs == abs) {
+        if configured.iter().any(|r| r.abs == abs) || follow.iter().any(|p| abs.starts_with(p)) {
             Ok(abs)
         } else {
             Err(Error::new(
@@ -451,6 +522,57 @@ pub fn placer<'a>(
             .with_hint("restore it with --target DIR, or add it to track.config"))
         }
     }
+}
+
+/// The `track.follow_links_into` prefixes with their links resolved, as
+/// the scan compares them.
+pub fn follow_prefixes(settings: &Settings) -> Vec<PathBuf> {
+    settings
+        .follow_links_into
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect()
+}
+
+/// `--path` values seen through the snapshot's links (`links`: where each
+/// link is, and the root its content was tracked as): a path below a link
+/// becomes the same path below its target, and a link named itself selects
+/// its target's root too. Chains of links are followed (a bounded number
+/// of times: the links come from a snapshot and may form a cycle).
+fn through_links(only: &[PathBuf], links: &[(PathBuf, PathBuf)]) -> Vec<PathBuf> {
+    // Links come from the snapshot: a crafted one could make every round
+    // multiply the paths. Real homes need a handful.
+    const MAX_SELECTED_PATHS: usize = 4096;
+    let mut out: Vec<PathBuf> = only.to_vec();
+    for _ in 0..16 {
+        let mut next: Vec<PathBuf> = Vec::new();
+        let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut push = |p: PathBuf, next: &mut Vec<PathBuf>| {
+            if next.len() < MAX_SELECTED_PATHS && seen.insert(p.clone()) {
+                next.push(p);
+            }
+        };
+        for o in &out {
+            let mut replaced = false;
+            for (link, root) in links {
+                if o == link {
+                    push(root.clone(), &mut next);
+                } else if let Ok(rest) = o.strip_prefix(link) {
+                    push(root.join(rest), &mut next);
+                    replaced = true;
+                }
+            }
+            if !replaced {
+                push(o.clone(), &mut next);
+            }
+        }
+        let done = next == out;
+        out = next;
+        if done {
+            break;
+        }
+    }
+    out
 }
 
 /// Options for restore and rollback.
@@ -468,6 +590,10 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Binary name.
     pub command: String,
+    /// Select among the snapshots of every home (`--all-homes`), not only `$HOME`'s.
+    pub all_homes: bool,
+    /// `--undo` even when a newer checkpoint or backup would be replaced.
+    pub force: bool,
 }
 
 /// Counters reported in `stats`.
@@ -574,43 +700,49 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     if let Some(stale) = guard.as_ref().and_then(|g| g.stale.as_ref()) {
         env.warnings.push(stale_lock_warning(stale));
     }
-    let snapshots = repo.snapshots()?;
+    let every = repo.snapshots()?;
+    let mut snapshots = of_home(every.clone(), settings.home.as_deref(), opts.all_homes);
+    if snapshots.is_empty() && !every.is_empty() && matches!(opts.mode, Mode2::Restore(_)) {
+        // A new machine or account restoring what another home saved: this
+        // home has nothing of its own to confuse it with. (Rollback and
+        // undo never fall back: they replace this home's state.)
+        env.warnings.push(Warning::new(
+            "other_home",
+            "this home has no snapshots of its own; selecting among every home's (as with --all-homes)",
+        ));
+        snapshots = every.clone();
+    }
     let chosen: &Snapshot = match &opts.selector {
-        Some(sel) => select(&snapshots, sel, None)?,
-        None => snapshots
-            .iter()
-            .rev()
-            .find(|s| s.record.kind == SnapshotKind::Safety)
-            .ok_or_else(|| {
-                Error::new(
-                    ExitCode::Failed,
-                    "nothing_to_undo",
-                    "there is no safety snapshot to go back to",
-                )
-                .with_hint(
-                    "a safety snapshot is taken by every rollback and restore; none has run yet",
-                )
-            })?,
+        Some(sel) => select_scoped(&snapshots, &every, sel, None)?,
+        None => undo_target(&snapshots, opts.force)?,
     };
     env.put("source", SnapshotInfo::from_snapshot(chosen, false));
     let tree = repo.tree(&chosen.record.tree)?;
-    let place = placer(
+    let follow = follow_prefixes(settings);
+    let place = placer_following(
         settings.home.as_deref(),
         opts.target.as_deref(),
         &settings.roots,
+        &follow,
     );
     let (mut desired, mut roots) = flatten(&tree, &place)?;
     if !opts.only.is_empty() {
+        let mut links = Vec::new();
+        for r in tree.roots.iter() {
+            if let Some(l) = &r.link {
+                links.push((place(l.as_path())?, place(r.root.as_path())?));
+            }
+        }
+        let only = through_links(&opts.only, &links);
         let keep = |p: &[u8]| {
-            opts.only
-                .iter()
+            only.iter()
                 .any(|o| Path::new(OsStr::from_bytes(p)).starts_with(o))
         };
         desired.retain(|k, _| keep(k));
         // A selected path inside a root narrows it; one that contains a root selects the whole root.
         let mut mapped: Vec<PathBuf> = Vec::new();
         for r in &roots {
-            for o in &opts.only {
+            for o in &only {
                 let pick = if o.starts_with(r) {
                     Some(o.clone())
                 } else if r.starts_with(o) {
@@ -646,16 +778,33 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
             abs: abs.clone(),
         })
         .collect();
-    let rules = Rules::new(settings)?;
+    let mut rules = Rules::new(settings)?;
+    // The snapshot's roots include the content its links led to, resolved
+    // when it was taken: the current state is those same paths, never where
+    // a link leads now (a link changed since is put back as a link).
+    rules.follow_links = false;
     let label = match (&opts.selector, opts.mode) {
         (None, _) => "before-undo",
         (_, Mode2::Rollback { .. }) => "before-rollback",
         (_, Mode2::Restore(_)) => "before-restore",
     };
+    let mut tags = vec![format!("for:{}", chosen.id.short())];
+    // Consecutive rollbacks (and retries) form a chain: `--undo` goes back
+    // to the state before the first of them.
+    // A rollback *to* a safety snapshot is itself an undo (the Ansible
+    // module's `undo_of`): like `--undo`, it starts no chain.
+    if let Some(prev) = snapshots.last().filter(|s| {
+        opts.selector.is_some()
+            && chosen.record.kind != SnapshotKind::Safety
+            && s.record.kind == SnapshotKind::Safety
+            && s.record.label != "before-undo"
+    }) {
+        tags.push(format!("{CHAIN_TAG}{}", prev.id.to_hex()));
+    }
     let safety_opts = BackupOptions {
         kind: SnapshotKind::Safety,
         label: label.into(),
-        tags: vec![format!("for:{}", chosen.id.short())],
+        tags,
         dry_run: opts.dry_run,
         command: opts.command.clone(),
         space: Some(settings.space.clone()),
@@ -670,7 +819,41 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     let (current, _) = flatten(safety.tree(), &|root: &Path| {
         Ok(expand_tilde(root, settings.home.as_deref()).unwrap_or_else(|| root.to_path_buf()))
     })?;
-    let actions = plan(&desired, &current, opts.mode);
+    let excluded: BTreeMap<Vec<u8>, String> = safety
+        .excluded()
+        .iter()
+        .map(|x| (x.abs.as_os_str().as_bytes().to_vec(), x.reason.clone()))
+        .collect();
+    // The tool's own files are never rolled back, whatever the snapshot
+    // holds (one taken before they were excluded may hold them).
+    let tool_state: Vec<(Vec<u8>, Entry)> = desired
+        .iter()
+        .filter(|(abs, _)| rules.is_tool_state(Path::new(OsStr::from_bytes(abs))))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (abs, _) in &tool_state {
+        desired.remove(abs);
+    }
+    let mut actions = plan_keeping(&desired, &current, opts.mode, &excluded);
+    actions.extend(tool_state.into_iter().map(|(abs, want)| Action {
+        action: ActionKind::Skip,
+        path: display_path(Path::new(OsStr::from_bytes(&abs))),
+        kind: want.kind,
+        reason: format!("{}; never rolled back", crate::scan::TOOL_STATE),
+        bytes: 0,
+        abs,
+        desired: None,
+        current: None,
+        blocked: false,
+    }));
+    // Names a folding file system (macOS, `chattr +F`) takes for one: refuse before any change.
+    let written = actions
+        .iter()
+        .filter(|a| matches!(a.action, ActionKind::Create | ActionKind::Update));
+    super::names::check(
+        written.map(|a| a.abs.as_slice()),
+        current.keys().map(Vec::as_slice),
+    )?;
     let mut stats = ApplyStats::default();
     let changing = actions
         .iter()
@@ -719,17 +902,21 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
             )));
         }
     }
+    let blocked = blocked_errors(&actions);
     if opts.dry_run || changing == 0 {
         for a in &actions {
             count(&mut stats, a.action);
         }
         env.changed = false;
         env.stats = to_map(&stats);
-        if changing == 0 && !opts.dry_run {
+        if changing == 0 && !opts.dry_run && blocked.is_empty() {
             env.warnings.push(Warning::new(
                 "nothing_to_do",
                 "everything already matches the snapshot",
             ));
+        }
+        if !opts.dry_run {
+            report_errors(env, &blocked);
         }
         return Ok(());
     }
@@ -751,7 +938,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         .map(|s| SnapshotInfo::from_snapshot(s, safety.reused));
     let index = repo.index()?;
     let anchor = opts.target.clone();
-    let mut errors = Vec::new();
+    let mut errors = blocked;
     apply(
         &repo,
         &index,
@@ -760,6 +947,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
             home: settings.home.as_deref(),
             target: anchor.as_deref(),
             clean_temps,
+            desired: Some(&desired),
         },
         &secret_access(settings, &actions),
         &mut stats,
@@ -774,20 +962,122 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
                 .push(Warning::new("auto_prune_failed", e.message)),
         }
     } else {
-        prune_safety(&repo, settings.safety_keep, env);
+        prune_safety(&repo, settings.safety_keep, settings.home.as_deref(), env);
     }
     env.changed = stats.created + stats.updated + stats.deleted + stats.metadata > 0;
     env.stats = to_map(&stats);
-    if !errors.is_empty() {
-        for e in &errors {
-            env.errors.push(e.into());
-        }
-        env.status = Status::Partial;
-        env.set_exit(ExitCode::Partial);
-        env.put("can_retry", errors.iter().any(|e| e.retryable));
-    }
+    report_errors(env, &errors);
     drop(guard);
     Ok(())
+}
+
+/// Tag of a safety snapshot taken right after another rollback's or
+/// restore's (no checkpoint between): `chain:<id of that one>`.
+const CHAIN_TAG: &str = "chain:";
+
+/// What `--undo` goes back to: the newest safety snapshot of this home, or,
+/// when it ends a chain of consecutive rollbacks, the first of the chain
+/// (the state before all of them). A checkpoint or backup newer than it
+/// would be replaced: refused without `force`, naming it. After an undo the
+/// newest safety snapshot is the undo's own (`before-undo`, never chained),
+/// so a second `--undo` redoes.
+fn undo_target(snapshots: &[Snapshot], force: bool) -> Result<&Snapshot> {
+    let newest = snapshots
+        .iter()
+        .rposition(|s| s.record.kind == SnapshotKind::Safety)
+        .ok_or_else(|| {
+            Error::new(
+                ExitCode::Failed,
+                "nothing_to_undo",
+                "there is no safety snapshot to go back to",
+            )
+            .with_hint("a safety snapshot is taken by every rollback and restore; none has run yet")
+        })?;
+    if !force {
+        if let Some(newer) = snapshots[newest + 1..].last() {
+            return Err(Error::new(
+                ExitCode::Refused,
+                "undo_replaces_newer",
+                format!(
+                    "{} {} ({}, {}) was taken after the last rollback; undoing would replace the work it holds",
+                    newer.record.kind.as_str(),
+                    newer.record.label,
+                    newer.id.short(),
+                    newer.record.created_at
+                ),
+            )
+            .with_hint("look with `backup-list --diff`, then pass --force to undo anyway (a safety snapshot of the current state is taken first)"));
+        }
+    }
+    let mut chosen = &snapshots[newest];
+    for _ in 0..snapshots.len() {
+        let prev = chosen
+            .record
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix(CHAIN_TAG))
+            .and_then(|id| snapshots.iter().find(|s| s.id.to_hex() == id));
+        // Only when nothing changed between the two rollbacks: the state
+        // this one started from is exactly what the previous one produced
+        // (its target's tree). Edits made in between would otherwise be
+        // skipped over by the undo.
+        let untouched = prev.is_some_and(|p| {
+            target_of(snapshots, p).is_some_and(|t| t.record.tree == chosen.record.tree)
+        });
+        match prev {
+            Some(p) if untouched => chosen = p,
+            _ => break,
+        }
+    }
+    Ok(chosen)
+}
+
+/// The snapshot a safety snapshot's rollback went to (its `for:` tag).
+fn target_of<'a>(snapshots: &'a [Snapshot], safety: &Snapshot) -> Option<&'a Snapshot> {
+    let short = safety
+        .record
+        .tags
+        .iter()
+        .find_map(|t| t.strip_prefix("for:"))?;
+    let mut hits = snapshots
+        .iter()
+        .filter(|s| s.id.to_hex().starts_with(short));
+    let first = hits.next()?;
+    hits.next().is_none().then_some(first)
+}
+
+/// Paths left different from the snapshot make the run partial (exit 3).
+fn report_errors(env: &mut Envelope, errors: &[Error]) {
+    if errors.is_empty() {
+        return;
+    }
+    for e in errors {
+        env.errors.push(e.into());
+    }
+    env.status = Status::Partial;
+    env.set_exit(ExitCode::Partial);
+    env.put("can_retry", errors.iter().any(|e| e.retryable));
+}
+
+/// One error per path the plan cannot put back (see [`Action::blocked`]).
+fn blocked_errors(actions: &[Action]) -> Vec<Error> {
+    actions
+        .iter()
+        .filter(|a| a.blocked)
+        .map(|a| {
+            let p = Path::new(OsStr::from_bytes(&a.abs));
+            Error::new(
+                ExitCode::Partial,
+                "not_restored",
+                format!(
+                    "{}: not rolled back: it cannot be read, so the safety snapshot cannot keep its current content",
+                    a.path
+                ),
+            )
+            .with_path(p)
+            .with_hint("make it readable by this user (chmod u+r), then run the same command again")
+        })
+        .collect()
 }
 
 fn to_map(stats: &ApplyStats) -> serde_json::Map<String, serde_json::Value> {
@@ -812,12 +1102,13 @@ fn count(stats: &mut ApplyStats, kind: ActionKind) {
     *tally(stats, kind) += 1;
 }
 
-/// Keep the newest `keep` safety snapshots; remove older records (their data goes at the next prune).
-fn prune_safety(repo: &Repository, keep: usize, env: &mut Envelope) {
+/// Keep the newest `keep` safety snapshots of this home; remove older
+/// records (their data goes at the next prune). Another home's are its own.
+fn prune_safety(repo: &Repository, keep: usize, home: Option<&Path>, env: &mut Envelope) {
     let Ok(snaps) = repo.snapshots() else { return };
     let safety: Vec<&Snapshot> = snaps
         .iter()
-        .filter(|s| s.record.kind == SnapshotKind::Safety)
+        .filter(|s| s.record.kind == SnapshotKind::Safety && s.record.of_home(home))
         .collect();
     if safety.len() <= keep {
         return;
@@ -876,6 +1167,10 @@ pub struct ApplyTarget<'a> {
     /// stale ones in every directory changed (otherwise none can be there,
     /// and the listing of each directory is saved).
     pub clean_temps: bool,
+    /// The snapshot's entries: a directory whose entries change gets its
+    /// stored time back afterwards even when the plan has no action for it
+    /// (a rename into it moved its mtime).
+    pub desired: Option<&'a State>,
 }
 
 /// Execute a plan. Per-path failures are collected; everything else proceeds.
@@ -896,6 +1191,7 @@ pub fn apply(
         home,
         target,
         clean_temps,
+        desired,
     } = place;
     if let Some(t) = target {
         if let Err(e) = std::fs::create_dir_all(t) {
@@ -1094,8 +1390,7 @@ pub fn apply(
                             Ok(None)
                         }
                         EntryType::Dir => {
-                            match rustix::fs::mkdirat(parent.fd(), name, Mode::from_raw_mode(0o700))
-                            {
+                            match rustix::fs::mkdirat(parent.fd(), name, crate::sys::mode(0o700)) {
                                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                                 Err(e) => {
                                     return Err(Error::io(
@@ -1147,13 +1442,28 @@ pub fn apply(
     drop(last_parent);
     // Directory modes and times, deepest first, after all children changed.
     // Each is made durable with the directories below.
+    if let Some(desired) = desired {
+        for (anchor, rel) in dirs_to_sync.keys() {
+            let mut abs = anchor.as_os_str().as_bytes().to_vec();
+            if !rel.is_empty() {
+                abs.push(b'/');
+                abs.extend_from_slice(rel);
+            }
+            let planned = dir_times.iter().any(|d| d.0 == *anchor && d.1 == *rel);
+            if let Some(want) = desired.get(&abs).filter(|w| w.kind == EntryType::Dir) {
+                if !planned {
+                    dir_times.push((anchor.clone(), rel.clone(), want.clone()));
+                }
+            }
+        }
+    }
     dir_times.sort_by_key(|d| std::cmp::Reverse(d.1.len()));
     for (anchor, rel, want) in dir_times {
         let res = Dir::open(&anchor)
             .and_then(|b| b.open_beneath(&rel, false, 0o700))
             .and_then(|d| {
                 note_file_system(&mut file_systems, &d);
-                rustix::fs::fchmod(d.fd(), Mode::from_raw_mode(want.mode))
+                rustix::fs::fchmod(d.fd(), crate::sys::mode(want.mode))
                     .map_err(|e| Error::io("setting mode of", d.path(), &e.into()))?;
                 if is_root {
                     let _ = rustix::fs::fchown(
@@ -1282,13 +1592,40 @@ fn stage_file(
     is_root: bool,
 ) -> Result<AtomicFile<'static>> {
     let mut f = Dir::create_atomic_shared(parent, name, mode)?;
-    f.write_all_ctx(data)?;
+    write_sparse(&mut f, data)?;
     if is_root {
         f.set_owner(want.uid, want.gid)?;
     }
     f.set_mtime(want.mtime_ns)?;
     f.apply_mode()?;
     Ok(f)
+}
+
+/// Holes are made of whole blocks of this size.
+const HOLE_BLOCK: usize = 4096;
+
+/// Write a file's content leaving every all-zero block of [`HOLE_BLOCK`]
+/// bytes as a hole (like `cp --sparse=auto` and restic's `--sparse`): a
+/// sparse VM image or database comes back using the space it used, not its
+/// length. The bytes read back are the same either way.
+fn write_sparse(f: &mut AtomicFile<'static>, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zero = |c: &[u8]| c.iter().all(|b| *b == 0);
+    if data.len() < 2 * HOLE_BLOCK || !data.chunks_exact(HOLE_BLOCK).any(zero) {
+        return f.write_all_ctx(data);
+    }
+    let path = f.final_path();
+    let file = f.file();
+    let mut offset = 0u64;
+    for chunk in data.chunks(HOLE_BLOCK) {
+        if chunk.len() < HOLE_BLOCK || !zero(chunk) {
+            file.write_all_at(chunk, offset)
+                .map_err(|e| Error::io("writing", &path, &e))?;
+        }
+        offset += chunk.len() as u64;
+    }
+    file.set_len(data.len() as u64)
+        .map_err(|e| Error::io("writing", &path, &e))
 }
 
 /// Make the staged files durable (one `syncfs` per file system, or one
@@ -1357,7 +1694,7 @@ fn set_meta_at(
         Mode::empty(),
     )
     .map_err(|e| Error::io("opening", shown, &e.into()))?;
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(want.mode))
+    rustix::fs::fchmod(&fd, crate::sys::mode(want.mode))
         .map_err(|e| Error::io("setting mode of", shown, &e.into()))?;
     if is_root {
         let _ = rustix::fs::fchown(
@@ -1377,7 +1714,7 @@ fn set_meta_at(
     .map_err(|e| Error::io("setting time of", shown, &e.into()))?;
     // A mode change is an inode change: journaled file systems keep it without
     // this, others (and the contract "done means durable") need the fsync.
-    rustix::fs::fsync(&fd).map_err(|e| Error::io("syncing", shown, &e.into()))
+    crate::sys::sync_file(&fd).map_err(|e| Error::io("syncing", shown, &e))
 }
 
 /// Remove a file, symlink, or (empty, or emptied by earlier deletes) directory.
@@ -1531,6 +1868,37 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_seen_through_links_and_crafted_link_chains_stay_bounded() {
+        let p = |s: &str| PathBuf::from(s);
+        let links = vec![
+            (p("/h/.config"), p("/h/dotfiles/config")),
+            (p("/h/dotfiles/config/nvim"), p("/h/dotfiles/nvim")),
+        ];
+        assert_eq!(
+            through_links(&[p("/h/.config/nvim/init.vim")], &links),
+            vec![p("/h/dotfiles/nvim/init.vim")]
+        );
+        let mut both = through_links(&[p("/h/.config")], &links);
+        both.sort();
+        assert_eq!(both, vec![p("/h/.config"), p("/h/dotfiles/config")]);
+        assert_eq!(
+            through_links(&[p("/h/.zshrc")], &links),
+            vec![p("/h/.zshrc")]
+        );
+        // Links that map every path to two, and into themselves.
+        let crafted: Vec<(PathBuf, PathBuf)> = (0..8)
+            .flat_map(|i| {
+                [
+                    (p("/h/a"), p(&format!("/h/a/{i}"))),
+                    (p("/h/a"), p(&format!("/h/a/x{i}"))),
+                ]
+            })
+            .collect();
+        let out = through_links(&[p("/h/a/b")], &crafted);
+        assert!(out.len() <= 4096, "{}", out.len());
+    }
+
+    #[test]
     fn crafted_paths_are_refused() {
         for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "."] {
             let mut e = file(b"x", 0o644);
@@ -1541,6 +1909,7 @@ mod tests {
                     root: ByteName::from("~/d"),
                     present: true,
                     entries: vec![dir(), e],
+                    link: None,
                 }],
             };
             let place = |_: &Path| Ok(PathBuf::from("/h/d"));

@@ -92,9 +92,13 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         };
         report.stats.snapshots += 1;
         let path = entry.path();
-        match std::fs::read(&path)
-            .ctx("reading", &path)
-            .and_then(|b| decode_record(&b, &id, &path))
+        match crate::repo::read_object(
+            &path,
+            "snapshot record",
+            None,
+            crate::repo::MAX_RECORD_BYTES,
+        )
+        .and_then(|b| decode_record(&b, &id, &path))
         {
             Ok(record) => snapshots.push(Snapshot { id, record }),
             Err(e) => report.problems.push(Problem {
@@ -224,8 +228,9 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     let keys_dir = repo.sub(crate::secrets::KEYS_DIR);
     for (key, who) in &key_users {
         let path = keys_dir.join(format!("{key}.age"));
-        let bad = match std::fs::read(&path) {
-            Err(e) => Some(("missing_key", format!("secret-id key {key}: {e}"))),
+        let bad = match crate::repo::read_object(&path, "secret-id key", None, 1 << 20) {
+            Err(e) if e.code == "repository_corrupt" => Some(("repository_corrupt", e.message)),
+            Err(e) => Some(("missing_key", format!("secret-id key {key}: {}", e.message))),
             Ok(bytes) => age::Decryptor::new_buffered(&bytes[..]).err().map(|e| {
                 (
                     "corrupt_key",
@@ -308,14 +313,35 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         }
         report.stats.blobs += blobs.len() as u64;
         if !read_data {
+            // The trailer is what a lost index is rebuilt from: a pack cut
+            // inside it (blobs intact) is damage a quick check must see.
+            if let Err(e) = pack::read_trailer(&path) {
+                report.problems.push(problem_for(
+                    if e.code == "repository_corrupt" {
+                        "repository_corrupt"
+                    } else {
+                        "corrupt_pack"
+                    },
+                    &display_path(&path),
+                    e.message,
+                    &affected(blobs),
+                    &names,
+                ));
+            }
             continue;
         }
         let mut bytes = Vec::new();
-        if let Err(e) = std::fs::File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+        let read = crate::repo::open_object(&path, "pack", None, u64::MAX)
+            .and_then(|(mut f, _)| f.read_to_end(&mut bytes).ctx("reading pack", &path));
+        if let Err(e) = read {
             report.problems.push(problem_for(
-                "unreadable_pack",
+                if e.code == "repository_corrupt" {
+                    "repository_corrupt"
+                } else {
+                    "unreadable_pack"
+                },
                 &display_path(&path),
-                format!("reading pack {}: {e}", pack_id.short()),
+                format!("reading pack {}: {}", pack_id.short(), e.message),
                 &affected(blobs),
                 &names,
             ));
@@ -431,7 +457,7 @@ fn check_keys_with_identity(
         let path = repo
             .sub(crate::secrets::KEYS_DIR)
             .join(format!("{key}.age"));
-        let Ok(bytes) = std::fs::read(&path) else {
+        let Ok(bytes) = crate::repo::read_object(&path, "secret-id key", None, 1 << 20) else {
             continue; // reported as missing_key already
         };
         if let Err(why) = opener.check_wrapped(&bytes) {
@@ -455,7 +481,7 @@ fn check_keys_with_identity(
 }
 
 fn tempdir_index(path: &std::path::Path, id: Hash) -> Result<Index> {
-    let bytes = std::fs::read(path).ctx("reading index", path)?;
+    let bytes = crate::repo::read_object(path, "index file", None, crate::repo::MAX_TREE_BYTES)?;
     if Hash::of(&bytes) != id {
         return Err(crate::error::Error::corrupt(
             "corrupt_index",
@@ -526,4 +552,139 @@ pub fn run(
     }
     env.put("problems", &report.problems);
     Ok(())
+}
+
+/// What `backup-verify --repair` did (the `repair` payload, docs/json.md).
+#[derive(Debug, Default, Serialize)]
+pub struct RepairReport {
+    /// Packs whose trailer was read into the new index.
+    pub packs_indexed: u64,
+    /// Blobs in the new index.
+    pub blobs_indexed: u64,
+    /// The index file written (hex), if any pack was found.
+    pub index_file: Option<String>,
+    /// Old index files removed (damaged, dangling, or merely superseded).
+    pub index_files_removed: u64,
+    /// Packs left out because their trailer is damaged (left in place).
+    pub unreadable_packs: Vec<String>,
+    /// Per snapshot ("<short id> <kind> <label>"), every path whose content is gone.
+    pub lost: Vec<LostPaths>,
+}
+
+/// The paths of one snapshot whose content no pack holds any more.
+#[derive(Debug, Serialize)]
+pub struct LostPaths {
+    /// `<short id> <kind> <label>`.
+    pub snapshot: String,
+    /// Every lost path (or the tree itself, when it is gone).
+    pub paths: Vec<String>,
+}
+
+/// Rebuild the index from the packs' own trailers (docs/format.md, "Packs"),
+/// under the writer lock: one new index file of every blob in every readable
+/// pack, then every other index file removed. What no pack holds is dropped
+/// from the index and reported exactly (snapshot and path); snapshots are
+/// kept, since every path not listed still restores.
+pub fn repair(repo: &Repository, command: &str, wait: std::time::Duration) -> Result<RepairReport> {
+    use std::ffi::OsStr;
+    let _guard = repo.lock(command, wait)?;
+    let mut report = RepairReport::default();
+    let packs_dir = repo.sub("packs");
+    let mut packs = Vec::new();
+    for entry in list_dir(&packs_dir)? {
+        let entry = entry.ctx("listing", &packs_dir)?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<Hash>().ok())
+        else {
+            continue;
+        };
+        match crate::repo::pack::read_trailer(&entry.path()) {
+            Ok(blobs) => packs.push(crate::repo::pack::FinishedPack { id, blobs, size: 0 }),
+            Err(_) => report.unreadable_packs.push(display_path(&entry.path())),
+        }
+    }
+    packs.sort_by_key(|p| p.id);
+    let index_dir = crate::atomic::Dir::open(&repo.sub("index"))?;
+    let new_id = if packs.is_empty() {
+        None
+    } else {
+        let (id, bytes) = crate::repo::index::encode(&packs);
+        index_dir.write_atomic(OsStr::new(&id.to_hex()), &bytes, 0o600)?;
+        report.index_file = Some(id.to_hex());
+        Some(id)
+    };
+    for entry in list_dir(index_dir.path())? {
+        let entry = entry.ctx("listing", index_dir.path())?;
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<Hash>().ok())
+        else {
+            continue;
+        };
+        if Some(id) != new_id {
+            std::fs::remove_file(entry.path()).ctx("removing old index", &entry.path())?;
+            report.index_files_removed += 1;
+        }
+    }
+    index_dir.sync()?;
+    let index = repo.index()?;
+    report.packs_indexed = packs.len() as u64;
+    report.blobs_indexed = index.blobs.len() as u64;
+    report.lost = lost_paths(repo, &index)?;
+    Ok(report)
+}
+
+/// Every (snapshot, path) whose content the index does not hold.
+fn lost_paths(repo: &Repository, index: &Index) -> Result<Vec<LostPaths>> {
+    let mut out = Vec::new();
+    for s in repo.snapshots()? {
+        let name = format!(
+            "{} {} {}",
+            s.id.short(),
+            s.record.kind.as_str(),
+            s.record.label
+        );
+        let paths = match repo.tree(&s.record.tree) {
+            Err(e) => vec![format!("(every path: {})", e.message)],
+            Ok(tree) => tree
+                .entries()
+                .filter(|(_, e)| e.content_id().is_some_and(|h| !index.contains(&h)))
+                .map(|(root, e)| entry_path(&root.root.0, &e.path.0))
+                .collect(),
+        };
+        if !paths.is_empty() {
+            out.push(LostPaths {
+                snapshot: name,
+                paths,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `backup-verify --repair`: repair, then verify as usual (exit 6 while
+/// anything is still lost, naming it).
+pub fn run_repair(
+    settings: &crate::config::Settings,
+    read_data: bool,
+    env: &mut crate::report::Envelope,
+) -> Result<()> {
+    let repo = Repository::open(&settings.repo)?;
+    let repaired = repair(&repo, "backup-verify", settings.lock_wait)?;
+    env.changed = true;
+    if !repaired.lost.is_empty() {
+        let n: usize = repaired.lost.iter().map(|l| l.paths.len()).sum();
+        env.warnings.push(crate::report::Warning::new(
+            "data_lost",
+            format!(
+                "{n} path(s) in {} snapshot(s) have content no pack holds; they are listed under `repair.lost` and cannot be restored from this repository",
+                repaired.lost.len()
+            ),
+        ));
+    }
+    env.put("repair", &repaired);
+    run(settings, read_data, env)
 }

@@ -12,8 +12,14 @@
 //!
 //! Loading reads every file in `index/`; a blob listed twice (after a crash
 //! and a rerun) resolves to the first location, which is as good as any.
+//!
+//! A writer deduplicates only against [`Index::load_for_reuse`], which leaves
+//! out every location whose pack is not a regular file in `packs/`: a blob is
+//! reused only if the pack holding it is there (docs/format.md, "The reuse
+//! invariant"). The index file itself is kept as it is, because it is the
+//! only record of what a lost pack held (repair and `--from-external` need it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -43,12 +49,32 @@ pub struct Index {
     pub blobs: HashMap<Hash, BlobLocation>,
     /// Index files that were loaded.
     pub files: Vec<Hash>,
+    /// Packs named by an index file but absent from `packs/` (only filled by
+    /// [`Index::load_for_reuse`]): (index file, pack).
+    pub missing_packs: Vec<(Hash, Hash)>,
+    /// Index files that could not be used (unreadable, wrong checksum, not
+    /// parseable): (path, why). Their packs' blobs were recovered from the
+    /// pack trailers instead.
+    pub damaged: Vec<(PathBuf, String)>,
 }
 
 impl Index {
     /// Load every index file in `dir`, checking each against its name.
     pub fn load(dir: &Path) -> Result<Index> {
+        Index::load_filtered(dir, None)
+    }
+
+    /// Load every index file in `dir`, leaving out locations in packs that
+    /// are not a regular file in `packs_dir` (recorded in `missing_packs`).
+    /// What a writer deduplicates against.
+    pub fn load_for_reuse(dir: &Path, packs_dir: &Path) -> Result<Index> {
+        Index::load_filtered(dir, Some(packs_dir))
+    }
+
+    fn load_filtered(dir: &Path, packs_dir: Option<&Path>) -> Result<Index> {
         let mut index = Index::default();
+        // One lstat per pack named (packs are up to 32 MiB: few of them).
+        let mut present: HashMap<Hash, bool> = HashMap::new();
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir).ctx("listing", dir)? {
             let entry = entry.ctx("listing", dir)?;
@@ -59,30 +85,90 @@ impl Index {
             }
         }
         names.sort();
+        let mut named: HashSet<Hash> = HashSet::new();
         for id in names {
             let path = dir.join(id.to_hex());
-            let bytes = std::fs::read(&path).ctx("reading index", &path)?;
-            if Hash::of(&bytes) != id {
-                return Err(Error::corrupt(
-                    "corrupt_index",
-                    &path,
-                    format!("index file {} does not match its checksum", path.display()),
-                ));
+            let mut usable = |pack: &Hash| {
+                named.insert(*pack);
+                match packs_dir {
+                    None => true,
+                    Some(packs) => *present.entry(*pack).or_insert_with(|| {
+                        std::fs::symlink_metadata(packs.join(pack.to_hex()))
+                            .is_ok_and(|m| m.file_type().is_file())
+                    }),
+                }
+            };
+            match load_file(&path, id, &mut index, &mut usable) {
+                Ok(missing) => {
+                    index
+                        .missing_packs
+                        .extend(missing.into_iter().map(|p| (id, p)));
+                    index.files.push(id);
+                }
+                // One damaged file must not block what it does not touch.
+                Err(e) => index.damaged.push((path, e.message)),
             }
-            index.merge_file(&bytes, &path)?;
-            index.files.push(id);
+        }
+        if !index.damaged.is_empty() {
+            let packs = packs_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.with_file_name("packs"));
+            index.recover_from_trailers(&packs, &named)?;
         }
         Ok(index)
+    }
+
+    /// Add the blobs of every pack in `packs` that no usable index file names,
+    /// read from the pack's own trailer (docs/format.md, "Packs"). A pack
+    /// whose trailer is damaged too is left out (verify names it).
+    fn recover_from_trailers(&mut self, packs: &Path, named: &HashSet<Hash>) -> Result<()> {
+        let listing = match std::fs::read_dir(packs) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("listing", packs, &e)),
+        };
+        for entry in listing {
+            let entry = entry.ctx("listing", packs)?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Hash>().ok())
+            else {
+                continue;
+            };
+            if named.contains(&id) {
+                continue;
+            }
+            let Ok(blobs) = crate::repo::pack::read_trailer(&entry.path()) else {
+                continue;
+            };
+            for b in blobs {
+                self.blobs.entry(b.id).or_insert(BlobLocation {
+                    pack: id,
+                    flags: b.flags,
+                    offset: b.offset,
+                    length: b.length,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Parse one index file's bytes (checksum already checked by the caller).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Index> {
         let mut index = Index::default();
-        index.merge_file(bytes, path)?;
+        index.merge_file(bytes, path, &mut |_| true)?;
         Ok(index)
     }
 
-    fn merge_file(&mut self, bytes: &[u8], path: &Path) -> Result<()> {
+    /// Merge one file's records whose pack is `usable`; returns the packs it
+    /// names that are not.
+    fn merge_file(
+        &mut self,
+        bytes: &[u8],
+        path: &Path,
+        usable: &mut dyn FnMut(&Hash) -> bool,
+    ) -> Result<Vec<Hash>> {
         let (packs, records) = parse(bytes).map_err(|why| {
             Error::corrupt(
                 "corrupt_index",
@@ -90,7 +176,11 @@ impl Index {
                 format!("index file {}: {why}", path.display()),
             )
         })?;
+        let ok: Vec<bool> = packs.iter().map(&mut *usable).collect();
         for (id, flags, pack_no, offset, length) in records {
+            if !ok[pack_no as usize] {
+                continue;
+            }
             let pack = packs[pack_no as usize];
             self.blobs.entry(id).or_insert(BlobLocation {
                 pack,
@@ -99,7 +189,12 @@ impl Index {
                 length,
             });
         }
-        Ok(())
+        Ok(packs
+            .iter()
+            .zip(ok)
+            .filter(|(_, ok)| !ok)
+            .map(|(p, _)| *p)
+            .collect())
     }
 
     /// Is this blob stored?
@@ -214,6 +309,31 @@ pub fn encode(packs: &[FinishedPack]) -> (Hash, Vec<u8>) {
     (Hash::of(&out), out)
 }
 
+/// Read, check and merge one index file; returns the packs it names that are
+/// not `usable`.
+fn load_file(
+    path: &Path,
+    id: Hash,
+    index: &mut Index,
+    usable: &mut dyn FnMut(&Hash) -> bool,
+) -> Result<Vec<Hash>> {
+    let bytes = crate::repo::read_object(path, "index file", None, crate::repo::MAX_TREE_BYTES)?;
+    if Hash::of(&bytes) != id {
+        return Err(Error::corrupt(
+            "corrupt_index",
+            path,
+            format!("index file {} does not match its checksum", path.display()),
+        ));
+    }
+    // Parsed apart first, so that a file failing halfway adds nothing.
+    let mut one = Index::default();
+    let missing = one.merge_file(&bytes, path, usable)?;
+    for (b, loc) in one.blobs {
+        index.blobs.entry(b).or_insert(loc);
+    }
+    Ok(missing)
+}
+
 /// Path of an index file.
 pub fn index_path(dir: &Path, id: &Hash) -> PathBuf {
     dir.join(id.to_hex())
@@ -260,14 +380,18 @@ mod tests {
     }
 
     #[test]
-    fn damaged_index_is_named_not_ignored() {
+    fn damaged_index_is_named_not_fatal() {
         let tmp = tempfile::tempdir().unwrap();
         let (id, mut bytes) = encode(&sample());
         bytes[20] ^= 1;
         std::fs::write(index_path(tmp.path(), &id), &bytes).unwrap();
-        let err = Index::load(tmp.path()).unwrap_err();
-        assert_eq!(err.code, "corrupt_index");
-        assert!(err.path.unwrap().contains(&id.to_hex()));
+        // Issue 16, finding 2: one damaged index file must not block the
+        // snapshots it does not touch. It is named, and nothing of it is used.
+        let idx = Index::load(tmp.path()).unwrap();
+        assert!(idx.blobs.is_empty());
+        assert_eq!(idx.damaged.len(), 1);
+        assert!(idx.damaged[0].0.to_str().unwrap().contains(&id.to_hex()));
+        assert!(idx.damaged[0].1.contains("checksum"));
     }
 
     #[test]

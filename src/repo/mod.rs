@@ -195,7 +195,7 @@ impl Repository {
                 continue;
             };
             let path = entry.path();
-            let bytes = std::fs::read(&path).ctx("reading snapshot", &path)?;
+            let bytes = read_object(&path, "snapshot record", None, MAX_RECORD_BYTES)?;
             let record = decode_record(&bytes, &id, &path)?;
             out.push(Snapshot { id, record });
         }
@@ -211,14 +211,7 @@ impl Repository {
     /// Load a tree and check it against its id.
     pub fn tree(&self, id: &Hash) -> Result<Tree> {
         let path = self.tree_path(id);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            let err = Error::io("reading tree", &path, &e);
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::corrupt("missing_tree", &path, err.message)
-            } else {
-                err
-            }
-        })?;
+        let bytes = read_object(&path, "tree", Some("missing_tree"), MAX_TREE_BYTES)?;
         decode_tree(&bytes, id, &path)
     }
 
@@ -235,6 +228,12 @@ impl Repository {
     /// Load the index.
     pub fn index(&self) -> Result<Index> {
         Index::load(&self.sub("index"))
+    }
+
+    /// Load the index a writer may deduplicate against: only blobs whose
+    /// pack is present (docs/format.md, "The reuse invariant").
+    pub fn index_for_reuse(&self) -> Result<Index> {
+        Index::load_for_reuse(&self.sub("index"), &self.sub("packs"))
     }
 
     /// Read a plain blob and check it against its id.
@@ -259,14 +258,7 @@ impl Repository {
     /// [`crate::secrets::Opener::open`] after decryption).
     pub fn read_stored(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         let path = pack::pack_path(&self.sub("packs"), &loc.pack);
-        let mut f = File::open(&path).map_err(|e| {
-            let err = Error::io("opening pack", &path, &e);
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::corrupt("missing_pack", &path, err.message)
-            } else {
-                err
-            }
-        })?;
+        let (mut f, _) = open_object(&path, "pack", Some("missing_pack"), u64::MAX)?;
         f.seek(SeekFrom::Start(loc.offset))
             .ctx("seeking in pack", &path)?;
         let len = usize::try_from(loc.length).map_err(|_| {
@@ -301,14 +293,14 @@ impl Repository {
     /// Load the files cache; `Ok(None)` when absent, `Err` text when damaged.
     pub fn load_cache(&self) -> std::result::Result<Option<FilesCache>, String> {
         let path = self.sub("cache").join("files");
-        match std::fs::read(&path) {
+        match read_object(&path, "files cache", None, MAX_CACHE_BYTES) {
             // An older version's cache is simply not used (no warning).
             Ok(bytes) if cache::is_older_format(&bytes) => Ok(None),
             Ok(bytes) => FilesCache::decode_owned(bytes)
                 .map(Some)
                 .ok_or_else(|| format!("{} is damaged; it will be rebuilt", display_path(&path))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading {}: {e}", display_path(&path))),
+            Err(e) if e.code == "not_found" => Ok(None),
+            Err(e) => Err(format!("{}; it will be rebuilt", e.message)),
         }
     }
 
@@ -322,6 +314,81 @@ impl Repository {
         file.apply_mode()?;
         file.rename_synced()
     }
+}
+
+/// Largest snapshot record this build reads (package lists are capped far lower).
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Largest tree or index file this build reads (millions of entries).
+pub const MAX_TREE_BYTES: u64 = 2 << 30;
+/// Largest files cache this build reads.
+pub const MAX_CACHE_BYTES: u64 = 2 << 30;
+
+/// Open a repository file for reading as the format allows it to be: never
+/// through a symlink, never blocking (a FIFO planted in the repository would
+/// hang a reader forever), a regular file, at most `max` bytes. Anything else
+/// is `repository_corrupt` (exit 6) naming the file. A missing file is
+/// `missing` (a corruption code) when given, else the I/O error.
+pub fn open_object(
+    path: &Path,
+    what: &str,
+    missing: Option<&'static str>,
+    max: u64,
+) -> Result<(File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let hostile = |why: String| {
+        Error::corrupt(
+            "repository_corrupt",
+            path,
+            format!("{what} {} {why}", display_path(path)),
+        )
+        .with_hint("the repository holds a file it never writes there: move it away (or restore the repository from an external copy), then run `backup-verify --read-data`")
+    };
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(hostile("is a symbolic link, not a regular file".into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let err = Error::io(&format!("opening {what}"), path, &e);
+            return Err(match missing {
+                Some(code) => Error::corrupt(code, path, err.message),
+                None => err,
+            });
+        }
+        Err(e) => return Err(Error::io(&format!("opening {what}"), path, &e)),
+    };
+    let meta = f.metadata().ctx("inspecting", path)?;
+    if !meta.file_type().is_file() {
+        return Err(hostile(
+            "is not a regular file (a FIFO, device or directory)".into(),
+        ));
+    }
+    if meta.len() > max {
+        return Err(hostile(format!(
+            "is {} bytes, more than any such file can be ({max})",
+            meta.len()
+        )));
+    }
+    Ok((f, meta.len()))
+}
+
+/// [`open_object`] and read it whole (never more than its `max`).
+pub fn read_object(
+    path: &Path,
+    what: &str,
+    missing: Option<&'static str>,
+    max: u64,
+) -> Result<Vec<u8>> {
+    let (f, len) = open_object(path, what, missing, max)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(max)
+        .read_to_end(&mut bytes)
+        .ctx(&format!("reading {what}"), path)?;
+    Ok(bytes)
 }
 
 /// Parse `<64 hex><suffix>` names.

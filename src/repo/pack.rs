@@ -15,7 +15,6 @@
 //! lost or damaged index can be rebuilt from the packs alone.
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -42,7 +41,7 @@ pub const FLAG_AGE: u8 = 1;
 pub const PACK_TARGET_SIZE: u64 = 32 << 20;
 
 const BUFFER: usize = 1 << 20;
-/// Start writeback of a pack every this many bytes (see [`start_writeback`]).
+/// Start writeback of a pack every this many bytes (see [`crate::sys::start_writeback`]).
 const WRITEBACK_STEP: u64 = 8 << 20;
 /// Chunks of a streamed blob in flight between the reading and the writing thread.
 const STREAM_DEPTH: usize = 4;
@@ -303,7 +302,9 @@ impl OpenPack<'_> {
         res.map_err(|e| Error::io("writing pack", &self.file.temp_path(), &e))?;
         let on_disk = self.written - self.buffer.len() as u64;
         if on_disk - self.writeback_started >= WRITEBACK_STEP {
-            start_writeback(self.file.file(), self.writeback_started, on_disk);
+            // Starts the drive early on Linux so the pack's sync at close does
+            // not stall on all 32 MiB at once (docs/performance.md).
+            crate::sys::start_writeback(self.file.file(), self.writeback_started, on_disk);
             self.writeback_started = on_disk;
         }
         Ok(())
@@ -323,27 +324,9 @@ impl OpenPack<'_> {
     }
 }
 
-/// Ask the kernel to start writing `from..to` of `file` to disk now, without
-/// waiting for it. The pack's `fsync` at close (which the commit protocol
-/// needs and which stays) then finds most pages already written instead of
-/// stalling the packer for all 32 MiB at once; see docs/performance.md.
-/// Advisory: an error changes nothing about durability, so it is ignored.
-fn start_writeback(file: &File, from: u64, to: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
-        return;
-    };
-    // SAFETY: sync_file_range only reads its integer arguments; the
-    // descriptor is valid for the duration of the call (borrowed `file`).
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 /// Parse a pack's trailer from its last bytes, checking it against the file size.
 pub fn read_trailer(path: &Path) -> Result<Vec<PackedBlob>> {
-    let mut f = File::open(path).ctx("opening pack", path)?;
-    let size = f.metadata().ctx("reading size of pack", path)?.len();
+    let (mut f, size) = crate::repo::open_object(path, "pack", Some("missing_pack"), u64::MAX)?;
     let bad = |why: &str| {
         Error::corrupt(
             "corrupt_pack",

@@ -82,6 +82,12 @@ pub struct SnapshotRecord {
     pub host: String,
     /// User name.
     pub user: String,
+    /// `$HOME` of the run that took it (absolute). Selection, `latest`,
+    /// labels and undo look at the current home's snapshots only (a
+    /// repository shared by several homes). Absent in records written
+    /// before it existed: those belong to every home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<ByteName>,
     /// RFC 3339 UTC time with nanoseconds.
     pub created_at: String,
     /// The tree with the entries.
@@ -195,6 +201,11 @@ pub struct RootTree {
     pub present: bool,
     /// Entries sorted by path bytes; the root itself (path "") first when present.
     pub entries: Vec<Entry>,
+    /// Tracked because this symlink (`~/`-relative where under `$HOME`,
+    /// itself an entry of another root) resolved here when the snapshot was
+    /// taken (symlinked dotfiles, docs/cli.md). Absent for configured roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<ByteName>,
 }
 
 /// The content of a snapshot.
@@ -278,10 +289,12 @@ impl Tree {
             root,
             present,
             entries,
+            link,
         } in roots
         {
             bytes(&mut h, &root.0);
             h.update([u8::from(*present)]);
+            opt(&mut h, link.as_ref().map(|l| &l.0[..]));
             h.update((entries.len() as u64).to_le_bytes());
             for Entry {
                 path,
@@ -329,6 +342,16 @@ impl Tree {
 }
 
 impl SnapshotRecord {
+    /// Was it taken in `home` (or before homes were recorded)?
+    pub fn of_home(&self, home: Option<&std::path::Path>) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        match (&self.home, home) {
+            (None, _) => true,
+            (Some(mine), Some(h)) => mine.0 == h.as_os_str().as_bytes(),
+            (Some(_), None) => false,
+        }
+    }
+
     /// Canonical bytes and id.
     pub fn encode(&self) -> (Hash, Vec<u8>) {
         let mut bytes = serde_json::to_vec_pretty(self).expect("records always serialize");
@@ -411,6 +434,7 @@ mod tests {
                 root: ByteName(b"~".to_vec()),
                 present: true,
                 entries: vec![file],
+                link: None,
             }],
         }
     }
@@ -426,6 +450,7 @@ mod tests {
             Box::new(|t| t.version += 1),
             Box::new(|t| t.roots[0].root = ByteName(b"~/x".to_vec())),
             Box::new(|t| t.roots[0].present = false),
+            Box::new(|t| t.roots[0].link = Some(ByteName(b"~/l".to_vec()))),
             Box::new(|t| t.roots[0].entries[0].path = ByteName(b"b".to_vec())),
             Box::new(|t| t.roots[0].entries[0].kind = EntryType::Symlink),
             Box::new(|t| t.roots[0].entries[0].mode = 0o600),
@@ -500,6 +525,7 @@ mod tests {
                     omitted: None,
                     sealed: None,
                 }],
+                link: None,
             }],
         };
         let (a, bytes) = t.encode();

@@ -1,0 +1,324 @@
+//! Every operating-system-specific call the library makes, chosen here per
+//! target with the reason beside it. The two targets are Linux and macOS
+//! (docs/platforms.md); other Unixes get the portable POSIX path.
+//!
+//! Layer: bottom (beside `error` and `paths`); it depends on nothing in the
+//! crate, so `atomic`, `repo` and `ops` can all call it. Code elsewhere should
+//! not grow its own `#[cfg(target_os)]`: add the call here instead, so
+//! `scripts/test` (which lints for both Apple targets) sees every variant.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::Mode;
+
+/// Number of times this process fell back from `F_FULLFSYNC` to `fsync`
+/// because a file system refused the former (always 0 off macOS).
+static FULLFSYNC_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// A permission word as rustix wants it (type bits, if any, are dropped by rustix).
+///
+/// Why: `mode_t` is `u32` on Linux but `u16` on macOS. Modes come from
+/// `st_mode` and snapshots as `u32`; every bit they can carry (type and
+/// `0o7777`) fits in 16 bits, so the narrowing on macOS loses nothing.
+#[allow(clippy::unnecessary_cast)] // a no-op on Linux, a narrowing on macOS
+pub fn mode(bits: u32) -> Mode {
+    Mode::from_raw_mode(bits as rustix::fs::RawMode)
+}
+
+/// Make the content and metadata of an open file (or directory) durable,
+/// through the drive's own write cache.
+///
+/// - Linux: `fsync(2)`, which issues a cache flush to the device.
+/// - macOS: `fsync(2)` only hands the data to the drive, which may keep it
+///   in its volatile cache across a power cut; `fcntl(F_FULLFSYNC)` asks the
+///   drive to flush (what SQLite, restic and Apple's own guidance use).
+///   Some file systems refuse it (SMB, some FUSE mounts: `ENOTSUP`,
+///   `EINVAL`, `ENOTTY`); there `fsync` is the best available, and the
+///   fallback is counted ([`fullfsync_refusals`]) for the health check.
+pub fn sync_file(fd: impl AsFd) -> io::Result<()> {
+    #[cfg(target_vendor = "apple")]
+    {
+        use rustix::io::Errno;
+        match rustix::fs::fcntl_fullfsync(&fd) {
+            Ok(()) => return Ok(()),
+            Err(Errno::NOTSUP | Errno::INVAL | Errno::NOTTY) => {
+                FULLFSYNC_REFUSED.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fsync(fd).map_err(Into::into)
+}
+
+/// How many syncs in this process had to fall back to plain `fsync`.
+pub fn fullfsync_refusals() -> u64 {
+    FULLFSYNC_REFUSED.load(Ordering::Relaxed)
+}
+
+/// What [`sync_file`] achieves on the file system holding a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStrength {
+    /// Linux `fsync`: data reaches stable storage (the kernel flushes the drive cache).
+    Fsync,
+    /// macOS `F_FULLFSYNC` accepted: the drive's cache is flushed.
+    FullFsync,
+    /// macOS file system refused `F_FULLFSYNC`: data reaches the drive,
+    /// which may still lose its cache in a power cut.
+    FsyncOnly,
+}
+
+/// Find out what [`sync_file`] does for `dir` by syncing the directory
+/// itself (harmless: no data is written). For the health check.
+pub fn probe_sync(dir: &Path) -> io::Result<SyncStrength> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    #[cfg(target_vendor = "apple")]
+    {
+        use rustix::io::Errno;
+        match rustix::fs::fcntl_fullfsync(&fd) {
+            Ok(()) => Ok(SyncStrength::FullFsync),
+            Err(Errno::NOTSUP | Errno::INVAL | Errno::NOTTY) => {
+                rustix::fs::fsync(&fd)?;
+                Ok(SyncStrength::FsyncOnly)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        rustix::fs::fsync(&fd)?;
+        Ok(SyncStrength::Fsync)
+    }
+}
+
+/// `syncfs(2)` on the file system holding `fd`: everything written there is
+/// durable when this returns `true`. `false` means "not known", and the
+/// caller fsyncs each file it changed instead.
+///
+/// - Linux 5.8+: `syncfs` reports writeback errors since `fd` was opened,
+///   so one call per file system replaces many fsyncs (docs/performance.md).
+/// - Older Linux: `syncfs` may swallow a writeback error: `false`.
+/// - macOS: there is no `syncfs` (and `sync(2)` neither waits nor reports
+///   errors): `false`, so every file gets its own `F_FULLFSYNC`.
+pub fn sync_file_system(fd: impl AsFd) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        syncfs_reports_errors() && rustix::fs::syncfs(fd).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
+/// Whether [`sync_file_system`] can ever return `true` on this machine.
+pub fn has_reliable_syncfs() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        syncfs_reports_errors()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// Linux 5.8 or newer (syncfs returns writeback errors since then).
+#[cfg(target_os = "linux")]
+fn syncfs_reports_errors() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        let uname = rustix::system::uname();
+        let release = uname.release().to_string_lossy();
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        (major, minor) >= (5, 8)
+    })
+}
+
+/// Ask the kernel to start writing `from..to` of `file` to disk now, without
+/// waiting, so the final sync of a large file does not stall on all of it.
+/// Advisory: an error changes nothing about durability and is ignored.
+///
+/// - Linux: `sync_file_range(SYNC_FILE_RANGE_WRITE)` (not in rustix).
+/// - macOS: no equivalent (no `sync_file_range`; `F_FULLFSYNC` is all or
+///   nothing and blocks), so nothing is done and the final sync writes it all.
+pub fn start_writeback(file: &File, from: u64, to: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from)))
+        else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the
+        // descriptor is valid for the duration of the call (borrowed `file`).
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, from, to);
+    }
+}
+
+/// Bytes available to an unprivileged user on the file system holding `path`.
+///
+/// - Linux: `statvfs`, `f_bavail * f_frsize` (`f_frsize` is the unit of the
+///   block counts; `f_bsize` is only the preferred I/O size).
+/// - macOS: `statfs`, `f_bavail * f_bsize`. Its `statvfs` has 32-bit block
+///   counts (`fsblkcnt_t` is `unsigned int`), which cannot describe a
+///   volume over 16 TiB; `statfs` counts in 64 bits and its `f_bsize` is the
+///   fundamental block size there.
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    #[cfg(target_vendor = "apple")]
+    {
+        let st = rustix::fs::statfs(path)?;
+        Ok(st.f_bavail.saturating_mul(u64::from(st.f_bsize)))
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        let st = rustix::fs::statvfs(path)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// How a directory's file system compares names (for restore's clash check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameFolding {
+    /// Byte-exact: `Foo`, `foo` and the NFC/NFD spellings of `é` are four names.
+    Exact,
+    /// Unicode NFC and NFD spellings are one name; case matters (APFS
+    /// case-sensitive volumes; HFS+ stores NFD).
+    Normalization,
+    /// Case and normalization both ignored (APFS and HFS+ defaults; ext4,
+    /// f2fs and tmpfs directories with the casefold flag, `chattr +F`).
+    CaseAndNormalization,
+}
+
+/// How the file system holding directory `dir` compares names.
+///
+/// - macOS: per volume: `fpathconf(_PC_CASE_SENSITIVE)` is 0 on a
+///   case-insensitive volume; every APFS volume is normalization-insensitive
+///   and HFS+ stores NFD, so names are at least normalization-folded there.
+/// - Linux: the `FS_CASEFOLD_FL` inode flag (`chattr +F`, inherited by new
+///   subdirectories; its `utf8` encoding compares NFD case-folded names).
+///   Other folding file systems carry no flag (vfat, CIFS/SMB mounts of a
+///   Mac or Windows share, FUSE ones such as ciopfs), so without the flag
+///   the directory is asked directly ([`probe_folding`]).
+/// - An answer that cannot be had counts as the most folding: refusing a
+///   restore is safer than merging two files.
+pub fn name_folding(dir: &Path) -> io::Result<NameFolding> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    #[cfg(target_vendor = "apple")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fpathconf only reads its integer arguments; `fd` is open.
+        let sensitive = unsafe { libc::fpathconf(fd.as_raw_fd(), libc::_PC_CASE_SENSITIVE) };
+        Ok(if sensitive > 0 {
+            NameFolding::Normalization
+        } else {
+            NameFolding::CaseAndNormalization
+        })
+    }
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        #[cfg(target_os = "linux")]
+        {
+            // FS_CASEFOLD_FL from <linux/fs.h>; rustix's IFlags has no name for it.
+            const FS_CASEFOLD_FL: u32 = 0x4000_0000;
+            if let Ok(flags) = rustix::fs::ioctl_getflags(&fd) {
+                if flags.bits() & FS_CASEFOLD_FL != 0 {
+                    return Ok(NameFolding::CaseAndNormalization);
+                }
+            }
+        }
+        probe_folding(&fd)
+    }
+}
+
+/// Ask a directory how it compares names: create a temp file under one
+/// spelling and look it up under another (upper/lower case; NFC/NFD `é`),
+/// then remove it. Only called where two names could clash, so rarely.
+pub fn probe_folding(dir: impl AsFd) -> io::Result<NameFolding> {
+    use rustix::fs::{AtFlags, OFlags};
+    let base = format!(".dfb-tmp-fold-{}-", std::process::id());
+    let created = format!("{base}Ab\u{e9}");
+    let fd = rustix::fs::openat(
+        &dir,
+        &created,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    drop(fd);
+    let finds = |other: String| rustix::fs::statat(&dir, &other, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+    let case = finds(format!("{base}aB\u{e9}"));
+    let norm = finds(format!("{base}Abe\u{301}"));
+    rustix::fs::unlinkat(&dir, &created, AtFlags::empty())?;
+    Ok(match (case, norm) {
+        (true, _) => NameFolding::CaseAndNormalization,
+        (false, true) => NameFolding::Normalization,
+        (false, false) => NameFolding::Exact,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::useless_conversion)] // RawMode is u32 on Linux
+    fn mode_keeps_every_permission_bit() {
+        for bits in [0o7777u32, 0o4755, 0o644, 0o600, 0] {
+            assert_eq!(u32::from(mode(bits).as_raw_mode()), bits);
+            // A type word (from st_mode) gives its permission bits, as on Linux.
+            assert_eq!(u32::from(mode(0o100000 | bits).as_raw_mode()), bits);
+        }
+    }
+
+    #[test]
+    fn sync_file_and_probe_work_on_a_local_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::create(dir.path().join("x")).unwrap();
+        sync_file(&f).unwrap();
+        let strength = probe_sync(dir.path()).unwrap();
+        #[cfg(target_os = "linux")]
+        assert_eq!(strength, SyncStrength::Fsync);
+        let _ = strength;
+        assert_eq!(fullfsync_refusals(), 0);
+        assert!(probe_sync(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn available_bytes_is_at_most_the_size_of_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let avail = available_bytes(dir.path()).unwrap();
+        let st = rustix::fs::statvfs(dir.path()).unwrap();
+        assert!(avail <= st.f_blocks.saturating_mul(st.f_frsize));
+        assert!(available_bytes(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn an_ordinary_directory_is_byte_exact_and_the_probe_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(target_os = "linux")]
+        assert_eq!(name_folding(dir.path()).unwrap(), NameFolding::Exact);
+        let _ = name_folding(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(name_folding(&dir.path().join("missing")).is_err());
+    }
+}
