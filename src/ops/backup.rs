@@ -1005,6 +1005,8 @@ fn read_and_pack<'w>(
 /// Read, encrypt and pack secret-class files (few and small: sequential, never
 /// cached, so a changed recipient set can never pair a path with a stale id).
 /// Outer error: the pack failed; inner: this file could not be read.
+// Eight plain inputs of one call site; a struct for them would only be unpacked here.
+#[allow(clippy::too_many_arguments)]
 fn seal_secrets(
     repo: Option<&Repository>,
     index: &Index,

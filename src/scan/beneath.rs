@@ -318,6 +318,7 @@ mod tests {
             },
             present: true,
             items: vec![root_item],
+            link: None,
         };
         assert!(matches!(RootDir::open(&scanned, None), RootDir::Replaced));
     }
