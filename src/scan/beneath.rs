@@ -21,7 +21,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
+
+use crate::sys::{self, Beneath};
 
 use super::{ScanItem, ScannedRoot};
 use crate::error::{Error, Result};
@@ -102,7 +104,7 @@ fn owned_by_caller(path: &Path) -> bool {
 
 fn check_dir(opened: rustix::io::Result<OwnedFd>, top: &ScanItem) -> RootDir {
     match opened.and_then(|fd| Ok((rustix::fs::fstat(&fd)?, fd))) {
-        Ok((st, fd)) if st.st_dev == top.dev && st.st_ino == top.ino => RootDir::Dir(fd),
+        Ok((st, fd)) if sys::dev_of(&st) == top.dev && st.st_ino == top.ino => RootDir::Dir(fd),
         _ => RootDir::Replaced,
     }
 }
@@ -111,13 +113,12 @@ fn check_dir(opened: rustix::io::Result<OwnedFd>, top: &ScanItem) -> RootDir {
 /// inside it (`RESOLVE_BENEATH`); without `openat2`, following none.
 fn open_in_home(dir: &OwnedFd, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
     if OPENAT2.load(Ordering::Relaxed) {
-        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), how) {
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+        match sys::open_beneath(dir, rel, flags, Beneath::FollowInside) {
+            None | Some(Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM)) => {
                 OPENAT2.store(false, Ordering::Relaxed);
             }
-            Err(rustix::io::Errno::AGAIN) => {}
-            other => return other,
+            Some(Err(rustix::io::Errno::AGAIN)) => {}
+            Some(other) => return other,
         }
     }
     open_by_components(dir, rel, flags | OFlags::NOFOLLOW)
@@ -154,14 +155,13 @@ pub fn open_scanned(root: &RootDir, item: &ScanItem) -> Result<(File, std::fs::M
 /// `rel` (`/`-separated, from the scan) beneath `dir`, following no symlink.
 fn open_beneath(dir: &OwnedFd, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
     if OPENAT2.load(Ordering::Relaxed) {
-        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(dir, rel, READ_FLAGS, Mode::empty(), how) {
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+        match sys::open_beneath(dir, rel, READ_FLAGS, Beneath::NoSymlinks) {
+            None | Some(Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM)) => {
                 OPENAT2.store(false, Ordering::Relaxed);
             }
             // Raced with a rename elsewhere on the system: the kernel asks to retry.
-            Err(rustix::io::Errno::AGAIN) => return open_by_components(dir, rel, READ_FLAGS),
-            other => return other,
+            Some(Err(rustix::io::Errno::AGAIN)) => return open_by_components(dir, rel, READ_FLAGS),
+            Some(other) => return other,
         }
     }
     open_by_components(dir, rel, READ_FLAGS)
@@ -181,8 +181,12 @@ fn open_by_components(dir: &OwnedFd, rel: &[u8], last: OFlags) -> rustix::io::Re
         if parts.peek().is_none() {
             return rustix::fs::openat(at, name, last | OFlags::NOFOLLOW, Mode::empty());
         }
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        current = Some(rustix::fs::openat(at, name, flags, Mode::empty())?);
+        current = Some(rustix::fs::openat(
+            at,
+            name,
+            sys::walk_dir_flags(),
+            Mode::empty(),
+        )?);
     }
     Err(rustix::io::Errno::NOENT)
 }
@@ -290,14 +294,9 @@ mod tests {
         assert_eq!(open_scanned(&rd, &item).unwrap_err().code, "file_changed");
         // A FIFO with no writer: opening must not block.
         std::fs::remove_file(root.join("f")).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            root.join("f"),
-            rustix::fs::FileType::Fifo,
-            Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
+        let c = std::ffi::CString::new(root.join("f").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo has no other preconditions.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         assert_eq!(open_scanned(&rd, &item).unwrap_err().code, "file_changed");
         // A symlink in its place.
         std::fs::remove_file(root.join("f")).unwrap();
