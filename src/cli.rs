@@ -47,6 +47,9 @@ pub struct CommonArgs {
     /// Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]
     #[arg(long, value_name = "N", global = true)]
     pub retries: Option<u32>,
+    /// Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]
+    #[arg(long, global = true)]
+    pub allow_foreign_repo: bool,
 }
 
 impl CommonArgs {
@@ -179,6 +182,15 @@ pub fn run(
 ) -> std::process::ExitCode {
     let started = Instant::now();
     crate::retry::set_verbose(common.verbose);
+    crate::repo::allow_foreign_owner(
+        common.allow_foreign_repo
+            || std::env::var(crate::repo::ALLOW_FOREIGN_ENV).is_ok_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            }),
+    );
     let mut env = Envelope::new(command);
     let settings = match crate::config::check_env_utf8()
         .and_then(|()| Settings::resolve(&over, &process_env))

@@ -7,6 +7,8 @@
 //! `CACHEDIR.TAG`, and the repository itself. Data classes (public, private,
 //! secret) come from glob patterns over the `~`-relative path.
 
+pub mod beneath;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -239,9 +241,19 @@ impl Rules {
         None
     }
 
-    /// `$HOME`, if set.
+    /// `$HOME`, when known (reads of a root in it are resolved beneath it: `beneath`).
     pub fn home(&self) -> Option<&Path> {
         self.home.as_deref()
+    }
+
+    /// Is `abs` marked public by the `[classes] public` patterns? Such a file
+    /// is stored as it is even when its content looks like a credential.
+    pub fn marked_public(&self, abs: &Path) -> bool {
+        let rel = match &self.home {
+            Some(h) => abs.strip_prefix(h).unwrap_or(abs),
+            None => abs,
+        };
+        self.public.is_match(rel)
     }
 
     /// `p` as shown and stored: `~/`-relative under `$HOME`.

@@ -25,6 +25,8 @@
 //! unwraps `keys/<key>.age` and writes it back; without the identity, secret
 //! files are skipped with a warning rather than given a second key.
 
+pub mod detect;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};

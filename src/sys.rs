@@ -322,3 +322,58 @@ mod tests {
         assert!(name_folding(&dir.path().join("missing")).is_err());
     }
 }
+
+/// How [`open_beneath`] may resolve a path below its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beneath {
+    /// Symlinks are followed while they stay below the directory.
+    FollowInside,
+    /// No symlink is followed at all.
+    NoSymlinks,
+}
+
+/// `openat2(dir, rel, flags, RESOLVE_BENEATH …)`: `None` where the call does
+/// not exist (macOS and other Unixes have no equivalent; callers then walk
+/// the path component by component with `O_NOFOLLOW`).
+///
+/// Why here: `openat2` is Linux-only (5.6+); the kernel check for escapes is
+/// atomic, which a userspace walk can only approximate.
+pub fn open_beneath(
+    dir: impl AsFd,
+    rel: &[u8],
+    flags: rustix::fs::OFlags,
+    how: Beneath,
+) -> Option<rustix::io::Result<std::os::fd::OwnedFd>> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::ResolveFlags;
+        let mut resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        if how == Beneath::NoSymlinks {
+            resolve |= ResolveFlags::NO_SYMLINKS;
+        }
+        Some(rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (dir.as_fd(), rel, flags, how);
+        None
+    }
+}
+
+/// Flags for opening an intermediate directory of a component walk: a
+/// path-only handle on Linux (`O_PATH`, no read permission needed), a plain
+/// read-only directory elsewhere (macOS has no `O_PATH`).
+pub fn walk_dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    let base = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return base | OFlags::PATH;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return base | OFlags::RDONLY;
+}
+
+/// `st_dev` as the `u64` the scan records (`dev_t` is `i32` on macOS).
+#[allow(clippy::unnecessary_cast)] // a no-op on Linux, a widening on macOS
+pub fn dev_of(st: &rustix::fs::Stat) -> u64 {
+    st.st_dev as u64
+}

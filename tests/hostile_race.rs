@@ -150,3 +150,67 @@ fn a_symlink_swapped_in_during_a_rollback_never_redirects_a_write() {
     );
     assert!(!e.home.join(".config/app/new").exists());
 }
+
+/// Issue 20: while root checkpoints a home, its owner keeps swapping one of
+/// its directories for a symlink to a directory of root-only files with the
+/// same names. Reads are made beneath the tracked root without following any
+/// symlink and only of the inode the scan saw, so no byte of those files may
+/// ever reach the repository, whichever moment the swap lands.
+#[test]
+fn a_symlink_swapped_in_during_a_checkpoint_never_stores_a_root_only_file() {
+    if !common::is_root() {
+        common::skip_unless_required("root", "the race proves what root's checkpoint stores");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let e = TestEnv::new();
+    home_with_files(&e);
+    // Root-only files with the names the home's directory has.
+    let outside = e.tmp.path().join("root-only");
+    std::fs::create_dir_all(&outside).unwrap();
+    let mut secrets = std::collections::HashSet::new();
+    for i in 0..40 {
+        let bytes = common::noise(200, 9000 + i);
+        for w in bytes.windows(16) {
+            secrets.insert(<[u8; 16]>::try_from(w).unwrap());
+        }
+        let p = outside.join(format!("f{i:02}"));
+        std::fs::write(&p, &bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut swaps = 0;
+    let mut refused = 0;
+    for round in 0..30 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = racer(e.home.join(".config/app"), outside.clone(), stop.clone());
+        let label = format!("r{round}");
+        let (rc, v) = e.json(
+            "backup-checkpoint",
+            &["manual", &label, "--path", "~/.config"],
+        );
+        stop.store(true, Ordering::Relaxed);
+        swaps += t.join().unwrap();
+        assert_ok_envelope(rc, &v, &format!("checkpoint round {round}"));
+        refused += v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["code"] == "file_changed")
+            .count();
+        let leaked: Vec<_> = common::all_file_bytes(&e.repo)
+            .into_iter()
+            .filter(|(_, b)| {
+                b.windows(16)
+                    .any(|w| secrets.contains(&<[u8; 16]>::try_from(w).unwrap()))
+            })
+            .map(|(p, _)| p)
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "round {round}: bytes of a root-only file were stored in {leaked:?}"
+        );
+    }
+    assert!(swaps > 0, "the racer never swapped");
+    eprintln!("checkpoint race: {swaps} swaps, {refused} reads refused as changed");
+}

@@ -562,3 +562,351 @@ fn a_damaged_sealed_blob_is_found_by_verify_and_never_restored() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue 20: credentials that real tools keep, found by path or by content.
+
+/// `len` random characters from `alphabet` (fresh for every run: made by the test).
+fn random_text(len: usize, alphabet: &[u8]) -> String {
+    let mut raw = vec![0u8; len];
+    getrandom::fill(&mut raw).unwrap();
+    raw.iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect()
+}
+
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const HEX: &[u8] = b"0123456789abcdef";
+const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// An armoured block with a random base64 body.
+fn armoured(kind: &str, body_len: usize) -> (String, String) {
+    let body = random_text(body_len, B64);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let body = lines.join("\n");
+    (
+        format!("-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"),
+        body,
+    )
+}
+
+/// One fake credential: where it lives, the file, the secret part of it,
+/// and the detection rule expected (`None`: found by its path).
+struct Credential {
+    path: &'static str,
+    file: Vec<u8>,
+    secret: Vec<u8>,
+    rule: Option<&'static str>,
+}
+
+fn credential_corpus() -> Vec<Credential> {
+    let mut out = Vec::new();
+    let mut add = |path: &'static str, file: String, secret: String, rule: Option<&'static str>| {
+        assert!(file.contains(&secret) && secret.len() >= 16, "{path}");
+        out.push(Credential {
+            path,
+            file: file.into_bytes(),
+            secret: secret.into_bytes(),
+            rule,
+        });
+    };
+    // Found by path (the default secret patterns).
+    let t = format!("ghp_{}", random_text(36, ALNUM));
+    add(
+        ".config/git/credentials",
+        format!("https://me:{t}@github.com\n"),
+        t,
+        None,
+    );
+    let t = random_text(40, ALNUM);
+    add(
+        ".config/rclone/rclone.conf",
+        format!("[s3]\ntype = s3\naccess_key_id = id\nsecret_access_key = {t}\n"),
+        t,
+        None,
+    );
+    let t = random_text(72, ALNUM);
+    add(
+        ".config/gcloud/legacy_credentials/me@example.com/adc.json",
+        format!("{{\"client_id\": \"x\", \"refresh_token\": \"1//{t}\", \"type\": \"authorized_user\"}}\n"),
+        t,
+        None,
+    );
+    let t = random_text(96, ALNUM);
+    add(
+        ".config/gcloud/access_tokens.db",
+        format!("SQLite format 3\0ya29.{t}\0"),
+        t,
+        None,
+    );
+    let age_a = age::x25519::Identity::generate();
+    let age_b = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    let a = age_a.to_string().expose_secret().to_string();
+    add(
+        ".config/chezmoi/key.txt",
+        format!("# public key: {}\n{a}\n", age_a.to_public()),
+        a[16..].to_string(),
+        None,
+    );
+    let b = age_b.to_string().expose_secret().to_string();
+    add(
+        ".config/age/keys.txt",
+        format!("# created: today\n{b}\n"),
+        b[16..].to_string(),
+        None,
+    );
+    let t = random_text(300, B64);
+    add(
+        ".config/borg/keys/home_backup",
+        format!("BORG_KEY {}\n{t}\n", random_text(64, HEX)),
+        t,
+        None,
+    );
+    let t = random_text(64, HEX);
+    add(
+        ".config/doctl/config.yaml",
+        format!("access-token: dop_v1_{t}\ncontext: default\n"),
+        t,
+        None,
+    );
+    let t = random_text(200, B64);
+    add(".gnupg/secring.gpg", format!("\u{95}\u{1}{t}"), t, None);
+    // Found by content.
+    let (key, body) = armoured("OPENSSH PRIVATE KEY", 400);
+    add(".ssh/github", key, body, Some("openssh-private-key"));
+    let t = format!("npm_{}", random_text(36, ALNUM));
+    add(
+        ".npmrc",
+        format!("registry=https://registry.npmjs.org/\n//registry.npmjs.org/:_authToken={t}\n"),
+        t,
+        Some("npm-token"),
+    );
+    let t = random_text(24, ALNUM);
+    add(
+        ".config/app/.env",
+        format!("DEBUG=1\nDATABASE_PASSWORD={t}\n"),
+        t,
+        Some("password-or-token-assignment"),
+    );
+    let t = random_text(32, ALNUM);
+    add(
+        ".config/zsh/.zshrc",
+        format!("alias k=kubectl\nexport OPENAI_API_KEY=\"sk-{t}\"\n"),
+        t,
+        Some("password-or-token-assignment"),
+    );
+    let (key, body) = armoured("PGP PRIVATE KEY BLOCK", 600);
+    add(".config/app/backup.asc", key, body, Some("pgp-private-key"));
+    let (key, body) = armoured("RSA PRIVATE KEY", 800);
+    add(
+        ".config/tool/server-key.txt",
+        key,
+        body,
+        Some("pem-private-key"),
+    );
+    let t = random_text(40, ALNUM);
+    add(
+        ".config/tool/settings.ini",
+        format!(
+            "[aws]\naws_access_key_id = AKIA{}\naws_secret_access_key = {t}\n",
+            random_text(16, UPPER)
+        ),
+        t,
+        Some("aws-access-key"),
+    );
+    let t = random_text(24, ALNUM);
+    add(
+        ".config/chat/slack.json",
+        format!("{{\"workspace\": \"w\", \"token\": \"xoxb-1234567890-{t}\"}}\n"),
+        t,
+        Some("slack-token"),
+    );
+    let t = format!("ghp_{}", random_text(36, ALNUM));
+    add(
+        ".config/tool/hub.yml",
+        format!("github.com:\n- user: me\n  oauth_token: {t}\n"),
+        t,
+        Some("github-token"),
+    );
+    out
+}
+
+fn corpus_home() -> (TestEnv, Vec<Credential>) {
+    let env = TestEnv::with_dotfiles();
+    let corpus = credential_corpus();
+    for c in &corpus {
+        env.write(c.path, &c.file, 0o600);
+    }
+    env.write(".config/app/settings.toml", b"theme = \"dark\"\n", 0o644);
+    env.write(
+        ".config/dotfiles-backup/config.toml",
+        b"[track]\nconfig = [\"~/.ssh\", \"~/.npmrc\", \"~/.gnupg\", \"~/.config\", \"~/.zshrc\"]\n",
+        0o644,
+    );
+    (env, corpus)
+}
+
+fn paths_with_code(v: &Value, code: &str) -> Vec<String> {
+    v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == code)
+        .map(|w| w["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_credential_corpus_leaves_no_trace_anywhere() {
+    let (env, corpus) = corpus_home();
+    let external = env.tmp.path().join("external");
+    std::fs::create_dir_all(&external).unwrap();
+    let drive = format!("drive={}", external.display());
+    let extra = [
+        ("BACKUP_EXTERNAL", drive.as_str()),
+        ("BACKUP_RETRY_BASE_MS", "5"),
+    ];
+    let mut outputs: Vec<u8> = Vec::new();
+    let mut run = |args: &[&str], bin: &str| -> Value {
+        let mut argv = vec!["--json"];
+        argv.extend(args);
+        let out = env.output(bin, &argv, &extra);
+        outputs.extend(&out.stdout);
+        outputs.extend(&out.stderr);
+        // The human form too (stdout and stderr).
+        let human = env.output(bin, &[&["--verbose"][..], args].concat(), &extra);
+        outputs.extend(&human.stdout);
+        outputs.extend(&human.stderr);
+        let (code, v) = common::parse_envelope(&out);
+        assert_eq!(code, 0, "{bin}: {v:#}");
+        v
+    };
+
+    // Without a recipient every credential is skipped, by name, and says why.
+    let v = run(&["manual", "one"], "backup-checkpoint");
+    assert_eq!(v["status"], "success", "{v:#}");
+    let skipped = paths_with_code(&v, "secret_skipped");
+    let detected = paths_with_code(&v, "secret_detected");
+    for c in &corpus {
+        let shown = format!("~/{}", c.path);
+        assert!(skipped.contains(&shown), "{shown} not skipped: {skipped:?}");
+        assert_eq!(
+            detected.contains(&shown),
+            c.rule.is_some(),
+            "{shown}: {detected:?}"
+        );
+        if let Some(rule) = c.rule {
+            let w = v["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["code"] == "secret_detected" && w["path"] == shown.as_str())
+                .unwrap();
+            assert!(w["message"].as_str().unwrap().contains(rule), "{w:#}");
+        }
+    }
+    // Ordinary files are not flagged.
+    assert!(!detected
+        .iter()
+        .any(|p| p.ends_with("settings.toml") || p.ends_with("init.lua")));
+
+    // With a recipient all of them are stored encrypted, and come back.
+    let (code, v) = env.json("backup-create", &["--init-secrets"]);
+    assert_eq!(code, 0, "{v:#}");
+    let v = run(&["manual", "two"], "backup-checkpoint");
+    assert_eq!(v["status"], "success", "{v:#}");
+    assert!(paths_with_code(&v, "secret_skipped").is_empty(), "{v:#}");
+    assert_eq!(v["stats"]["secrets_sealed"], corpus.len() as u64, "{v:#}");
+    // A second run with nothing changed stores nothing new.
+    let v = run(&["manual", "three"], "backup-checkpoint");
+    assert_eq!(v["stats"]["new_blobs"], 0, "{v:#}");
+    let entries = listed(&env, "two");
+    for c in &corpus {
+        let shown = format!("~/{}", c.path);
+        let e = entries
+            .iter()
+            .find(|e| e["path"] == shown.as_str())
+            .unwrap();
+        assert_eq!(e["encrypted"], true, "{e:#}");
+    }
+    run(&["two", "--files"], "backup-list");
+    run(&["--read-data"], "backup-verify");
+    let target = env.tmp.path().join("restored");
+    run(
+        &["two", "--target", target.to_str().unwrap()],
+        "backup-restore",
+    );
+    for c in &corpus {
+        let got = std::fs::read(target.join(c.path)).unwrap();
+        assert_eq!(got, c.file, "{} restored", c.path);
+    }
+
+    // No 16-byte window of any credential in the repository (packs, index,
+    // trees, records, run log, cache), the external copy, or any output.
+    let secrets: Vec<(&str, Vec<u8>)> = corpus.iter().map(|c| (c.path, c.secret.clone())).collect();
+    let w = windows(&secrets);
+    let planted = leaks(&env.home, &w);
+    assert_eq!(
+        planted.len(),
+        corpus.len(),
+        "the scanner finds planted ones: {planted:?}"
+    );
+    assert!(
+        external.join("packs").is_dir(),
+        "the external copy was made"
+    );
+    for dir in [&env.repo, &external] {
+        assert_eq!(
+            leaks(dir, &w),
+            Vec::<PathBuf>::new(),
+            "credential bytes in {}",
+            dir.display()
+        );
+    }
+    assert!(env.repo.join("logs").is_dir(), "the run log exists");
+    assert!(
+        !outputs
+            .windows(16)
+            .any(|x| w.contains(&<[u8; 16]>::try_from(x).unwrap())),
+        "credential bytes in the JSON or human output"
+    );
+}
+
+#[test]
+fn a_path_marked_public_is_stored_even_when_its_content_looks_secret() {
+    let env = TestEnv::with_dotfiles();
+    let fixture = b"# test fixture, not a credential\nAPI_TOKEN=abcdefgh12345678\n";
+    env.write(".config/demo/.env", fixture, 0o644);
+    env.write(".config/other/.env", fixture, 0o644);
+    env.write(
+        ".config/dotfiles-backup/config.toml",
+        b"[track]\nconfig = [\"~/.config\"]\n[classes]\npublic = [\"**/*.pub\", \"**/.config/demo/.env\"]\n",
+        0o644,
+    );
+    let v = checkpoint(&env, "one");
+    assert_eq!(
+        paths_with_code(&v, "secret_detected"),
+        vec!["~/.config/other/.env"]
+    );
+    assert_eq!(
+        paths_with_code(&v, "secret_skipped"),
+        vec!["~/.config/other/.env"]
+    );
+    let entries = listed(&env, "one");
+    let demo = entries
+        .iter()
+        .find(|e| e["path"] == "~/.config/demo/.env")
+        .unwrap();
+    assert_eq!(demo["sha256"], common::sha256_hex(fixture), "{demo:#}");
+    let other = entries
+        .iter()
+        .find(|e| e["path"] == "~/.config/other/.env")
+        .unwrap();
+    assert!(other["sha256"].is_null(), "{other:#}");
+}

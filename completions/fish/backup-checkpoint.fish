@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_backup_checkpoint_global_optspecs
-    string join \n health-check dry-run exclude= sizes tag= run= repo= config= path= json q/quiet v/verbose color= wait= retries= h/help V/version
+    string join \n health-check dry-run exclude= sizes tag= run= repo= config= path= json q/quiet v/verbose color= wait= retries= allow-foreign-repo h/help V/version
 end
 
 function __fish_backup_checkpoint_needs_command
@@ -41,6 +41,7 @@ complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l siz
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -s v -l verbose -d 'More detail on stderr'
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -s V -l version -d 'Print version'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -f -a "auto" -d 'Checkpoint before a bootstrap phase'
@@ -62,6 +63,7 @@ complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -s v -l verbose -d 'More detail on stderr'
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l exclude -d 'Also exclude paths matching this gitignore-style pattern (repeatable)' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l tag -d 'Tag the checkpoint (repeatable)' -r
@@ -79,6 +81,7 @@ complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manu
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -s v -l verbose -d 'More detail on stderr'
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand help; and not __fish_seen_subcommand_from auto manual help" -f -a "auto" -d 'Checkpoint before a bootstrap phase'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand help; and not __fish_seen_subcommand_from auto manual help" -f -a "manual" -d 'A named checkpoint'

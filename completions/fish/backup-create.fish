@@ -17,5 +17,6 @@ complete -c backup-create -l init-secrets -d 'Create an age identity (if there i
 complete -c backup-create -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-create -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-create -s v -l verbose -d 'More detail on stderr'
+complete -c backup-create -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-create -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-create -s V -l version -d 'Print version'

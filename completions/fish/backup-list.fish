@@ -18,5 +18,6 @@ complete -c backup-list -l all-homes -d 'List and select the snapshots of every 
 complete -c backup-list -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-list -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-list -s v -l verbose -d 'More detail on stderr'
+complete -c backup-list -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-list -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-list -s V -l version -d 'Print version'

@@ -13,5 +13,6 @@ complete -c backup-prune -l dry-run -d 'Show what would be kept and removed; cha
 complete -c backup-prune -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-prune -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-prune -s v -l verbose -d 'More detail on stderr'
+complete -c backup-prune -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-prune -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-prune -s V -l version -d 'Print version'

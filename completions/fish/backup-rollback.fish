@@ -16,5 +16,6 @@ complete -c backup-rollback -l all-homes -d 'Select among the snapshots of every
 complete -c backup-rollback -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-rollback -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-rollback -s v -l verbose -d 'More detail on stderr'
+complete -c backup-rollback -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-rollback -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-rollback -s V -l version -d 'Print version'

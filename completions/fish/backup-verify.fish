@@ -12,5 +12,6 @@ complete -c backup-verify -l read-data -d 'Re-hash every byte of every pack (slo
 complete -c backup-verify -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-verify -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-verify -s v -l verbose -d 'More detail on stderr'
+complete -c backup-verify -l allow-foreign-repo -d 'Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]'
 complete -c backup-verify -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c backup-verify -s V -l version -d 'Print version'

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -43,8 +43,9 @@ use crate::repo::snapshot::{
 };
 use crate::repo::Repository;
 use crate::report::Warning;
+use crate::scan::beneath::{open_scanned, RootDir};
 use crate::scan::{self, DataClass, Excluded, Rules, ScanItem};
-use crate::secrets::{SealUnavailable, Sealer};
+use crate::secrets::{detect, SealUnavailable, Sealer};
 
 /// Files up to this size are read whole into memory on a worker thread.
 const SMALL_FILE_MAX: u64 = 4 << 20;
@@ -215,6 +216,7 @@ pub fn stale_lock_warning(stale: &crate::repo::lock::LockRecord) -> Warning {
     )
 }
 
+#[derive(Clone, Copy)]
 struct FileWork {
     root: usize,
     item: usize,
@@ -430,7 +432,7 @@ pub fn prepare_snapshot<'r>(
             .iter()
             .any(|i| i.kind == EntryType::File && i.class == DataClass::Secret)
     });
-    let sealer = if has_secrets {
+    let mut sealer = if has_secrets {
         Some(Sealer::prepare(repo, &rules.secrets, opts.dry_run)?)
     } else {
         None
@@ -457,16 +459,9 @@ pub fn prepare_snapshot<'r>(
                     stats.files_scanned += 1;
                     stats.bytes_scanned += item.size;
                     if item.class == DataClass::Secret {
-                        if let Some(Err(SealUnavailable(why))) = &sealer {
+                        if let Some(Err(why)) = &sealer {
                             omitted[ri][ii] = Some("secret");
-                            warnings.push(Warning::at(
-                                "secret_skipped",
-                                scan::shown(item),
-                                format!(
-                                    "{} is in the secret class and was not stored: {why}",
-                                    scan::shown(item)
-                                ),
-                            ));
+                            warnings.push(secret_skipped(item, why));
                         } else {
                             secret_work.push(FileWork { root: ri, item: ii });
                         }
@@ -502,15 +497,18 @@ pub fn prepare_snapshot<'r>(
     );
     let mut new_packs = Vec::new();
     let mut pack_dir = None;
+    let mut detected: Vec<(FileWork, &'static str)> = Vec::new();
     if !work.is_empty() {
         if let (Some(r), false) = (repo, opts.dry_run) {
             pack_dir = Some(Dir::open(&r.sub("packs"))?);
         }
         let mut writer = pack_dir.as_ref().map(PackWriter::new);
         let mut seen: HashSet<Hash> = HashSet::new();
-        let outcome = read_and_pack(
+        let outcome;
+        (outcome, detected) = read_and_pack(
             &mut scanned_roots,
             &work,
+            rules,
             &index,
             &mut seen,
             writer.as_mut(),
@@ -530,6 +528,27 @@ pub fn prepare_snapshot<'r>(
             new_packs = w.finish()?;
         }
     }
+    // Files whose content looks like a credential join the secret class.
+    for (w, rule) in detected {
+        let item = &scanned_roots[w.root].items[w.item];
+        warnings.push(Warning::at(
+            "secret_detected",
+            scan::shown(item),
+            format!(
+                "{} looks like it holds a credential (rule {rule}), so it is treated as a secret; if it does not, list it under [classes] public in the config",
+                scan::shown(item)
+            ),
+        ));
+        if sealer.is_none() {
+            sealer = Some(Sealer::prepare(repo, &rules.secrets, opts.dry_run)?);
+        }
+        if let Some(Err(why)) = &sealer {
+            omitted[w.root][w.item] = Some("secret");
+            warnings.push(secret_skipped(item, why));
+        } else {
+            secret_work.push(w);
+        }
+    }
     let mut sealed: Vec<Vec<Option<Sealed>>> = scanned_roots
         .iter()
         .map(|r| vec![None; r.items.len()])
@@ -541,6 +560,7 @@ pub fn prepare_snapshot<'r>(
                 &index,
                 sealer,
                 &mut scanned_roots,
+                rules,
                 &secret_work,
                 opts.dry_run,
                 &mut stats,
@@ -760,6 +780,18 @@ fn commit(
     Ok(Snapshot { id, record })
 }
 
+fn secret_skipped(item: &ScanItem, why: &SealUnavailable) -> Warning {
+    Warning::at(
+        "secret_skipped",
+        scan::shown(item),
+        format!(
+            "{} is in the secret class and was not stored: {}",
+            scan::shown(item),
+            why.0
+        ),
+    )
+}
+
 /// A writer found index files naming packs that are gone: their blobs are not
 /// reused (they are stored again when seen), and the snapshots that need them
 /// are damaged until repaired.
@@ -801,13 +833,6 @@ fn fstat_key(meta: &std::fs::Metadata) -> StatKey {
     }
 }
 
-fn open_nofollow(path: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-}
-
 fn changed_error(path: &Path) -> Error {
     Error::new(
         ExitCode::Partial,
@@ -822,11 +847,14 @@ fn changed_error(path: &Path) -> Error {
     .retryable(true)
 }
 
-/// Read a small file whole, consistently: the fstat before and after must agree.
-fn read_small(path: &Path) -> Result<(Hash, Vec<u8>, StatKey)> {
+/// Read a small file whole, consistently: the fstat before and after must
+/// agree. Opened beneath its root, and only if it is still the scanned inode
+/// (`scan::beneath`).
+fn read_small(root: &RootDir, item: &ScanItem) -> Result<(Hash, Vec<u8>, StatKey)> {
+    let path = item.abs.as_path();
     for _ in 0..READ_ATTEMPTS {
-        let mut f = open_nofollow(path).ctx("opening", path)?;
-        let before = fstat_key(&f.metadata().ctx("inspecting", path)?);
+        let (mut f, meta) = open_scanned(root, item)?;
+        let before = fstat_key(&meta);
         let mut data = Vec::with_capacity(before.size as usize);
         // `take` keeps std from re-statting and seeking for a size hint we already
         // have (two syscalls per file); one byte more than expected reveals growth.
@@ -842,26 +870,51 @@ fn read_small(path: &Path) -> Result<(Hash, Vec<u8>, StatKey)> {
     Err(changed_error(path))
 }
 
-type ReadResult = (Hash, Vec<u8>, StatKey);
+/// What [`read_and_pack`] did with each work item, and the files whose
+/// content matched a detection rule (read, not packed).
+type ReadOutcome<'w> = (
+    Vec<(&'w FileWork, Result<Hash>)>,
+    Vec<(FileWork, &'static str)>,
+);
+
+/// A small file's content, hash and stat facts, and the rule its content matched, if any.
+type ReadResult = (Hash, Vec<u8>, StatKey, Option<&'static str>);
+
+/// [`read_small`], then the content check (`secrets::detect`) on the worker,
+/// before the bytes can reach a plain-text pack.
+fn read_and_detect(root: &RootDir, item: &ScanItem) -> Result<ReadResult> {
+    let (hash, data, key) = read_small(root, item)?;
+    let name = item.rel.rsplit(|&b| b == b'/').next().unwrap_or(&item.rel);
+    let rule = detect::detect(name, &data);
+    Ok((hash, data, key, rule))
+}
 
 /// Read every file in `work`; small ones in parallel, large ones streamed.
-/// Returns each work item's outcome; updates items' stat facts to what was read.
+/// Returns each work item's outcome; updates items' stat facts to what was
+/// read. A small file whose content looks like a credential is not packed
+/// but listed in `detected` with the rule, unless `rules` mark it public.
 fn read_and_pack<'w>(
     roots: &mut [scan::ScannedRoot],
     work: &'w [FileWork],
+    rules: &Rules,
     index: &Index,
     seen: &mut HashSet<Hash>,
     mut writer: Option<&mut PackWriter<'_>>,
     stats: &mut BackupStats,
-) -> Result<Vec<(&'w FileWork, Result<Hash>)>> {
+) -> Result<ReadOutcome<'w>> {
+    let mut detected = Vec::new();
+    let dirs: Vec<RootDir> = roots
+        .iter()
+        .map(|r| RootDir::open(r, rules.home()))
+        .collect();
     let (small, large): (Vec<&FileWork>, Vec<&FileWork>) = work
         .iter()
         .partition(|w| roots[w.root].items[w.item].size <= SMALL_FILE_MAX);
     let mut results: Vec<(&FileWork, Result<Hash>)> = Vec::with_capacity(work.len());
     let abort = AtomicBool::new(false);
-    let paths: Vec<&Path> = small
+    let paths: Vec<(&RootDir, &ScanItem)> = small
         .iter()
-        .map(|w| roots[w.root].items[w.item].abs.as_path())
+        .map(|w| (&dirs[w.root], &roots[w.root].items[w.item]))
         .collect();
     let mut fresh: Vec<(usize, StatKey)> = Vec::new();
     let mut fatal: Option<Error> = None;
@@ -884,7 +937,7 @@ fn read_and_pack<'w>(
                         if abort.load(Ordering::Relaxed) {
                             return;
                         }
-                        let res = read_small(paths[i]);
+                        let res = read_and_detect(paths[i].0, paths[i].1);
                         bytes += res.as_ref().map_or(0, |r| r.1.len());
                         batch.push((i, res));
                         if bytes >= SMALL_BATCH_BYTES {
@@ -902,7 +955,10 @@ fn read_and_pack<'w>(
         for (i, res) in rx.into_iter().flatten() {
             let w = small[i];
             match res {
-                Ok((hash, data, key)) => {
+                Ok((_, _, _, Some(rule))) if !rules.marked_public(&paths[i].1.abs) => {
+                    detected.push((*w, rule));
+                }
+                Ok((hash, data, key, _)) => {
                     stats.files_read += 1;
                     stats.bytes_read += data.len() as u64;
                     crate::progress::advance(1, data.len() as u64);
@@ -933,8 +989,15 @@ fn read_and_pack<'w>(
         apply_key(&mut roots[w.root].items[w.item], key);
     }
     for w in large {
-        let path = roots[w.root].items[w.item].abs.clone();
-        match read_large(&path, index, seen, writer.as_deref_mut(), stats)? {
+        let item = &roots[w.root].items[w.item];
+        match read_large(
+            &dirs[w.root],
+            item,
+            index,
+            seen,
+            writer.as_deref_mut(),
+            stats,
+        )? {
             Ok((hash, key)) => {
                 apply_key(&mut roots[w.root].items[w.item], key);
                 results.push((w, Ok(hash)));
@@ -942,17 +1005,20 @@ fn read_and_pack<'w>(
             Err(e) => results.push((w, Err(e))),
         }
     }
-    Ok(results)
+    Ok((results, detected))
 }
 
 /// Read, encrypt and pack secret-class files (few and small: sequential, never
 /// cached, so a changed recipient set can never pair a path with a stale id).
 /// Outer error: the pack failed; inner: this file could not be read.
+// Eight plain inputs of one call site; a struct for them would only be unpacked here.
+#[allow(clippy::too_many_arguments)]
 fn seal_secrets(
     repo: Option<&Repository>,
     index: &Index,
     sealer: &Sealer,
     roots: &mut [scan::ScannedRoot],
+    rules: &Rules,
     work: &[FileWork],
     dry_run: bool,
     stats: &mut BackupStats,
@@ -964,9 +1030,13 @@ fn seal_secrets(
     let mut writer = pack_dir.as_ref().map(PackWriter::new);
     let mut seen: HashSet<Hash> = HashSet::new();
     let mut out = Vec::with_capacity(work.len());
+    let dirs: Vec<RootDir> = roots
+        .iter()
+        .map(|r| RootDir::open(r, rules.home()))
+        .collect();
     for w in work {
         let item = &mut roots[w.root].items[w.item];
-        let (_, data, key) = match read_small(&item.abs) {
+        let (_, data, key) = match read_small(&dirs[w.root], item) {
             Ok(r) => r,
             Err(e) => {
                 out.push(Err(e));
@@ -1012,21 +1082,19 @@ fn apply_key(item: &mut ScanItem, key: StatKey) {
 /// Stream a large file into the pack (or just hash it in a dry run).
 /// Outer error: the pack failed (fatal); inner: this file could not be read.
 fn read_large(
-    path: &Path,
+    root: &RootDir,
+    item: &ScanItem,
     index: &Index,
     seen: &mut HashSet<Hash>,
     writer: Option<&mut PackWriter<'_>>,
     stats: &mut BackupStats,
 ) -> Result<Result<(Hash, StatKey)>> {
     let mut writer = writer;
+    let path = item.abs.as_path();
     for _ in 0..READ_ATTEMPTS {
-        let mut f = match open_nofollow(path) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(Error::io("opening", path, &e))),
-        };
-        let before = match f.metadata() {
-            Ok(m) => fstat_key(&m),
-            Err(e) => return Ok(Err(Error::io("inspecting", path, &e))),
+        let (mut f, before) = match open_scanned(root, item) {
+            Ok((f, m)) => (f, fstat_key(&m)),
+            Err(e) => return Ok(Err(e)),
         };
         let stable = std::cell::Cell::new(true);
         let (hash, len) = match writer.as_deref_mut() {

@@ -1214,7 +1214,11 @@ pub fn apply(
     // One directory per file system written to, opened before the first
     // write there (see `Dir::sync_file_system_since_open`).
     let mut file_systems: Vec<(u64, Dir)> = Vec::new();
-    let is_root = crate::host::euid() == 0;
+    // Owners and setuid/setgid bits are chosen by whoever wrote the
+    // repository: applied only from one the caller owns (for root, a
+    // root-owned one; docs/security.md).
+    let trusted = repo.owned_by_caller();
+    let is_root = crate::host::euid() == 0 && trusted;
     let doing = actions
         .iter()
         .filter(|a| !matches!(a.action, ActionKind::Skip | ActionKind::Conflict));
@@ -1243,7 +1247,8 @@ pub fn apply(
                 // The anchor itself (e.g. a snapshot of ~ restored onto ~): only metadata.
                 if let Some(want) = &a.desired {
                     if want.kind == EntryType::Dir {
-                        dir_times.push((anchor.clone(), Vec::new(), want.clone()));
+                        let want = special_bits_if(want, trusted).into_owned();
+                        dir_times.push((anchor.clone(), Vec::new(), want));
                     }
                 }
                 return Ok(None);
@@ -1276,6 +1281,7 @@ pub fn apply(
                         .desired
                         .as_ref()
                         .expect("non-delete actions carry the entry");
+                    let want = &*special_bits_if(want, trusted);
                     if a.action == ActionKind::Create {
                         // Never overwrite something the safety snapshot did not see (e.g. excluded now).
                         if rustix::fs::statat(parent.fd(), name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
@@ -1564,6 +1570,16 @@ struct Staged {
     parent_key: Option<DirKey>,
     shown_path: PathBuf,
     bytes: u64,
+}
+
+/// `want`, without its setuid and setgid bits unless the repository is `trusted`.
+fn special_bits_if(want: &Entry, trusted: bool) -> std::borrow::Cow<'_, Entry> {
+    if trusted || want.mode & 0o6000 == 0 {
+        return std::borrow::Cow::Borrowed(want);
+    }
+    let mut plain = want.clone();
+    plain.mode &= !0o6000;
+    std::borrow::Cow::Owned(plain)
 }
 
 /// Write a file's content to a temp name beside `name`, with its final

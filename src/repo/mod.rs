@@ -28,6 +28,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -158,6 +159,13 @@ impl Repository {
     /// The repository root.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Is the repository directory owned by the user running this process?
+    /// Only then are the owners and setuid/setgid bits in its trees applied
+    /// (a foreign one is opened only with `--allow-foreign-repo`).
+    pub fn owned_by_caller(&self) -> bool {
+        std::fs::metadata(&self.root).is_ok_and(|m| m.uid() == crate::host::euid())
     }
 
     /// Path of a subdirectory.
@@ -468,6 +476,19 @@ fn newer_format(path: &Path, found: u32) -> Error {
     .with_hint("upgrade dotfiles-backup; the repository was left untouched")
 }
 
+/// Environment variable that, like `--allow-foreign-repo`, lets a command
+/// use a repository owned by another user.
+pub const ALLOW_FOREIGN_ENV: &str = "BACKUP_ALLOW_FOREIGN_REPO";
+
+static ALLOW_FOREIGN: AtomicBool = AtomicBool::new(false);
+
+/// Accept repositories owned by another user for the rest of this process
+/// (`--allow-foreign-repo`). Restore then applies no owner, setuid or setgid
+/// bit from them ([`Repository::owned_by_caller`]).
+pub fn allow_foreign_owner(allow: bool) {
+    ALLOW_FOREIGN.store(allow, Ordering::Relaxed);
+}
+
 fn check_directory(root: &Path) -> Result<()> {
     let meta = match std::fs::metadata(root) {
         Ok(m) => m,
@@ -494,8 +515,10 @@ fn check_directory(root: &Path) -> Result<()> {
         .with_path(root)
         .with_hint("point --repo (or BACKUP_REPO) at a directory"));
     }
+    // Root too: whoever owns a repository chooses every byte, mode and owner
+    // in it (a setuid-root record, docs/security.md).
     let me = crate::host::euid();
-    if meta.uid() != me && me != 0 {
+    if meta.uid() != me && !ALLOW_FOREIGN.load(Ordering::Relaxed) {
         return Err(Error::new(
             ExitCode::Refused,
             "repository_foreign_owner",
@@ -506,7 +529,7 @@ fn check_directory(root: &Path) -> Result<()> {
             ),
         )
         .with_path(root)
-        .with_hint("use your own repository, or fix ownership with chown"));
+        .with_hint(format!("use your own repository, or fix ownership with chown; to read it anyway (owners, setuid and setgid bits are then not restored) pass --allow-foreign-repo or set {ALLOW_FOREIGN_ENV}=1")));
     }
     if meta.mode() & 0o002 != 0 {
         return Err(Error::new(
