@@ -71,14 +71,20 @@ pub enum SyncStrength {
     FsyncOnly,
 }
 
+/// `dir` opened read-only as a directory, for the probes below.
+fn open_dir(dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    Ok(rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
 /// Find out what [`sync_file`] does for `dir` by syncing the directory
 /// itself (harmless: no data is written). For the health check.
 pub fn probe_sync(dir: &Path) -> io::Result<SyncStrength> {
-    let fd = rustix::fs::open(
-        dir,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = open_dir(dir)?;
     #[cfg(target_vendor = "apple")]
     {
         use rustix::io::Errno;
@@ -219,11 +225,7 @@ pub enum NameFolding {
 /// - An answer that cannot be had counts as the most folding: refusing a
 ///   restore is safer than merging two files.
 pub fn name_folding(dir: &Path) -> io::Result<NameFolding> {
-    let fd = rustix::fs::open(
-        dir,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = open_dir(dir)?;
     #[cfg(target_vendor = "apple")]
     {
         use std::os::fd::AsRawFd;

@@ -317,11 +317,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
             // inside it (blobs intact) is damage a quick check must see.
             if let Err(e) = pack::read_trailer(&path) {
                 report.problems.push(problem_for(
-                    if e.code == "repository_corrupt" {
-                        "repository_corrupt"
-                    } else {
-                        "corrupt_pack"
-                    },
+                    corrupt_or(&e, "corrupt_pack"),
                     &display_path(&path),
                     e.message,
                     &affected(blobs),
@@ -335,11 +331,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
             .and_then(|(mut f, _)| f.read_to_end(&mut bytes).ctx("reading pack", &path));
         if let Err(e) = read {
             report.problems.push(problem_for(
-                if e.code == "repository_corrupt" {
-                    "repository_corrupt"
-                } else {
-                    "unreadable_pack"
-                },
+                corrupt_or(&e, "unreadable_pack"),
                 &display_path(&path),
                 format!("reading pack {}: {}", pack_id.short(), e.message),
                 &affected(blobs),
@@ -687,4 +679,14 @@ pub fn run_repair(
     }
     env.put("repair", &repaired);
     run(settings, read_data, env)
+}
+
+/// The problem code for a pack error: `repository_corrupt` when the file
+/// itself is hostile (not a regular file, too large), else `fallback`.
+fn corrupt_or(e: &crate::error::Error, fallback: &'static str) -> &'static str {
+    if e.code == "repository_corrupt" {
+        "repository_corrupt"
+    } else {
+        fallback
+    }
 }
