@@ -71,6 +71,7 @@ pub const DEFAULT_SECRET_PATTERNS: &[&str] = &[
     "**/.git-credentials",
     "**/.aws/credentials",
     "**/.docker/config.json",
+    "**/.config/containers/auth.json",
     "**/.kube/config",
     "**/.vault-token",
     "**/*.token",

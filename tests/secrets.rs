@@ -734,6 +734,35 @@ fn credential_corpus() -> Vec<Credential> {
         t,
         Some("github-token"),
     );
+    // Tracked roots that are themselves files: the name rule still applies.
+    let t = random_text(24, ALNUM);
+    add(
+        ".bashrc",
+        format!("alias ll='ls -l'\nexport MY_API_TOKEN={t}\n"),
+        t,
+        Some("password-or-token-assignment"),
+    );
+    let t = random_text(40, ALNUM);
+    add(
+        ".profile",
+        format!("export PATH=$HOME/bin:$PATH\nexport OPENAI_API_KEY=sk-proj-{t}\n"),
+        t,
+        Some("openai-or-anthropic-key"),
+    );
+    let t = random_text(20, ALNUM);
+    add(
+        ".config/git/config",
+        format!("[url \"https://me:{t}@github.com/\"]\n\tinsteadOf = https://github.com/\n"),
+        t,
+        Some("url-credentials"),
+    );
+    let t = random_text(40, B64);
+    add(
+        ".config/containers/auth.json",
+        format!("{{\"auths\": {{\"quay.io\": {{\"auth\": \"{t}\"}}}}}}\n"),
+        t,
+        None,
+    );
     out
 }
 
@@ -746,7 +775,7 @@ fn corpus_home() -> (TestEnv, Vec<Credential>) {
     env.write(".config/app/settings.toml", b"theme = \"dark\"\n", 0o644);
     env.write(
         ".config/dotfiles-backup/config.toml",
-        b"[track]\nconfig = [\"~/.ssh\", \"~/.npmrc\", \"~/.gnupg\", \"~/.config\", \"~/.zshrc\"]\n",
+        b"[track]\nconfig = [\"~/.ssh\", \"~/.npmrc\", \"~/.gnupg\", \"~/.config\", \"~/.zshrc\", \"~/.bashrc\", \"~/.profile\"]\n",
         0o644,
     );
     (env, corpus)

@@ -884,7 +884,12 @@ type ReadResult = (Hash, Vec<u8>, StatKey, Option<&'static str>);
 /// before the bytes can reach a plain-text pack.
 fn read_and_detect(root: &RootDir, item: &ScanItem) -> Result<ReadResult> {
     let (hash, data, key) = read_small(root, item)?;
-    let name = item.rel.rsplit(|&b| b == b'/').next().unwrap_or(&item.rel);
+    // The base name of the path itself: a root that is a file (`~/.bashrc`)
+    // has an empty `rel`, and the name decides whether the assignment rule runs.
+    let name = item
+        .abs
+        .file_name()
+        .map_or(&b""[..], std::os::unix::ffi::OsStrExt::as_bytes);
     let rule = detect::detect(name, &data);
     Ok((hash, data, key, rule))
 }

@@ -52,6 +52,14 @@ const RULES: &[(&str, &str)] = &[
     ),
     ("npm-token", r"(?:^|[^A-Za-z0-9_])npm_[A-Za-z0-9]{36}"),
     (
+        "stripe-key",
+        r"(?:^|[^A-Za-z0-9_])(?:sk|rk)_live_[A-Za-z0-9]{20,}",
+    ),
+    (
+        "openai-or-anthropic-key",
+        r"(?:^|[^A-Za-z0-9_-])sk-(?:proj|ant|svcacct|admin)-[A-Za-z0-9_-]{20,}",
+    ),
+    (
         "npm-auth-token",
         r#"(?m)_(?:authToken|auth|password)\s*=\s*["']?[^\s"'$<{][^\s"']{7,}"#,
     ),
@@ -84,7 +92,20 @@ const NEEDLES: &[&str] = &[
     "npm_",
     "_auth",
     "_password",
+    "_live_",
+    "sk-proj-",
+    "sk-ant-",
+    "sk-svcacct-",
+    "sk-admin-",
 ];
+
+/// `scheme://user:password@host` with a literal password (git remotes,
+/// `DATABASE_URL`, pip's `index-url`), in any file; checked only when `://`
+/// and `@` both occur, and the password is put through [`placeholder`].
+static URL_CREDENTIAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@\x22']+:([^\s/@\x22']{3,})@[A-Za-z0-9\[]")
+        .expect("the URL rule is valid")
+});
 
 /// Words the assignment rule needs (any case).
 const WORDS: &[&str] = &["pass", "secret", "token", "key"];
@@ -104,10 +125,11 @@ static SET: LazyLock<RegexSet> = LazyLock::new(|| {
     RegexSet::new(RULES.iter().map(|(_, re)| *re)).expect("the detection rules are valid")
 });
 
-/// `NAME=value` where the name ends in a credential word; for `.env`/`*rc` files only.
+/// `NAME=value` where the name ends in a credential word (also fish's
+/// `set -gx NAME value`); for `.env`/`*rc`/shell start-up files only.
 static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?mi)^[ \t]*(?:export[ \t]+|set[ \t]+|setenv[ \t]+)?[A-Za-z0-9_.-]*(?:password|passwd|_pass|secret|token|api_?key|access_?key|private_?key|client_?secret)(?:[ \t]*[=:]|[ \t]*\+=)[ \t]*["']?([^\s"'#]{8,})|^[ \t]*(?:password|passwd)[ \t]+["']?([^\s"'#]{8,})"#,
+        r#"(?mi)^[ \t]*(?:export[ \t]+|set[ \t]+|setenv[ \t]+)?[A-Za-z0-9_.-]*(?:password|passwd|_pass|secret|token|api_?key|access_?key|private_?key|client_?secret)(?:[ \t]*[=:]|[ \t]*\+=)[ \t]*["']?([^\s"'#]{8,})|^[ \t]*(?:password|passwd)[ \t]+["']?([^\s"'#]{8,})|^[ \t]*set[ \t]+(?:-[A-Za-z]+[ \t]+)+[A-Za-z0-9_]*(?:password|passwd|_pass|secret|token|api_?key|access_?key)[ \t]+["']?([^\s"'#]{8,})"#,
     )
     .expect("the assignment rule is valid")
 });
@@ -123,11 +145,18 @@ pub fn detect(name: &[u8], data: &[u8]) -> Option<&'static str> {
             return Some(RULES[i].0);
         }
     }
+    if memchr::memmem::find(data, b"://").is_some() && memchr::memchr(b'@', data).is_some() {
+        let literal = |c: regex::bytes::Captures<'_>| !placeholder(&c[1]);
+        if URL_CREDENTIAL.captures_iter(data).any(literal) {
+            return Some("url-credentials");
+        }
+    }
     if env_or_rc(name) && WORD.is_match(data) {
         for caps in ASSIGNMENT.captures_iter(data) {
             let value = caps
                 .get(1)
                 .or_else(|| caps.get(2))
+                .or_else(|| caps.get(3))
                 .map_or(&b""[..], |m| m.as_bytes());
             if !value.is_empty() && !placeholder(value) {
                 return Some("password-or-token-assignment");
@@ -137,12 +166,31 @@ pub fn detect(name: &[u8], data: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// `.env`, `.env.local`, `prod.env`, `.bashrc`, `.npmrc`, `zshrc`.
+/// `.env`, `.env.local`, `prod.env`, `.bashrc`, `.npmrc`, `zshrc`, and the
+/// shell start-up files that are not `*rc` (`.profile`, `.zshenv`,
+/// `.bash_profile`, `config.fish`, `*.sh`, `*.zsh`): where exported
+/// credentials live. YAML, JSON and TOML files are left to the token shapes
+/// above: `token:` keys there are too often not secrets, and a false match
+/// costs a skipped file when no recipient is configured.
 fn env_or_rc(name: &[u8]) -> bool {
+    const SHELL_FILES: &[&[u8]] = &[
+        b".zshenv",
+        b".zlogin",
+        b".bash_login",
+        b".bash_aliases",
+        b".exports",
+        b".extra",
+        b"config.fish",
+    ];
     name == b".env"
         || name.starts_with(b".env.")
         || name.ends_with(b".env")
         || (name.ends_with(b"rc") && name.len() > 2)
+        || name.ends_with(b"profile")
+        || name.ends_with(b".sh")
+        || name.ends_with(b".zsh")
+        || name.ends_with(b".fish")
+        || SHELL_FILES.contains(&name)
 }
 
 /// A value that refers to a credential kept elsewhere, or a template.
@@ -184,6 +232,14 @@ mod tests {
             (b".pypirc", b"[pypi]\npassword = pypi-AgEIcHlwaS5vcmc\n", "password-or-token-assignment"),
             (b".muttrc", b"set imap_user = me\nset imap_pass = \"hunter2hunter2\"\n", "password-or-token-assignment"),
             (b".msmtprc", b"account default\nuser me\npassword   s3cr3t-value\n", "password-or-token-assignment"),
+            (b".zshenv", b"export OPENAI_KEY_FILE=/dev/null\nexport DB_PASSWORD=hunter2hunter2\n", "password-or-token-assignment"),
+            (b".bash_profile", b"export MY_API_TOKEN=hunter2hunter2\n", "password-or-token-assignment"),
+            (b"config.fish", b"set -gx GITLAB_TOKEN abcdefgh12345678\n", "password-or-token-assignment"),
+            (b"settings.json", b"{\"key\": \"sk_live_4eC39HqLyjWDarjtT1zdp7dc\"}", "stripe-key"),
+            (b".zprofile", b"export OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwx\n", "openai-or-anthropic-key"),
+            (b".gitconfig", b"[url \"https://me:s3cr3tpass@github.com/\"]\n\tinsteadOf = https://github.com/\n", "url-credentials"),
+            (b"pip.conf", b"[global]\nindex-url = https://user:p4ssw0rd@pypi.example.com/simple\n", "url-credentials"),
+            (b".env", b"DATABASE_URL=postgres://app:Tr0ub4dor@db:5432/app\n", "url-credentials"),
         ];
         for (name, data, rule) in cases {
             assert_eq!(
@@ -209,6 +265,11 @@ mod tests {
             (b"notes.md", b"-----BEGIN PUBLIC KEY-----\nMFkw\n-----BEGIN CERTIFICATE-----\n"),
             (b"x", b"see AKIAIOSFODNN7EXAMPLEX for the format\n"),
             (b".gitconfig", b"[credential]\n\thelper = store\n"),
+            (b".gitconfig", b"[remote]\n\turl = ssh://git@github.com:22/me/repo.git\n"),
+            (b".zprofile", b"export PATH=$HOME/bin:$PATH\nexport PGPASSFILE=$HOME/.pgpass\n"),
+            (b".env", b"DATABASE_URL=postgres://app:${DB_PASSWORD}@db:5432/app\n"),
+            (b"README", b"mailto:me@example.com https://example.com/a@b\n"),
+            (b"task.sh", b"echo sk-test; OPENAI_API_KEY=$(pass show openai)\n"),
         ];
         for (name, data) in cases {
             assert_eq!(
@@ -239,6 +300,8 @@ mod tests {
                 "slack-token" => b"xoxp-1234567890-abc",
                 "npm-token" => b"npm_0123456789abcdefghijABCDEFGHIJ012345",
                 "npm-auth-token" => b"_password=c2VjcmV0cGFzcw==",
+                "stripe-key" => b"rk_live_0123456789abcdefghij",
+                "openai-or-anthropic-key" => b"sk-ant-0123456789abcdefghij",
                 other => panic!("no example for rule {other}"),
             };
             assert_eq!(detect(b"x", example), Some(*rule));
