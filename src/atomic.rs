@@ -320,6 +320,37 @@ impl<'d> AtomicFile<'d> {
         Ok(())
     }
 
+    /// [`commit`](Self::commit) unless the final name already exists: the
+    /// temp file is hard-linked to it (`linkat` fails rather than replaces),
+    /// so of two processes publishing the same name, the first one wins and
+    /// the other learns it (`Ok(false)`, its temp file removed).
+    pub fn commit_no_replace(mut self) -> Result<bool> {
+        self.apply_mode()?;
+        self.sync()?;
+        let linked = rustix::fs::linkat(
+            &self.dir.fd,
+            &self.tmp_name,
+            &self.dir.fd,
+            &self.final_name,
+            rustix::fs::AtFlags::empty(),
+        );
+        match linked {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => return Ok(false),
+            Err(e) => {
+                return Err(Error::io(
+                    "linking into place",
+                    &self.final_path(),
+                    &e.into(),
+                ))
+            }
+        }
+        // Dropping `self` (not done) unlinks the temp name; the content stays
+        // under the final name.
+        self.dir.sync()?;
+        Ok(true)
+    }
+
     /// Apply the final mode (the first half of [`commit`](Self::commit), for
     /// files staged to be synced together).
     pub fn apply_mode(&mut self) -> Result<()> {

@@ -777,6 +777,74 @@ fn repository_path_that_is_a_file_is_a_clear_error_and_nothing_changes() {
 }
 
 #[test]
+fn an_interrupted_or_racing_first_checkpoint_never_wedges_the_repository() {
+    // What a first run killed before its format file was published leaves
+    // (a temp file, the lock, empty subdirectories) is finished by the next
+    // run, not refused as "not a backup repository".
+    let e = TestEnv::with_dotfiles();
+    std::fs::create_dir_all(e.repo.join("packs")).unwrap();
+    std::fs::write(e.repo.join(".dfb-tmp.999999.0.config.json"), b"{\"for").unwrap();
+    std::fs::write(e.repo.join("lock"), b"").unwrap();
+    let (rc, v) = e.json(CKPT, &["auto", "pre-ansible"]);
+    assert_eq!(rc, 0, "{v:#}");
+    let (rc, v) = e.json("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0, "{v:#}");
+
+    // A subdirectory with content is not what a creation leaves: refused,
+    // and the message names what is there.
+    let other = e.tmp.path().join("other");
+    std::fs::create_dir_all(other.join("snapshots")).unwrap();
+    std::fs::write(other.join("snapshots/x.json"), b"{}").unwrap();
+    let (rc, v, _) = e.run(
+        CKPT,
+        &args(&["auto", "pre-ansible"]),
+        &[("BACKUP_REPO", other.to_str().unwrap())],
+    );
+    assert_eq!(rc, 2, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "not_a_repository");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("snapshots"),
+        "{v:#}"
+    );
+
+    // Two first runs at once: both succeed (one waits for the other's lock)
+    // and share one repository id.
+    for round in 0..4 {
+        let repo = e.tmp.path().join(format!("race{round}"));
+        let spawn = |label: &str| {
+            e.command(
+                CKPT,
+                &["--json", "manual", label],
+                &[("BACKUP_REPO", repo.to_str().unwrap())],
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        };
+        let (a, b) = (spawn("a"), spawn("b"));
+        for child in [a, b] {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let (rc, v, _) = e.run(
+            "backup-list",
+            &args(&[]),
+            &[("BACKUP_REPO", repo.to_str().unwrap())],
+        );
+        assert_eq!(rc, 0, "{v:#}");
+        assert!(!v["snapshots"].as_array().unwrap().is_empty(), "{v:#}");
+    }
+}
+
+#[test]
 fn newer_repository_format_is_refused_and_left_untouched() {
     let e = TestEnv::with_dotfiles();
     checkpoint(&e, &["auto", "pre-ansible"]);

@@ -26,6 +26,7 @@ pub mod snapshot;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,30 +91,15 @@ impl Repository {
 
     /// Open the repository for writing, creating it (0700) on first use.
     /// Returns whether it was created.
+    ///
+    /// Creation is safe to interrupt and to race: `config.json` is published
+    /// last and without replacing (the first creator wins, the others use
+    /// its file), and a directory holding nothing but what an interrupted
+    /// creation leaves (temp files, the lock, empty subdirectories) is
+    /// finished rather than refused.
     pub fn open_or_create(root: &Path) -> Result<(Repository, bool)> {
         let created = match std::fs::symlink_metadata(root) {
-            Ok(_) => {
-                check_directory(root)?;
-                if !root.join("config.json").exists() {
-                    let mut entries = std::fs::read_dir(root).ctx("listing", root)?;
-                    if entries.next().is_some() {
-                        return Err(Error::new(
-                            ExitCode::Usage,
-                            "not_a_repository",
-                            format!(
-                                "{} exists, is not empty, and is not a backup repository (no config.json)",
-                                display_path(root)
-                            ),
-                        )
-                        .with_path(root)
-                        .with_hint("choose an empty or new directory with --repo (or BACKUP_REPO)"));
-                    }
-                    write_new_config(root)?;
-                    true
-                } else {
-                    false
-                }
-            }
+            Ok(_) => finish_creation(root)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(parent) = root.parent() {
                     std::fs::DirBuilder::new()
@@ -122,15 +108,19 @@ impl Repository {
                         .create(parent)
                         .ctx("creating directory", parent)?;
                 }
-                std::fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(root)
-                    .ctx("creating repository", root)?;
-                // The umask may have narrowed it; make it exactly 0700.
-                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-                    .ctx("setting mode of", root)?;
-                write_new_config(root)?;
-                true
+                match std::fs::DirBuilder::new().mode(0o700).create(root) {
+                    Ok(()) => {
+                        // The umask may have narrowed it; make it exactly 0700.
+                        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                            .ctx("setting mode of", root)?;
+                        write_new_config(root)?
+                    }
+                    // Another process is creating it at this moment.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        finish_creation(root)?
+                    }
+                    Err(e) => return Err(Error::io("creating repository", root, &e)),
+                }
             }
             Err(e) => return Err(Error::io("inspecting", root, &e)),
         };
@@ -640,7 +630,48 @@ fn read_config(root: &Path) -> Result<RepoConfig> {
     Ok(config)
 }
 
-fn write_new_config(root: &Path) -> Result<()> {
+/// `root` exists: a repository (nothing to do), an empty directory or one an
+/// interrupted creation left (create the format file), or anything else
+/// (refused). Returns whether this process created the repository.
+fn finish_creation(root: &Path) -> Result<bool> {
+    check_directory(root)?;
+    if root.join("config.json").exists() {
+        return Ok(false);
+    }
+    let entries = std::fs::read_dir(root).ctx("listing", root)?;
+    for entry in entries {
+        let entry = entry.ctx("listing", root)?;
+        if !left_by_creation(root, &entry.file_name()) {
+            return Err(Error::new(
+                ExitCode::Usage,
+                "not_a_repository",
+                format!(
+                    "{} exists, is not empty, and is not a backup repository (no config.json; it holds {})",
+                    display_path(root),
+                    display_path(Path::new(&entry.file_name()))
+                ),
+            )
+            .with_path(root)
+            .with_hint("choose an empty or new directory with --repo (or BACKUP_REPO)"));
+        }
+    }
+    write_new_config(root)
+}
+
+/// Can `name` in a directory without `config.json` have been left by an
+/// interrupted or concurrent creation: a temp file, the lock file, or an
+/// empty subdirectory of the layout?
+fn left_by_creation(root: &Path, name: &OsStr) -> bool {
+    let bytes = name.as_bytes();
+    bytes.starts_with(crate::atomic::TEMP_PREFIX.as_bytes())
+        || bytes == b"lock"
+        || SUBDIRS.iter().any(|s| s.as_bytes() == bytes)
+            && std::fs::read_dir(root.join(name)).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// Publish a new `config.json` unless one appeared meanwhile; returns
+/// whether this process's file is the one in place.
+fn write_new_config(root: &Path) -> Result<bool> {
     let mut seed = Vec::new();
     seed.extend_from_slice(&std::process::id().to_le_bytes());
     seed.extend_from_slice(crate::time::now_rfc3339().as_bytes());
@@ -658,7 +689,10 @@ fn write_new_config(root: &Path) -> Result<()> {
     };
     let mut bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
     bytes.push(b'\n');
-    Dir::open(root)?.write_atomic(OsStr::new("config.json"), &bytes, 0o600)
+    let dir = Dir::open(root)?;
+    let mut file = dir.create_atomic(OsStr::new("config.json"), 0o600)?;
+    file.write_all_ctx(&bytes)?;
+    file.commit_no_replace()
 }
 
 #[cfg(test)]
