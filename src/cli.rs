@@ -120,7 +120,8 @@ pub fn parse<T: Parser>(command: &str) -> T {
                     &Error::usage("usage", message)
                         .with_hint(format!("run `{command} --help` for the accepted arguments")),
                 );
-                println!("{}", env.to_json());
+                // Not `println!`: it panics when the reader has gone (`| head`).
+                let _ = writeln!(std::io::stdout().lock(), "{}", env.to_json());
             } else {
                 let _ = e.print();
             }

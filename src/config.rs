@@ -627,6 +627,23 @@ impl Settings {
                             e.kind(),
                             std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
                         ) => {}
+                // A file the user named and that is not there is a mistake in
+                // the arguments (exit 2), like any other bad configuration.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    return Err(Error::usage(
+                        "config_not_found",
+                        format!("the config file {} does not exist", display_path(path)),
+                    )
+                    .with_path(path)
+                    .with_hint(
+                        "pass an existing file with --config (or BACKUP_CONFIG), or unset it to use the defaults",
+                    ))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return Err(Error::usage(
                         "bad_config",

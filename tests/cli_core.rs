@@ -845,6 +845,43 @@ fn an_interrupted_or_racing_first_checkpoint_never_wedges_the_repository() {
 }
 
 #[test]
+fn a_path_flag_that_names_nothing_is_a_warning_naming_it() {
+    let e = TestEnv::with_dotfiles();
+    let typo = e.home.join(".zhsrc");
+    let (rc, v) = e.json(
+        CKPT,
+        &[
+            "manual",
+            "x",
+            "--path",
+            typo.to_str().unwrap(),
+            "--path",
+            "~/.zshrc",
+        ],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let absent: Vec<&Value> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == "path_absent")
+        .collect();
+    assert_eq!(absent.len(), 1, "{v:#}");
+    assert_eq!(absent[0]["path"], "~/.zhsrc");
+    // Configured roots that are absent are normal (the defaults name many).
+    let (rc, v) = e.json(CKPT, &["manual", "y"]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert!(
+        !v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "path_absent"),
+        "{v:#}"
+    );
+}
+
+#[test]
 fn newer_repository_format_is_refused_and_left_untouched() {
     let e = TestEnv::with_dotfiles();
     checkpoint(&e, &["auto", "pre-ansible"]);

@@ -160,7 +160,12 @@ pub fn run_backup_with(
         } else {
             None
         };
-        return snapshot_roots_with(repo.as_ref(), &settings.roots, &rules, opts, packages);
+        let mut report =
+            snapshot_roots_with(repo.as_ref(), &settings.roots, &rules, opts, packages)?;
+        report
+            .warnings
+            .extend(absent_named_roots(settings, &report.tree));
+        return Ok(report);
     }
     let (repo, _created) = Repository::open_or_create(&settings.repo)?;
     let guard = repo.lock(&opts.command, settings.lock_wait)?;
@@ -182,6 +187,9 @@ pub fn run_backup_with(
         other => other?,
     };
     report.warnings.splice(0..0, pre_warnings);
+    report
+        .warnings
+        .extend(absent_named_roots(settings, &report.tree));
     if let Some(stale) = &guard.stale {
         report.warnings.push(stale_lock_warning(stale));
     }
@@ -203,6 +211,27 @@ pub fn run_backup_with(
     }
     drop(guard);
     Ok(report)
+}
+
+/// A `--path` the user typed that names nothing is recorded as absent (a
+/// rollback to this checkpoint would delete what is created there later),
+/// which is right for a path that is really missing and wrong for a typo or
+/// a relative path given from the wrong directory: say so, by name.
+fn absent_named_roots(settings: &Settings, tree: &Tree) -> Vec<Warning> {
+    if settings.sources.get("track").map(String::as_str) != Some("flag --path") {
+        return Vec::new();
+    }
+    tree.roots
+        .iter()
+        .filter(|r| !r.present)
+        .map(|r| {
+            let shown = r.root.lossy();
+            let message = format!(
+                "--path {shown}: nothing is there; it is recorded as absent (check the spelling; a relative path is taken from the current directory)"
+            );
+            Warning::at("path_absent", shown, message)
+        })
+        .collect()
 }
 
 /// The warning for a lock taken over from a dead process.
