@@ -561,10 +561,21 @@ fn parse_bool(var: &str, value: &str) -> Result<bool> {
     }
 }
 
+/// `$HOME` as one spelling per directory: `/home/u/`, `/home//u` and a
+/// symlink to `/home/u` are the same home, whose records, labels and undo
+/// chain must be found whichever way it was written. The resolved path when
+/// it exists; otherwise the path with `//`, `.` and a trailing `/` removed.
+fn one_spelling_of_home(home: &Path) -> PathBuf {
+    std::fs::canonicalize(home).unwrap_or_else(|_| home.components().collect())
+}
+
 impl Settings {
     /// Merge defaults, the config file, the environment and the flags.
     pub fn resolve(over: &Overrides, env: EnvLookup<'_>) -> Result<Settings> {
-        let home = env("HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+        let home = env("HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .map(|p| one_spelling_of_home(&p));
         let mut sources = BTreeMap::new();
         let expand = |p: &str, what: &str| -> Result<PathBuf> {
             if p.contains('\0') {

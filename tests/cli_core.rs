@@ -882,6 +882,37 @@ fn a_path_flag_that_names_nothing_is_a_warning_naming_it() {
 }
 
 #[test]
+fn the_same_home_spelled_another_way_is_the_same_home() {
+    let e = TestEnv::with_dotfiles();
+    checkpoint(&e, &["manual", "c1"]);
+    let link = e.tmp.path().join("home-link");
+    std::os::unix::fs::symlink(&e.home, &link).unwrap();
+    let home = e.home.to_str().unwrap().to_string();
+    let spellings = [
+        format!("{home}/"),
+        home.replacen('/', "//", 2),
+        format!("{home}/."),
+        link.to_str().unwrap().to_string(),
+    ];
+    for spelling in &spellings {
+        std::fs::write(e.home.join(".zshrc"), b"changed\n").unwrap();
+        let (rc, v, _) = e.run("backup-rollback", &args(&["c1"]), &[("HOME", spelling)]);
+        assert_eq!(rc, 0, "HOME={spelling}: {v:#}");
+        assert_ne!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"changed\n");
+        let (rc, v, _) = e.run("backup-list", &args(&[]), &[("HOME", spelling)]);
+        assert_eq!(rc, 0, "{v:#}");
+        assert!(
+            v["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["label"] == "c1"),
+            "HOME={spelling}: {v:#}"
+        );
+    }
+}
+
+#[test]
 fn newer_repository_format_is_refused_and_left_untouched() {
     let e = TestEnv::with_dotfiles();
     checkpoint(&e, &["auto", "pre-ansible"]);
