@@ -1162,6 +1162,29 @@ fn two_homes_sharing_a_repository_never_cross() {
     );
     let (rc, v) = run(&e.home, &["backup-list", &other, "--all-homes"]);
     assert_eq!(rc, 0, "{v}");
+
+    // Identical content in both homes: the second home's checkpoint is its
+    // own record (not "unchanged, kept" the other home's), so its rollback works.
+    std::fs::write(e.home.join(".zshrc"), b"same").unwrap();
+    std::fs::write(h2.join(".zshrc"), b"same").unwrap();
+    for home in [&e.home, &h2] {
+        let (rc, v) = run(
+            home,
+            &[
+                "backup-checkpoint",
+                "auto",
+                "pre-ansible",
+                "--path",
+                "~/.zshrc",
+            ],
+        );
+        assert_eq!(rc, 0, "{v}");
+        assert_eq!(v["snapshot"]["reused"], false, "{}: {v}", home.display());
+    }
+    std::fs::write(h2.join(".zshrc"), b"broken").unwrap();
+    let (rc, v) = run(&h2, &["backup-rollback", "pre-ansible"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(h2.join(".zshrc")).unwrap(), b"same");
 }
 
 #[test]

@@ -703,10 +703,12 @@ pub fn prepare_snapshot<'r>(
     drop(new_cache);
     drop(old_cache);
     let changed = !existing.iter().any(|s| s.record.tree == tree_id);
-    let same_label = existing
-        .iter()
-        .rev()
-        .find(|s| s.record.kind == opts.kind && s.record.label == opts.label);
+    // Labels belong to a home: another home's identical record on a shared
+    // repository is not this home's checkpoint (its rollback would refuse it).
+    let home = rules.home().map(|h| ByteName::from(h.as_os_str()));
+    let same_label = existing.iter().rev().find(|s| {
+        s.record.kind == opts.kind && s.record.label == opts.label && s.record.home == home
+    });
     let reuse = same_label
         .filter(|s| {
             // A record is reused only within its own run: a run's phases
@@ -725,7 +727,7 @@ pub fn prepare_snapshot<'r>(
         parent: existing.last().map(|s| s.id),
         host: crate::host::hostname(),
         user: crate::host::username(),
-        home: rules.home().map(|h| ByteName::from(h.as_os_str())),
+        home,
         created_at: crate::time::now_rfc3339(),
         tree: tree_id,
         roots: tree.roots.iter().map(|r| r.root.clone()).collect(),
