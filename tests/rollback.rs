@@ -1416,3 +1416,33 @@ fn undo_never_skips_edits_made_between_rollbacks() {
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&f).unwrap(), b"edited between");
 }
+
+#[test]
+fn temp_files_of_a_killed_rollback_are_removed_even_where_the_plan_changes_nothing() {
+    let e = Env::new();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(e.home.join(".config").join(d)).unwrap();
+        std::fs::write(e.home.join(".config").join(d).join("f"), b"v1").unwrap();
+    }
+    e.checkpoint("c1", &["~/.config"]);
+    // What a rollback killed mid-write leaves: a full temp copy (here of a
+    // "key") beside its final name, from a pid that no longer runs.
+    let stale = e.home.join(".config/b/.dfb-tmp.4194000.3.f");
+    let plant = || std::fs::write(&stale, b"decrypted key material").unwrap();
+    plant();
+    // The plan touches only `a`.
+    std::fs::write(e.home.join(".config/a/f"), b"v2").unwrap();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(!stale.exists(), "stale temp left in an untouched directory");
+    // Nothing to change at all: still cleaned.
+    plant();
+    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(!stale.exists(), "stale temp left by a no-op rollback");
+    // A dry run leaves it (it writes nothing).
+    plant();
+    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    assert_eq!(rc, 0, "{v}");
+    assert!(stale.exists());
+}

@@ -817,6 +817,11 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         .excluded()
         .iter()
         .any(|e| e.reason == crate::scan::INTERRUPTED_WRITE);
+    if clean_temps && !opts.dry_run {
+        // A killed rollback leaves whole temp copies (possibly a decrypted
+        // key) in directories this plan may not touch: remove them all.
+        remove_interrupted_writes(settings.home.as_deref(), safety.excluded());
+    }
     let (current, _) = flatten(safety.tree(), &|root: &Path| {
         Ok(expand_tilde(root, settings.home.as_deref()).unwrap_or_else(|| root.to_path_buf()))
     })?;
@@ -970,6 +975,34 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     report_errors(env, &errors);
     drop(guard);
     Ok(())
+}
+
+/// Remove the temp files of dead processes (an interrupted rollback or
+/// restore; live ones are left alone) from each directory under `home`
+/// where the safety scan saw one, opened beneath `home` without following
+/// links. Best effort: what stays is excluded from every snapshot and
+/// removed by a later run.
+fn remove_interrupted_writes(home: Option<&Path>, excluded: &[crate::scan::Excluded]) {
+    let Some(home) = home else { return };
+    let dirs: BTreeSet<&Path> = excluded
+        .iter()
+        .filter(|e| e.reason == crate::scan::INTERRUPTED_WRITE)
+        .filter_map(|e| e.abs.parent())
+        .collect();
+    let Ok(base) = Dir::open(home) else { return };
+    for dir in dirs {
+        let Ok(rel) = dir.strip_prefix(home) else {
+            continue;
+        };
+        let opened = if rel.as_os_str().is_empty() {
+            base.try_clone()
+        } else {
+            base.open_beneath(rel.as_os_str().as_bytes(), false, 0o700)
+        };
+        if let Ok(d) = opened {
+            let _ = d.remove_stale_temps();
+        }
+    }
 }
 
 /// Tag of a safety snapshot taken right after another rollback's or
