@@ -100,7 +100,7 @@ impl Error {
             Some(libc::EROFS) => (
                 ExitCode::Failed,
                 "read_only_filesystem",
-                format!("{shown} is on a read-only file system; choose a writable location with --repo"),
+                format!("{shown} is on a read-only file system; remount it read-write and run again (for the repository, or choose a writable one with --repo)"),
                 false,
             ),
             Some(libc::ENOENT) => (

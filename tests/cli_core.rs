@@ -913,6 +913,27 @@ fn the_same_home_spelled_another_way_is_the_same_home() {
 }
 
 #[test]
+fn a_file_over_max_file_size_is_named_in_every_checkpoint_not_only_dry_runs() {
+    let e = TestEnv::with_dotfiles();
+    e.write(
+        ".config/dotfiles-backup/config.toml",
+        b"[track]\nconfig = [\"~/.config\"]\nmax_file_size = 100\n",
+        0o644,
+    );
+    e.write(".config/app/big.db", &[7u8; 200], 0o644);
+    let (rc, v) = e.json(CKPT, &["manual", "x"]);
+    assert_eq!(rc, 0, "{v:#}");
+    let w: Vec<&Value> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["code"] == "file_too_large")
+        .collect();
+    assert_eq!(w.len(), 1, "{v:#}");
+    assert_eq!(w[0]["path"], "~/.config/app/big.db");
+}
+
+#[test]
 fn newer_repository_format_is_refused_and_left_untouched() {
     let e = TestEnv::with_dotfiles();
     checkpoint(&e, &["auto", "pre-ansible"]);

@@ -210,6 +210,21 @@ pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool, settings: &
         env.stats = map;
     }
     env.warnings.extend(report.warnings);
+    // A file left out for its size is content the user may think is safe.
+    for x in report
+        .excluded
+        .iter()
+        .filter(|x| x.reason.starts_with("too large"))
+    {
+        env.warnings.push(crate::report::Warning::at(
+            "file_too_large",
+            x.path.clone(),
+            format!(
+                "{} is not stored: {}; raise [track] max_file_size or exclude it to silence this",
+                x.path, x.reason
+            ),
+        ));
+    }
     if dry_run || settings.report_sizes {
         env.put("excluded", &report.excluded);
         let warn = settings.space.large_file_warn_mb << 20;
