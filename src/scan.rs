@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::{Settings, TrackedRoot};
 use crate::error::{Error, Result};
 use crate::paths::{display_path, ByteName};
-use crate::repo::snapshot::EntryType;
+use crate::repo::snapshot::{EntryType, Xattr};
 
 /// The reason given for the tool's own files (repository, config, ignore
 /// file, recipients, identity, secret-id keys): never stored, never rolled back.
@@ -74,6 +74,13 @@ pub struct ScanItem {
     pub target: Option<ByteName>,
     /// Class.
     pub class: DataClass,
+    /// Number of hard links (`st_nlink`).
+    pub nlink: u64,
+    /// Recorded extended attributes ([`crate::sys::read_xattrs`]).
+    pub xattrs: Vec<Xattr>,
+    /// Why the extended attributes could not be read (a warning naming
+    /// the path; the entry is stored without them).
+    pub xattr_error: Option<String>,
 }
 
 /// A root and what was found under it.
@@ -373,6 +380,24 @@ fn item_from(
     } else {
         DataClass::Public
     };
+    // Symlinks carry none that Linux lets a user set; one call per file
+    // or directory otherwise (an empty list on most).
+    let (xattrs, xattr_error) = if kind == EntryType::Symlink {
+        (Vec::new(), None)
+    } else {
+        match crate::sys::read_xattrs(&abs) {
+            Ok(list) => (
+                list.into_iter()
+                    .map(|(name, value)| Xattr {
+                        name: ByteName(name),
+                        value: ByteName(value),
+                    })
+                    .collect(),
+                None,
+            ),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        }
+    };
     Some(ScanItem {
         rel,
         kind,
@@ -389,6 +414,9 @@ fn item_from(
         dev: meta.dev(),
         target,
         class,
+        nlink: meta.nlink(),
+        xattrs,
+        xattr_error,
         abs,
     })
 }

@@ -16,7 +16,7 @@
 //! otherwise reported, so no entry ever pairs a hash with bytes that were
 //! never on disk together.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
@@ -591,9 +591,37 @@ pub fn prepare_snapshot<'r>(
     // after the tree is hashed, so the two are never held as tables at once
     // (peak memory, docs/performance.md).
     let mut new_cache: Vec<(u32, u32)> = Vec::with_capacity(stats.files_scanned as usize);
+    // (device, inode) of a file with several links -> the full path of its
+    // first entry in this tree: later ones record it (`Entry::hardlink`).
+    let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for (ri, root) in scanned_roots.iter().enumerate() {
         let mut entries = Vec::with_capacity(root.items.len());
+        let root_name = ByteName::from(root.root.shown.as_os_str());
         for (ii, item) in root.items.iter().enumerate() {
+            if let Some(why) = &item.xattr_error {
+                warnings.push(Warning::at(
+                    "xattrs_unreadable",
+                    scan::shown(item),
+                    format!(
+                        "the extended attributes and ACLs of {} could not be read ({why}); it is stored without them",
+                        scan::shown(item)
+                    ),
+                ));
+            }
+            let hardlink = (item.kind == EntryType::File && item.nlink > 1)
+                .then(|| {
+                    let full = crate::diff::full_path(&root_name.0, &item.rel);
+                    match first_link.entry((item.dev, item.ino)) {
+                        std::collections::hash_map::Entry::Occupied(o) => {
+                            Some(ByteName(o.get().clone()))
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(full);
+                            None
+                        }
+                    }
+                })
+                .flatten();
             let sha256 = hashes[ri][ii];
             let omit = omitted[ri][ii];
             match item.kind {
@@ -627,10 +655,12 @@ pub fn prepare_snapshot<'r>(
                 } else {
                     sealed[ri][ii].take().map(Box::new)
                 },
+                hardlink,
+                xattrs: item.xattrs.clone(),
             });
         }
         tree.roots.push(RootTree {
-            root: ByteName::from(root.root.shown.as_os_str()),
+            root: root_name,
             present: root.present,
             entries,
             link: root

@@ -177,6 +177,32 @@ pub struct Entry {
     /// A secret-class file stored age-encrypted: no plain hash is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<Box<Sealed>>,
+    /// A regular file that is a hard link of an earlier entry of this
+    /// snapshot (tree order): that entry's full path (root, `/`, path, as
+    /// in [`crate::diff::full_path`]). The content is recorded here as
+    /// well, so the file can be restored alone; restore links it to that
+    /// path when it writes or finds the same content there. Absent for the
+    /// first path of each inode and in trees written before hard links
+    /// were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<ByteName>,
+    /// Extended attributes recorded for this entry, sorted by name
+    /// ([`crate::sys::xattr_recorded`]: `user.*` and the POSIX ACLs on
+    /// Linux, all on macOS). Absent when there are none and in trees
+    /// written before they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+/// One extended attribute with its raw value (POSIX ACLs in the kernel's
+/// `system.posix_acl_*` encoding).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xattr {
+    /// Name with its namespace (`user.mime_type`, `system.posix_acl_access`).
+    pub name: ByteName,
+    /// Value bytes (text when UTF-8, else `{"b64": ...}`).
+    pub value: ByteName,
 }
 
 /// Where an encrypted file's content is: a keyed blob id and the key that made it.
@@ -287,7 +313,7 @@ impl Tree {
             }
         };
         let Tree { version, roots } = self;
-        h.update(b"dfb-tree-fingerprint-1");
+        h.update(b"dfb-tree-fingerprint-2");
         h.update(version.to_le_bytes());
         h.update((roots.len() as u64).to_le_bytes());
         for RootTree {
@@ -313,6 +339,8 @@ impl Tree {
                 target,
                 omitted,
                 sealed,
+                hardlink,
+                xattrs,
             } in entries
             {
                 bytes(&mut h, &path.0);
@@ -332,6 +360,12 @@ impl Tree {
                         h.update(id.0);
                         bytes(&mut h, key.as_bytes());
                     }
+                }
+                opt(&mut h, hardlink.as_ref().map(|l| &l.0[..]));
+                h.update((xattrs.len() as u64).to_le_bytes());
+                for Xattr { name, value } in xattrs {
+                    bytes(&mut h, &name.0);
+                    bytes(&mut h, &value.0);
                 }
             }
         }
