@@ -2125,6 +2125,28 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_acl_leaves_the_group_no_more_than_its_own_entry_and_the_mask() {
+        let acl = |group: u16, mask: u16| {
+            let mut v = 2u32.to_le_bytes().to_vec();
+            for (tag, perm) in [(1u16, 6u16), (2, 7), (4, group), (0x10, mask), (0x20, 0)] {
+                v.extend(tag.to_le_bytes());
+                v.extend(perm.to_le_bytes());
+                v.extend(65534u32.to_le_bytes());
+            }
+            v
+        };
+        // Mode group bits are the mask (rwx); the group's own entry is r--.
+        assert_eq!(acl_fallback_mode(0o670, &acl(4, 7)), 0o640);
+        // The mask limits the group entry.
+        assert_eq!(acl_fallback_mode(0o650, &acl(7, 5)), 0o650);
+        assert_eq!(acl_fallback_mode(0o600, &acl(7, 0)), 0o600);
+        // Other bits and the owner are kept as they are.
+        assert_eq!(acl_fallback_mode(0o4775, &acl(5, 7)), 0o4755);
+        // An ACL that cannot be read: no group access.
+        assert_eq!(acl_fallback_mode(0o664, b"junk"), 0o604);
+    }
+
+    #[test]
     fn crafted_paths_are_refused() {
         for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "."] {
             let mut e = file(b"x", 0o644);

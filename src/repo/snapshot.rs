@@ -466,6 +466,8 @@ mod tests {
             target: None,
             omitted: None,
             sealed: None,
+            hardlink: None,
+            xattrs: Vec::new(),
         };
         Tree {
             version: OBJECT_VERSION,
@@ -506,6 +508,20 @@ mod tests {
                     key: "k".into(),
                 }))
             }),
+            Box::new(|t| t.roots[0].entries[0].hardlink = Some(ByteName(b"~/b".to_vec()))),
+            Box::new(|t| {
+                t.roots[0].entries[0].xattrs = vec![Xattr {
+                    name: ByteName(b"user.a".to_vec()),
+                    value: ByteName(b"1".to_vec()),
+                }]
+            }),
+            // The same bytes split between name and value another way.
+            Box::new(|t| {
+                t.roots[0].entries[0].xattrs = vec![Xattr {
+                    name: ByteName(b"user.a1".to_vec()),
+                    value: ByteName(Vec::new()),
+                }]
+            }),
             // "a" + root "~" vs "" + root "~a": lengths keep fields apart.
             Box::new(|t| {
                 t.roots[0].root = ByteName(b"~a".to_vec());
@@ -523,6 +539,17 @@ mod tests {
                 "edit {i} did not change the fingerprint"
             );
         }
+    }
+
+    /// Trees written before hard links and xattrs were recorded read
+    /// unchanged and keep their ids (the new fields are left out when empty).
+    #[test]
+    fn old_trees_read_unchanged_and_keep_their_ids() {
+        let old = br#"{"version":1,"roots":[{"root":"~/.zshrc","present":true,"entries":[{"path":"","type":"file","mode":420,"uid":1,"gid":1,"mtime_ns":5,"size":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]}]}"#;
+        let t: Tree = serde_json::from_slice(old).unwrap();
+        assert_eq!(t.roots[0].entries[0].hardlink, None);
+        assert!(t.roots[0].entries[0].xattrs.is_empty());
+        assert_eq!(t.encode().1, old.to_vec());
     }
 
     #[test]
@@ -563,6 +590,8 @@ mod tests {
                     target: None,
                     omitted: None,
                     sealed: None,
+                    hardlink: None,
+                    xattrs: Vec::new(),
                 }],
                 link: None,
             }],
