@@ -1292,6 +1292,99 @@ fn two_homes_sharing_a_repository_never_cross() {
     assert_eq!(rc, 0, "{v}");
 }
 
+/// Issue 18's phases on a repository two homes share: runs, phase names,
+/// `--phases` and retention are each home's own, and the JSON says whose.
+#[test]
+fn two_homes_bootstrapping_into_one_repository_keep_their_own_phases_and_retention() {
+    let e = Env::new();
+    let h2 = e.home.parent().unwrap().join("home2");
+    std::fs::create_dir_all(&h2).unwrap();
+    let run = |home: &Path, args: &[&str]| -> (i32, Value) {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
+                .args(&args[1..])
+                .arg("--json")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", home)
+                .env("BACKUP_REPO", &e.repo)
+                .env("BACKUP_PACKAGES", "0")
+                .output()
+                .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    let phase = |home: &Path, p: &str| {
+        let (rc, v) = run(
+            home,
+            &["backup-checkpoint", "auto", p, "--path", "~/.zshrc"],
+        );
+        assert_eq!(rc, 0, "{v}");
+        v
+    };
+    // h1's bootstrap: the dotfiles phase breaks ~/.zshrc.
+    std::fs::write(e.home.join(".zshrc"), b"h1 good").unwrap();
+    let v = phase(&e.home, "pre-dotfiles");
+    assert_eq!(v["snapshot"]["home"], e.home.to_str().unwrap(), "{v}");
+    std::fs::write(e.home.join(".zshrc"), b"h1 BROKEN").unwrap();
+    phase(&e.home, "bootstrap-complete");
+    // h2 bootstraps three times in between; its phases change nothing of h1's.
+    for i in 0..3 {
+        std::fs::write(h2.join(".zshrc"), format!("h2 {i}")).unwrap();
+        phase(&h2, "pre-dotfiles");
+        std::fs::write(h2.join(".zshrc"), format!("h2 {i} after")).unwrap();
+        phase(&h2, "bootstrap-complete");
+    }
+    // h1's phase name resolves among h1's runs only.
+    let (rc, v) = run(&e.home, &["backup-rollback", "pre-dotfiles"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"h1 good");
+    let (rc, v) = run(&e.home, &["backup-list", "--phases"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        v["runs"].as_array().unwrap().len(),
+        1,
+        "h1 has one run: {v}"
+    );
+    let (_, v) = run(&h2, &["backup-list", "--phases"]);
+    assert_eq!(v["runs"].as_array().unwrap().len(), 3, "{v}");
+    // The machine as it came is pinned per home: h2's first run too,
+    // though h1 had bootstrapped into the repository before it.
+    let runs = v["runs"].as_array().unwrap();
+    let first = runs.last().unwrap();
+    assert!(
+        first["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pinned"].is_string()),
+        "h2's first run is pinned: {v}"
+    );
+    assert!(
+        runs[0]["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pinned"].is_null()),
+        "{v}"
+    );
+    let (rc, v) = run(&h2, &["backup-prune"]);
+    assert_eq!(rc, 0, "{v}");
+    let (_, v) = run(&e.home, &["backup-list"]);
+    let labels: Vec<&str> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "checkpoint")
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["pre-dotfiles", "bootstrap-complete"],
+        "h1's checkpoints survive h2's prune: {v}"
+    );
+}
+
 #[test]
 fn undo_after_several_rollbacks_returns_before_the_first_and_a_second_undo_redoes() {
     let e = Env::new();
