@@ -76,7 +76,8 @@ pub struct ScanItem {
     pub class: DataClass,
     /// Number of hard links (`st_nlink`).
     pub nlink: u64,
-    /// Recorded extended attributes ([`crate::sys::read_xattrs`]).
+    /// Recorded extended attributes ([`crate::sys::read_xattrs`]), filled
+    /// in by the checkpoint after its files-cache lookup.
     pub xattrs: Vec<Xattr>,
     /// Why the extended attributes could not be read (a warning naming
     /// the path; the entry is stored without them).
@@ -380,24 +381,6 @@ fn item_from(
     } else {
         DataClass::Public
     };
-    // Symlinks carry none that Linux lets a user set; one call per file
-    // or directory otherwise (an empty list on most).
-    let (xattrs, xattr_error) = if kind == EntryType::Symlink {
-        (Vec::new(), None)
-    } else {
-        match crate::sys::read_xattrs(&abs) {
-            Ok(list) => (
-                list.into_iter()
-                    .map(|(name, value)| Xattr {
-                        name: ByteName(name),
-                        value: ByteName(value),
-                    })
-                    .collect(),
-                None,
-            ),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        }
-    };
     Some(ScanItem {
         rel,
         kind,
@@ -415,8 +398,10 @@ fn item_from(
         target,
         class,
         nlink: meta.nlink(),
-        xattrs,
-        xattr_error,
+        // Read later, only where the files cache cannot vouch for them
+        // (ops::backup::read_xattrs).
+        xattrs: Vec::new(),
+        xattr_error: None,
         abs,
     })
 }

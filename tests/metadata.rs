@@ -345,3 +345,48 @@ fn unreadable_attributes_are_a_warning_naming_the_path() {
         "{v:#}"
     );
 }
+
+/// The files cache vouches for "no attributes" on a hit (a no-change
+/// checkpoint makes no listxattr call per file): adding one changes the
+/// ctime, so the next checkpoint sees it; a file with attributes is never
+/// cached, so a change of value is seen too.
+#[test]
+fn an_attribute_added_to_a_cached_file_is_seen_by_the_next_checkpoint() {
+    let e = TestEnv::new();
+    let p = e.write(".config/settled.conf", b"old and settled\n", 0o644);
+    common::set_mtime(&p, 1_600_000_000, 0);
+    ok(
+        &e,
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/.config"],
+    );
+    let v = ok(
+        &e,
+        "backup-checkpoint",
+        &["manual", "c1b", "--path", "~/.config"],
+    );
+    assert_eq!(
+        v["stats"]["files_unchanged"], 1,
+        "served by the cache: {v:#}"
+    );
+    set_x(&p, "user.tag", b"1");
+    let v = ok(
+        &e,
+        "backup-checkpoint",
+        &["manual", "c2", "--path", "~/.config"],
+    );
+    assert_eq!(v["snapshot"]["reused"], false, "{v:#}");
+    set_x(&p, "user.tag", b"2");
+    ok(
+        &e,
+        "backup-checkpoint",
+        &["manual", "c3", "--path", "~/.config"],
+    );
+    rustix::fs::lremovexattr(&p, "user.tag").unwrap();
+    ok(&e, "backup-rollback", &["c2"]);
+    assert_eq!(get_x(&p, "user.tag").unwrap(), b"1");
+    ok(&e, "backup-rollback", &["c3"]);
+    assert_eq!(get_x(&p, "user.tag").unwrap(), b"2");
+    ok(&e, "backup-rollback", &["c1"]);
+    assert_eq!(get_x(&p, "user.tag"), None);
+}

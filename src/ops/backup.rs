@@ -205,6 +205,39 @@ pub fn run_backup_with(
     Ok(report)
 }
 
+/// Read the extended attributes of every directory and of every file the
+/// files cache did not vouch for (`hashes` set by a cache hit), on all cores.
+///
+/// Why not for cache hits: the cache keeps only files that had no
+/// attributes, and setting or removing one changes the ctime the cache
+/// entry is keyed by, so a hit means "still none". A no-change checkpoint
+/// then makes no `listxattr` call per file, which would cost about as much
+/// as the `lstat` that is its floor (docs/performance.md).
+fn read_xattrs(roots: &mut [scan::ScannedRoot], hashes: &[Vec<Option<Hash>>]) {
+    for (root, cached) in roots.iter_mut().zip(hashes) {
+        root.items
+            .par_iter_mut()
+            .zip(cached.par_iter())
+            .filter(|(item, hit)| match item.kind {
+                EntryType::Symlink => false,
+                EntryType::File => hit.is_none(),
+                EntryType::Dir => true,
+            })
+            .for_each(|(item, _)| match crate::sys::read_xattrs(&item.abs) {
+                Ok(list) => {
+                    item.xattrs = list
+                        .into_iter()
+                        .map(|(name, value)| crate::repo::snapshot::Xattr {
+                            name: ByteName(name),
+                            value: ByteName(value),
+                        })
+                        .collect();
+                }
+                Err(e) => item.xattr_error = Some(e.to_string()),
+            });
+    }
+}
+
 /// The warning for a lock taken over from a dead process.
 pub fn stale_lock_warning(stale: &crate::repo::lock::LockRecord) -> Warning {
     Warning::new(
@@ -477,6 +510,7 @@ pub fn prepare_snapshot<'r>(
             }
         }
     }
+    read_xattrs(&mut scanned_roots, &hashes);
 
     // Free space and quota, before anything is written.
     if let (Some(r), Some(space)) = (repo, &opts.space) {
@@ -633,9 +667,13 @@ pub fn prepare_snapshot<'r>(
                 EntryType::Dir => summary.dirs += 1,
                 EntryType::Symlink => summary.symlinks += 1,
             }
+            // Files with extended attributes are not cached: a cache hit
+            // stands for "no attributes" too (see `read_xattrs`).
             if sha256.is_some()
                 && item.kind == EntryType::File
                 && item.mtime_ns < scan_start_ns - RACY_WINDOW_NS
+                && item.xattrs.is_empty()
+                && item.xattr_error.is_none()
             {
                 new_cache.push((ri as u32, ii as u32));
             }
