@@ -298,6 +298,7 @@ mod tests {
                 entries,
                 link: None,
             }],
+            xattrs_recorded: true,
         }
     }
 

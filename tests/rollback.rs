@@ -446,6 +446,70 @@ fn plant_snapshot(repo: &Path, tree_json: &str, label: &str) {
     .unwrap();
 }
 
+/// A tree written before extended attributes were recorded says nothing
+/// about them: rolling back to it keeps an ACL the file has now (removing
+/// it and applying the stored mode, whose group bits were the mask, would
+/// give the owning group rw- where the ACL gave r--), also when the
+/// content is rewritten.
+#[test]
+fn a_snapshot_from_before_acls_were_recorded_never_drops_one() {
+    let e = Env::new();
+    let ssh = e.home.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    set_mode(&ssh, 0o700);
+    let cfg = ssh.join("config");
+    std::fs::write(&cfg, b"Host *\n").unwrap();
+    set_mode(&cfg, 0o640);
+    let acl = property::acl(4, 6, 6);
+    rustix::fs::lsetxattr(
+        &cfg,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let m = std::fs::symlink_metadata(&cfg).unwrap();
+    let d = std::fs::symlink_metadata(&ssh).unwrap();
+    let old = |body: &[u8]| {
+        let sha = dotfiles_backup::hash::Hash::of(body).to_hex();
+        format!(
+            r#"{{"version":1,"roots":[{{"root":"~/.ssh","present":true,"entries":[{{"path":"","type":"dir","mode":448,"uid":{u},"gid":{g},"mtime_ns":{dm},"size":0}},{{"path":"config","type":"file","mode":{mode},"uid":{u},"gid":{g},"mtime_ns":{fm},"size":{n},"sha256":"{sha}"}}]}}]}}"#,
+            u = m.uid(),
+            g = m.gid(),
+            dm = d.mtime() * 1_000_000_000 + d.mtime_nsec(),
+            mode = m.mode() & 0o7777,
+            fm = m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            n = body.len(),
+        )
+    };
+    // The content must be in the repository: a real checkpoint stores it.
+    e.checkpoint("real", &["~/.ssh"]);
+    plant_snapshot(&e.repo, &old(b"Host *\n"), "old-format");
+    let (rc, v) = e.run("backup-rollback", &["old-format"]);
+    assert_eq!(rc, 0, "{v}");
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(&cfg, "system.posix_acl_access", &mut buf[..]).expect("ACL kept");
+    assert_eq!(&buf[..n], &acl[..]);
+    // Content rewritten by the rollback: the new file gets the ACL it has now.
+    std::fs::write(&cfg, b"Host * edited\n").unwrap();
+    rustix::fs::lsetxattr(
+        &cfg,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let (rc, v) = e.run("backup-rollback", &["old-format"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&cfg).unwrap(), b"Host *\n");
+    let n = rustix::fs::lgetxattr(&cfg, "system.posix_acl_access", &mut buf[..]).expect("ACL kept");
+    assert_eq!(&buf[..n], &acl[..]);
+    assert_eq!(
+        std::fs::symlink_metadata(&cfg).unwrap().mode() & 0o7777,
+        0o660
+    );
+}
+
 #[test]
 fn crafted_manifests_are_refused_and_nothing_outside_changes() {
     let e = Env::new();

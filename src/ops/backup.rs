@@ -619,6 +619,7 @@ pub fn prepare_snapshot<'r>(
     let mut tree = Tree {
         version: OBJECT_VERSION,
         roots: Vec::with_capacity(scanned_roots.len()),
+        xattrs_recorded: true,
     };
     // The new cache is a list of (root, item) positions into the scan (8
     // bytes per file); it is compared with the old one and encoded right

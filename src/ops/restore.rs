@@ -750,6 +750,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         &follow,
     );
     let (mut desired, mut roots) = flatten(&tree, &place)?;
+    let attrs_unknown = !tree.xattrs_recorded;
     if !opts.only.is_empty() {
         let mut links = Vec::new();
         for r in tree.roots.iter() {
@@ -858,6 +859,15 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         .collect();
     for (abs, _) in &tool_state {
         desired.remove(abs);
+    }
+    if attrs_unknown {
+        // A tree from before attributes were recorded: keep what each path
+        // has now (see `Tree::xattrs_recorded`).
+        for (abs, want) in desired.iter_mut() {
+            if let Some(have) = current.get(abs) {
+                want.xattrs.clone_from(&have.xattrs);
+            }
+        }
     }
     let mut actions = plan_keeping(&desired, &current, opts.mode, &excluded);
     actions.extend(tool_state.into_iter().map(|(abs, want)| Action {
@@ -2159,6 +2169,7 @@ mod tests {
                     entries: vec![dir(), e],
                     link: None,
                 }],
+                xattrs_recorded: true,
             };
             let place = |_: &Path| Ok(PathBuf::from("/h/d"));
             assert!(flatten(&tree, &place).is_err(), "{bad} accepted");

@@ -247,6 +247,13 @@ pub struct Tree {
     pub version: u32,
     /// Roots in configured order.
     pub roots: Vec<RootTree>,
+    /// Entries carry their extended attributes (`Entry::xattrs`; empty
+    /// means none). False in trees written before attributes were
+    /// recorded: there an empty list means "not known", and restore leaves
+    /// the attributes a path has alone (removing an ACL and applying the
+    /// stored mode, whose group bits were the mask, would widen access).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xattrs_recorded: bool,
 }
 
 impl Tree {
@@ -312,9 +319,14 @@ impl Tree {
                 bytes(h, b);
             }
         };
-        let Tree { version, roots } = self;
+        let Tree {
+            version,
+            roots,
+            xattrs_recorded,
+        } = self;
         h.update(b"dfb-tree-fingerprint-2");
         h.update(version.to_le_bytes());
+        h.update([u8::from(*xattrs_recorded)]);
         h.update((roots.len() as u64).to_le_bytes());
         for RootTree {
             root,
@@ -477,6 +489,7 @@ mod tests {
                 entries: vec![file],
                 link: None,
             }],
+            xattrs_recorded: true,
         }
     }
 
@@ -489,6 +502,7 @@ mod tests {
         type Edit = Box<dyn Fn(&mut Tree)>;
         let edits: Vec<Edit> = vec![
             Box::new(|t| t.version += 1),
+            Box::new(|t| t.xattrs_recorded = false),
             Box::new(|t| t.roots[0].root = ByteName(b"~/x".to_vec())),
             Box::new(|t| t.roots[0].present = false),
             Box::new(|t| t.roots[0].link = Some(ByteName(b"~/l".to_vec()))),
@@ -595,6 +609,7 @@ mod tests {
                 }],
                 link: None,
             }],
+            xattrs_recorded: false,
         };
         let (a, bytes) = t.encode();
         let back: Tree = serde_json::from_slice(&bytes).unwrap();
