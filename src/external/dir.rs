@@ -22,6 +22,7 @@ use crate::hash::Hash;
 use crate::paths::display_path;
 
 use super::{classify, Listing, Store, Want};
+use crate::repo::layout;
 
 /// Subdirectories that hold copied objects.
 const OBJECT_DIRS: [&str; 5] = ["keys", "packs", "index", "trees", "snapshots"];
@@ -143,12 +144,12 @@ impl Store for DirStore {
 
     fn list(&self) -> Result<Listing> {
         let mut out = Listing::new();
-        match std::fs::metadata(self.root.join("config.json")) {
+        match std::fs::metadata(self.root.join(layout::CONFIG)) {
             Ok(m) => {
-                out.insert("config.json".into(), m.len());
+                out.insert(layout::CONFIG.into(), m.len());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("inspecting", &self.root.join("config.json"), &e)),
+            Err(e) => return Err(Error::io("inspecting", &self.root.join(layout::CONFIG), &e)),
         }
         for sub in OBJECT_DIRS {
             let dir = self.root.join(sub);

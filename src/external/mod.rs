@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{ExternalTarget, Settings, TargetLocation};
 use crate::error::Result;
 use crate::hash::Hash;
+use crate::repo::layout;
 
 /// What an object is; also the order in which a sync copies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,11 +57,11 @@ impl ObjectKind {
     pub fn dir(self) -> &'static str {
         match self {
             ObjectKind::Config => "",
-            ObjectKind::Key => "keys",
-            ObjectKind::Pack => "packs",
-            ObjectKind::Index => "index",
-            ObjectKind::Tree => "trees",
-            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Key => layout::KEYS,
+            ObjectKind::Pack => layout::PACKS,
+            ObjectKind::Index => layout::INDEX,
+            ObjectKind::Tree => layout::TREES,
+            ObjectKind::Snapshot => layout::SNAPSHOTS,
         }
     }
 
@@ -93,7 +94,7 @@ fn hex_name(s: &str, len: usize) -> bool {
 
 /// Which object a relative path is, or `None` when it must never be copied.
 pub fn classify(rel: &str) -> Option<ObjectKind> {
-    if rel == "config.json" {
+    if rel == layout::CONFIG {
         return Some(ObjectKind::Config);
     }
     let (dir, name) = rel.split_once('/')?;
@@ -102,17 +103,17 @@ pub fn classify(rel: &str) -> Option<ObjectKind> {
     }
     match dir {
         // Secret-id key names are 16 hex digits (`crate::secrets::key_name`).
-        "keys" => name
+        layout::KEYS => name
             .strip_suffix(".age")
             .filter(|n| hex_name(n, 16))
             .map(|_| ObjectKind::Key),
-        "packs" => hex_name(name, 64).then_some(ObjectKind::Pack),
-        "index" => hex_name(name, 64).then_some(ObjectKind::Index),
-        "trees" => name
+        layout::PACKS => hex_name(name, 64).then_some(ObjectKind::Pack),
+        layout::INDEX => hex_name(name, 64).then_some(ObjectKind::Index),
+        layout::TREES => name
             .strip_suffix(".json")
             .filter(|n| hex_name(n, 64))
             .map(|_| ObjectKind::Tree),
-        "snapshots" => name
+        layout::SNAPSHOTS => name
             .strip_suffix(".json")
             .filter(|n| hex_name(n, 64))
             .map(|_| ObjectKind::Snapshot),

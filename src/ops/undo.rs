@@ -132,7 +132,7 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
     env.dry_run = opts.dry_run;
     let repo = Repository::open(&settings.repo)?;
     let snapshots = repo.snapshots()?;
-    let (snap, why) = crate::ops::list::resolve(
+    let (snap, why) = crate::ops::select::resolve(
         &snapshots,
         &opts.selector,
         Some(&[SnapshotKind::Checkpoint]),
@@ -202,7 +202,7 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
     let live_tree = crate::ops::list::live_tree(settings, &repo, &post_tree, env)?;
     let later = changes(&post, &locate(&live_tree));
 
-    let place = restore::placer(settings.home.as_deref(), None, &settings.roots);
+    let place = crate::ops::place::placer(settings.home.as_deref(), None, &settings.roots);
     let mut listed = Vec::new();
     let mut selected = Vec::new();
     for (full, how) in &by_phase {
