@@ -36,6 +36,41 @@ use crate::hash::Hash;
 use crate::repo::layout;
 
 /// What an object is; also the order in which a sync copies them.
+/// Which external target an option means: `--external` alone (the only
+/// configured target) or `--external=NAME`. Parsed once here instead of each
+/// binary decoding clap's empty `default_missing_value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetChoice {
+    /// The flag without a value: the only configured target.
+    Only,
+    /// `=NAME`: the target with that name.
+    Named(String),
+}
+
+impl TargetChoice {
+    /// The name given, if any (what target selection takes).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            TargetChoice::Only => None,
+            TargetChoice::Named(n) => Some(n),
+        }
+    }
+}
+
+/// For clap: a bare `--external` arrives as `default_missing_value = ""`, and
+/// `--external=` (an empty name) means the same, as it always has.
+impl std::str::FromStr for TargetChoice {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(if s.is_empty() {
+            TargetChoice::Only
+        } else {
+            TargetChoice::Named(s.to_string())
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
     /// `config.json`: marks the copy as a repository; first.
@@ -186,6 +221,15 @@ pub fn target_dir(target: &ExternalTarget) -> Option<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_choice_reads_a_bare_flag_as_the_only_target() {
+        assert_eq!("".parse::<TargetChoice>().unwrap(), TargetChoice::Only);
+        assert_eq!("".parse::<TargetChoice>().unwrap().name(), None);
+        let nas = "nas".parse::<TargetChoice>().unwrap();
+        assert_eq!(nas, TargetChoice::Named("nas".into()));
+        assert_eq!(nas.name(), Some("nas"));
+    }
 
     #[test]
     fn only_repository_objects_are_copied() {

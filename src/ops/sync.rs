@@ -33,7 +33,9 @@ use crate::config::{ExternalTarget, Settings, TargetLocation};
 use crate::error::{Error, IoContext, Result};
 use crate::exit::ExitCode;
 use crate::external::dir::DirStore;
-use crate::external::{classify, named_hash, open_target, ObjectKind, Store, Want, COPY_ORDER};
+use crate::external::{
+    classify, named_hash, open_target, ObjectKind, Store, TargetChoice, Want, COPY_ORDER,
+};
 use crate::hash::Hash;
 use crate::paths::display_path;
 use crate::repo::index::Index;
@@ -1038,6 +1040,28 @@ pub fn pull_into_local(settings: &Settings, name: Option<&str>, env: &mut Envelo
     // Creates the remaining directories (cache, logs) of a usable repository.
     Repository::open_or_create(local)?;
     Ok(())
+}
+
+/// `backup-restore --from-external[=NAME]`: where the restore reads from.
+/// A dry run plans straight from the external copy and writes nothing
+/// locally (the settings returned point at it); a real restore first pulls
+/// the copy into the local repository ([`pull_into_local`]) and reads there
+/// (`None`: keep `settings`). Without the option, `None` and nothing happens.
+pub fn restore_source(
+    settings: &Settings,
+    from_external: Option<&TargetChoice>,
+    dry_run: bool,
+    env: &mut Envelope,
+) -> Result<Option<Settings>> {
+    let Some(choice) = from_external else {
+        return Ok(None);
+    };
+    if dry_run {
+        Ok(Some(external_repo(settings, choice.name(), false, env)?.0))
+    } else {
+        pull_into_local(settings, choice.name(), env)?;
+        Ok(None)
+    }
 }
 
 /// Human summary of a checkpoint or backup, plus one line per external target.
