@@ -116,6 +116,9 @@ pub struct SnapshotInfo {
     pub created_at: String,
     /// Host.
     pub host: String,
+    /// `$HOME` of the run that took it (absolute; `null` in records written
+    /// before homes were recorded, which belong to every home).
+    pub home: Option<String>,
     /// Tree id.
     pub tree: String,
     /// Parent id.

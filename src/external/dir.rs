@@ -25,7 +25,13 @@ use super::{classify, Listing, Store, Want};
 use crate::repo::layout;
 
 /// Subdirectories that hold copied objects.
-const OBJECT_DIRS: [&str; 5] = ["keys", "packs", "index", "trees", "snapshots"];
+const OBJECT_DIRS: [&str; 5] = [
+    layout::KEYS,
+    layout::PACKS,
+    layout::INDEX,
+    layout::TREES,
+    layout::SNAPSHOTS,
+];
 
 /// A repository copy in a directory.
 #[derive(Debug, Clone)]

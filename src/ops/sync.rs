@@ -553,7 +553,12 @@ fn check_dir_target(store: &DirStore) -> Result<()> {
 
 /// Create the directories a repository reader expects (an empty copy is still a repository).
 fn ensure_layout(root: &Path) -> Result<()> {
-    for sub in ["packs", "index", "trees", "snapshots"] {
+    for sub in [
+        layout::PACKS,
+        layout::INDEX,
+        layout::TREES,
+        layout::SNAPSHOTS,
+    ] {
         let p = root.join(sub);
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => {}
