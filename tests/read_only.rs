@@ -61,7 +61,12 @@ fn script(env: &TestEnv, setup: &str) -> String {
 
 /// Check every step's exit code and envelope, the restored tree, the
 /// untouched home and the untouched repository.
-fn check(env: &TestEnv, at_one: &Path, out: &str, before: &std::collections::BTreeMap<Vec<u8>, (u32, Vec<u8>)>) {
+fn check(
+    env: &TestEnv,
+    at_one: &Path,
+    out: &str,
+    before: &std::collections::BTreeMap<Vec<u8>, (u32, Vec<u8>)>,
+) {
     for (name, _, want) in STEPS {
         let code: i32 = out
             .lines()
@@ -69,9 +74,10 @@ fn check(env: &TestEnv, at_one: &Path, out: &str, before: &std::collections::BTr
             .unwrap_or_else(|| panic!("no {name} in {out}"))
             .parse()
             .unwrap();
-        let v: Value =
-            serde_json::from_slice(&std::fs::read(env.tmp.path().join(format!("{name}.json"))).unwrap())
-                .unwrap_or_else(|e| panic!("{name}: not one JSON envelope: {e}"));
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(env.tmp.path().join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: not one JSON envelope: {e}"));
         common::assert_valid_envelope(&v);
         assert_eq!(code, want, "{name}: {v:#}");
         assert_eq!(v["exit_code"], want, "{name}: {v:#}");
@@ -79,7 +85,10 @@ fn check(env: &TestEnv, at_one: &Path, out: &str, before: &std::collections::BTr
             let e = &v["errors"][0];
             assert_eq!(e["code"], "repository_read_only", "{name}: {v:#}");
             assert!(
-                e["message"].as_str().unwrap().contains(env.repo.to_str().unwrap()),
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(env.repo.to_str().unwrap()),
                 "{name}: the message names the repository: {e:#}"
             );
         }
@@ -127,7 +136,11 @@ fn read_only_bind_mount() {
         );
         return;
     }
-    assert_ne!(out.status.code(), Some(98), "the bind mount is not read-only");
+    assert_ne!(
+        out.status.code(),
+        Some(98),
+        "the bind mount is not read-only"
+    );
     check(
         &env,
         &at_one,
@@ -158,7 +171,10 @@ fn repository_without_write_permission() {
         ]);
     }
     let out = cmd.output().unwrap();
-    let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&env.repo).status();
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&env.repo)
+        .status();
     assert_ne!(out.status.code(), Some(99), "{out:?}");
     check(
         &env,
@@ -178,20 +194,31 @@ fn read_only_restore_replaces_nothing_and_warns_without_a_lock_file() {
     std::fs::remove_file(env.repo.join("lock")).unwrap();
     let env = env.unprivileged();
     let before = env.repo_state();
-    Command::new("chmod").args(["-R", "a-w"]).arg(&env.repo).status().unwrap();
+    Command::new("chmod")
+        .args(["-R", "a-w"])
+        .arg(&env.repo)
+        .status()
+        .unwrap();
     let t = target.to_str().unwrap();
     let (c, v, _) = env.run(
         "backup-restore",
         &["one", "--target", t, "--overwrite", "always"],
         &[],
     );
-    assert_eq!(c, 5, "replacing without a safety snapshot is refused: {v:#}");
+    assert_eq!(
+        c, 5,
+        "replacing without a safety snapshot is refused: {v:#}"
+    );
     assert_eq!(v["errors"][0]["code"], "no_safety_snapshot", "{v:#}");
     assert_eq!(std::fs::read(target.join(".zshrc")).unwrap(), b"mine\n");
     // Only additions: allowed, with both warnings naming what they are about.
     std::fs::remove_file(target.join(".zshrc")).unwrap();
     let (c, v, _) = env.run("backup-restore", &["one", "--target", t], &[]);
-    Command::new("chmod").args(["-R", "u+w"]).arg(&env.repo).status().unwrap();
+    Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&env.repo)
+        .status()
+        .unwrap();
     assert_eq!(c, 0, "{v:#}");
     let warning = |code: &str| {
         v["warnings"]
@@ -211,5 +238,8 @@ fn read_only_restore_replaces_nothing_and_warns_without_a_lock_file() {
         std::fs::read(target.join(".zshrc")).unwrap(),
         b"export EDITOR=nvim\n"
     );
-    assert!(env.repo_state() == before, "nothing written into the repository");
+    assert!(
+        env.repo_state() == before,
+        "nothing written into the repository"
+    );
 }
