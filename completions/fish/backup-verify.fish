@@ -1,3 +1,4 @@
+complete -c backup-verify -l from-external -d 'With --repair: first fetch missing or damaged packs, trees and records from the external copy (the only target, or the one named), checked by hash' -r
 complete -c backup-verify -l external -d 'Check the external copy (the only target, or the one named) instead of the local repository' -r
 complete -c backup-verify -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-verify -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F

@@ -8,6 +8,7 @@ pub mod list;
 pub mod names;
 pub mod phases;
 pub mod prune;
+pub mod refetch;
 pub mod report;
 pub mod restore;
 pub mod sync;
