@@ -817,6 +817,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         command: opts.command.clone(),
         space: (!read_only_repo).then(|| settings.space.clone()),
         run: None,
+        verify_after_write: settings.verify_after_write,
     };
     // Packed now, committed below only if something is going to change
     // (dropped on every other way out, which removes its packs).
