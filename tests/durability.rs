@@ -345,8 +345,9 @@ fn a_pack_damaged_before_the_commit_fails_the_checkpoint_with_nothing_committed(
     let config = e.home.join(".config/dotfiles-backup/config.toml");
     let on = "[repository]\nverify_after_write = true\n";
     let off = "[repository]\nverify_after_write = false\n";
-    // (env, flag, config, verified?)
-    let cases: [(&[(&str, &str)], &[&str], &str, bool); 6] = [
+    /// (environment, flags, config file, read back?)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str, bool);
+    let cases: [Case; 6] = [
         (&[], &[], "", false),
         (&[], &[], on, true),
         (&[("BACKUP_VERIFY_AFTER_WRITE", "false")], &[], on, false),
