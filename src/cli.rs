@@ -50,6 +50,10 @@ pub struct CommonArgs {
     /// Use a repository owned by another user (owners, setuid and setgid bits in it are not restored) [env: BACKUP_ALLOW_FOREIGN_REPO]
     #[arg(long, global = true)]
     pub allow_foreign_repo: bool,
+    /// Read back the packs a checkpoint wrote and check their hashes before committing it
+    /// (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]
+    #[arg(long, value_name = "BOOL", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub verify_after_write: Option<bool>,
 }
 
 impl CommonArgs {
@@ -64,6 +68,7 @@ impl CommonArgs {
             excludes: Vec::new(),
             sizes: false,
             retries: self.retries,
+            verify_after_write: self.verify_after_write,
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum ExitCode {
     Corrupt,
     /// The file system filled up during the write; nothing was committed.
     NoSpace,
+    /// A writer met a repository it cannot write (a read-only mount, or no
+    /// write permission); nothing was changed.
+    ReadOnly,
     /// A bug: a panic was caught. Nothing half-written is visible.
     Internal,
 }
@@ -43,12 +46,13 @@ impl ExitCode {
             ExitCode::Refused => 5,
             ExitCode::Corrupt => 6,
             ExitCode::NoSpace => 7,
+            ExitCode::ReadOnly => 8,
             ExitCode::Internal => 70,
         }
     }
 
     /// All variants, for documentation and tests.
-    pub const ALL: [ExitCode; 9] = [
+    pub const ALL: [ExitCode; 10] = [
         ExitCode::Success,
         ExitCode::Failed,
         ExitCode::Usage,
@@ -57,6 +61,7 @@ impl ExitCode {
         ExitCode::Refused,
         ExitCode::Corrupt,
         ExitCode::NoSpace,
+        ExitCode::ReadOnly,
         ExitCode::Internal,
     ];
 }
@@ -91,6 +96,7 @@ mod tests {
         assert_eq!(ExitCode::Refused.code(), 5);
         assert_eq!(ExitCode::Corrupt.code(), 6);
         assert_eq!(ExitCode::NoSpace.code(), 7);
+        assert_eq!(ExitCode::ReadOnly.code(), 8);
         assert_eq!(ExitCode::Internal.code(), 70);
     }
 }

@@ -464,6 +464,22 @@ fn phases(runs: &[Value]) -> String {
 pub fn verify(env: &Envelope, _s: &Settings) -> String {
     let mut out = String::new();
     if let Some(r) = env.extra.get("repair") {
+        for f in r["fetched"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "fetched from the external copy: {}",
+                f.as_str().unwrap_or("?")
+            );
+        }
+        for f in r["fetch_failed"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{} {}: {}",
+                paint("NOT FETCHED", Style::Red),
+                f["object"].as_str().unwrap_or("?"),
+                f["message"].as_str().unwrap_or("?")
+            );
+        }
         let _ = writeln!(
             out,
             "index rebuilt from {} pack(s): {} blobs; {} old index file(s) removed",

@@ -9,7 +9,8 @@
 //!
 //! Dry runs, skipped runs and runs against a repository this build cannot
 //! read (newer format, not a repository) write nothing. A failure to log
-//! never fails the command; it becomes a warning.
+//! never fails the command; it becomes a warning (except on a read-only
+//! mount, where only readers can run and nothing is expected to be logged).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -41,14 +42,18 @@ pub fn record(repo_root: &Path, env: &mut Envelope) {
     if !dir.is_dir() {
         return;
     }
-    if let Err(e) = append(&dir, env) {
-        env.warnings.push(Warning::new(
+    match append(&dir, env) {
+        // A backup drive mounted read-only: readers (list, verify, restore
+        // into --target) are expected there, and nothing can be logged.
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+        Err(e) => env.warnings.push(Warning::new(
             "log_not_written",
             format!(
                 "could not append to the run log in {}: {e}",
                 crate::paths::display_path(&dir)
             ),
-        ));
+        )),
+        Ok(()) => {}
     }
 }
 

@@ -178,6 +178,32 @@ pub fn start_writeback(file: &File, from: u64, to: u64) {
     }
 }
 
+/// Make the next reads of `file` come from the device rather than the page
+/// cache (verify after write reads back what it just wrote and synced).
+///
+/// - Linux: `posix_fadvise(POSIX_FADV_DONTNEED)` over the whole file; the
+///   pages are clean after the fsync, so the kernel drops them.
+/// - macOS: `fcntl(F_NOCACHE)` on the descriptor (no fadvise there).
+///
+/// Best effort: where neither works the read-back comes from the cache and
+/// still catches a write the kernel got wrong bytes for.
+pub fn drop_cached_pages(file: &File) {
+    use std::os::fd::AsRawFd;
+    #[cfg(target_os = "linux")]
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor
+    // is valid for the duration of the call (borrowed `file`).
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    #[cfg(target_vendor = "apple")]
+    // SAFETY: F_NOCACHE takes an integer flag; the descriptor is valid.
+    unsafe {
+        libc::fcntl(file.as_raw_fd(), libc::F_NOCACHE, 1);
+    }
+    #[cfg(not(any(target_os = "linux", target_vendor = "apple")))]
+    let _ = file.as_raw_fd();
+}
+
 /// Bytes available to an unprivileged user on the file system holding `path`.
 ///
 /// - Linux: `statvfs`, `f_bavail * f_frsize` (`f_frsize` is the unit of the

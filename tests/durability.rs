@@ -300,3 +300,98 @@ fn an_index_naming_a_missing_pack_is_not_deduplicated_against() {
     assert_eq!(rc, 0, "{v:#}");
     assert_eq!(std::fs::read(e.home.join(".config/c")).unwrap(), want);
 }
+
+/// Verify after write (seeds 000, 001; opt-in, see docs/performance.md): a
+/// pack damaged on disk between its write and the commit (the debug-build
+/// hook `BACKUP_TEST_CORRUPT_PACK=1` flips one byte right before the
+/// read-back) fails the checkpoint with `pack_verify_failed`, exit 6, naming
+/// the pack, and nothing is committed or left behind. The config key, the
+/// environment variable and the flag each turn it on or off (flag > env >
+/// config > default off); off, the read-back (and so the hook) does not run.
+#[test]
+fn a_pack_damaged_before_the_commit_fails_the_checkpoint_with_nothing_committed() {
+    let e = TestEnv::with_dotfiles();
+    let (rc, v) = e.json("backup-checkpoint", &["manual", "c1"]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(v["stats"]["verify_ms"], 0, "off by default: {v:#}");
+    let before = e.repo_state();
+    e.write(".config/new", &common::noise(20_000, 7), 0o644);
+    let hook = ("BACKUP_TEST_CORRUPT_PACK", "1");
+    let (rc, v, _) = e.run(
+        "backup-checkpoint",
+        &["manual", "c2"],
+        &[hook, ("BACKUP_VERIFY_AFTER_WRITE", "true")],
+    );
+    assert_eq!(rc, 6, "{v:#}");
+    let err = &v["errors"][0];
+    assert_eq!(err["code"], "pack_verify_failed", "{v:#}");
+    assert!(err["path"].as_str().unwrap().contains("/packs/"), "{v:#}");
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was committed"));
+    let mut after = e.repo_state();
+    after.retain(|k, _| !k.starts_with(b"logs/"));
+    let mut want = before.clone();
+    want.retain(|k, _| !k.starts_with(b"logs/"));
+    assert!(
+        after == want,
+        "nothing committed, no pack or index left behind"
+    );
+    let (rc, v) = e.json("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0, "{v:#}");
+
+    std::fs::create_dir_all(e.home.join(".config/dotfiles-backup")).unwrap();
+    let config = e.home.join(".config/dotfiles-backup/config.toml");
+    let on = "[repository]\nverify_after_write = true\n";
+    let off = "[repository]\nverify_after_write = false\n";
+    /// (environment, flags, config file, read back?)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str, bool);
+    let cases: [Case; 6] = [
+        (&[], &[], "", false),
+        (&[], &[], on, true),
+        (&[("BACKUP_VERIFY_AFTER_WRITE", "false")], &[], on, false),
+        (&[], &["--verify-after-write", "false"], on, false),
+        (
+            &[("BACKUP_VERIFY_AFTER_WRITE", "0")],
+            &["--verify-after-write", "true"],
+            off,
+            true,
+        ),
+        (&[("BACKUP_VERIFY_AFTER_WRITE", "yes")], &[], off, true),
+    ];
+    for (i, (env, flag, conf, verified)) in cases.into_iter().enumerate() {
+        std::fs::write(&config, conf).unwrap();
+        e.write(".config/new", &common::noise(20_000, 10 + i as u64), 0o644);
+        let mut env = env.to_vec();
+        env.push(hook);
+        let label = format!("case{i}");
+        let mut a = vec!["manual", label.as_str()];
+        a.extend(flag);
+        let (rc, v, _) = e.run("backup-checkpoint", &a, &env);
+        if verified {
+            assert_eq!(rc, 6, "case {i}: {v:#}");
+            assert_eq!(v["errors"][0]["code"], "pack_verify_failed", "case {i}");
+        } else {
+            // Off: the damage goes unnoticed here (that is what off means).
+            assert_eq!(rc, 0, "case {i}: {v:#}");
+            assert_eq!(v["stats"]["verify_ms"], 0, "case {i}: {v:#}");
+        }
+    }
+    // On and undamaged: committed, and it restores exactly.
+    std::fs::remove_dir_all(e.home.join(".config/dotfiles-backup")).unwrap();
+    e.write(".config/new", &common::noise(30_000, 99), 0o644);
+    let (rc, v, _) = e.run(
+        "backup-checkpoint",
+        &["manual", "verified"],
+        &[("BACKUP_VERIFY_AFTER_WRITE", "1")],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let target = e.tmp.path().join("restored");
+    let (rc, v) = e.json(
+        "backup-restore",
+        &["verified", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    common::assert_trees_equal(&e.home.join(".config"), &target.join(".config"));
+}

@@ -715,3 +715,118 @@ fn an_odd_tree_round_trips_through_the_external_copy_after_the_local_repository_
     assert_trees_equal(&original, &e.home.join("odd"));
     assert_eq!(e.json("backup-verify", &["--read-data"]).0, 0);
 }
+
+/// `backup-verify --repair --from-external`: a pack deleted, another
+/// bit-flipped and a tree and a record damaged locally are fetched from the
+/// directory copy (checked by hash), nothing is lost, and a full restore
+/// equals the home. A snapshot forgotten locally is not brought back, and an
+/// object damaged on the copy too is reported (`fetch_failed`), never put in
+/// place, and the verify that follows still names what it held.
+#[test]
+fn repair_from_external_fetches_what_was_lost_locally() {
+    let e = TestEnv::with_dotfiles();
+    let ext = e.tmp.path().join("drive");
+    std::fs::create_dir(&ext).unwrap();
+    let env = target_env(&ext);
+    let ck = |label: &str| {
+        let (rc, v, _) = run(&e, "backup-checkpoint", &["manual", label], &env);
+        assert_eq!(rc, 0, "{v:#}");
+        assert_eq!(v["external"][0]["status"], "synced", "{v:#}");
+    };
+    ck("gone");
+    e.write(".config/a", &noise(5000, 1), 0o644);
+    ck("c1");
+    let first = names_in(&e.repo, "packs");
+    e.write(".config/b", &noise(7000, 2), 0o644);
+    ck("c2");
+    let (rc, v) = e.json("backup-prune", &["--forget", "gone"]);
+    assert_eq!(rc, 0, "{v:#}");
+    let records_before = names_in(&e.repo, "snapshots");
+    let second: Vec<PathBuf> = names_in(&e.repo, "packs")
+        .into_iter()
+        .filter(|p| !first.contains(p))
+        .collect();
+    assert_eq!(second.len(), 1);
+    // Damage: one pack deleted, one bit-flipped, one tree cut, one record flipped.
+    std::fs::remove_file(&first[0]).unwrap();
+    let flip = |p: &Path| {
+        let mut b = std::fs::read(p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x40;
+        std::fs::write(p, b).unwrap();
+    };
+    flip(&second[0]);
+    let trees = names_in(&e.repo, "trees");
+    std::fs::write(&trees[0], b"{").unwrap();
+    flip(&records_before[0]);
+    let (rc, _) = e.json("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 6);
+
+    let (rc, v, _) = run(
+        &e,
+        "backup-verify",
+        &["--repair", "--from-external", "--read-data"],
+        &env,
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    let fetched: BTreeSet<String> = v["repair"]["fetched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let rel = |p: &Path| {
+        p.strip_prefix(&e.repo)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    for p in [&first[0], &second[0], &trees[0], &records_before[0]] {
+        assert!(fetched.contains(&rel(p)), "{} fetched: {v:#}", rel(p));
+    }
+    assert_eq!(v["repair"]["lost"], serde_json::json!([]), "{v:#}");
+    assert_eq!(v["repair"]["fetch_failed"], serde_json::json!([]), "{v:#}");
+    assert_eq!(
+        names_in(&e.repo, "snapshots"),
+        records_before,
+        "the forgotten snapshot is not brought back from the copy"
+    );
+    let target = e.tmp.path().join("restored");
+    let (rc, v) = e.json(
+        "backup-restore",
+        &["c2", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert_trees_equal(&e.home.join(".config"), &target.join(".config"));
+    assert_eq!(
+        std::fs::read(target.join(".zshrc")).unwrap(),
+        std::fs::read(e.home.join(".zshrc")).unwrap()
+    );
+
+    // Damaged here and on the copy: reported, not put in place, the path named as lost.
+    let pack_b = second[0].clone();
+    flip(&pack_b);
+    flip(&ext.join(rel(&pack_b)));
+    let (rc, v, _) = run(
+        &e,
+        "backup-verify",
+        &["--repair", "--from-external", "--read-data"],
+        &env,
+    );
+    assert_eq!(rc, 6, "{v:#}");
+    let failed = &v["repair"]["fetch_failed"];
+    assert_eq!(failed[0]["object"], rel(&pack_b), "{v:#}");
+    assert!(
+        failed[0]["message"].as_str().unwrap().contains("SHA-256"),
+        "{v:#}"
+    );
+    assert!(v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["code"] == "fetch_failed"));
+    assert!(
+        v["problems"].to_string().contains("~/.config/b"),
+        "the damaged content is still named: {v:#}"
+    );
+}

@@ -455,6 +455,53 @@ fn red_when_snapshots_or_logs_is_not_writable() {
 }
 
 #[test]
+fn red_when_the_lock_file_is_not_writable() {
+    let e = checkpointed().unprivileged();
+    let (rc, v) = health(&e);
+    assert_eq!(level(&v, "lock"), "green", "{v:#}");
+    assert_eq!(rc, 0, "{v:#}");
+    set_mode(&e.repo.join("lock"), 0o400);
+    let (rc, v) = health(&e);
+    assert_red(&v, rc, "lock");
+    assert!(message(&v, "lock").contains("not writable"), "{v:#}");
+    // And it is right: the writer fails, naming the repository.
+    let (rc, v) = e.json(CKPT, &["manual", "x"]);
+    assert_eq!(rc, 8, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "repository_read_only");
+}
+
+#[test]
+fn red_when_the_repository_is_on_a_read_only_mount() {
+    let e = checkpointed();
+    let bins = std::path::Path::new(exe(CKPT)).parent().unwrap();
+    let out = e.tmp.path().join("health.json");
+    let script = format!(
+        "mount --bind '{r}' '{r}' && mount -o remount,bind,ro '{r}' || exit 99\n\
+         HOME='{h}' BACKUP_REPO='{r}' BACKUP_PACKAGES=0 '{b}/{CKPT}' --json --health-check {p} > '{o}'",
+        r = e.repo.display(),
+        h = e.home.display(),
+        b = bins.display(),
+        p = PATHS.join(" "),
+        o = out.display(),
+    );
+    let ns = if is_root() { "-m" } else { "-rm" };
+    let run = std::process::Command::new("unshare")
+        .args([ns, "sh", "-c", &script])
+        .output()
+        .unwrap();
+    if run.status.code() == Some(99) {
+        skip_unless_required("mount", "a read-only bind mount needs unshare and mount");
+        return;
+    }
+    let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_red(&v, run.status.code().unwrap(), "writable");
+    assert!(
+        message(&v, "writable").contains("read-only file system"),
+        "{v:#}"
+    );
+}
+
+#[test]
 fn quick_verify_fails_on_a_pack_cut_inside_its_trailer() {
     let e = checkpointed();
     let (rc, v) = e.json("backup-verify", &[]);

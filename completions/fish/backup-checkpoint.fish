@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_backup_checkpoint_global_optspecs
-    string join \n health-check dry-run exclude= sizes tag= run= repo= config= path= json q/quiet v/verbose color= wait= retries= allow-foreign-repo h/help V/version
+    string join \n health-check dry-run exclude= sizes tag= run= repo= config= path= json q/quiet v/verbose color= wait= retries= allow-foreign-repo verify-after-write= h/help V/version
 end
 
 function __fish_backup_checkpoint_needs_command
@@ -35,6 +35,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l health-check -d 'Check readiness (repository, lock, disk, last checkpoint, quick verify); exit 1 if anything is red'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l dry-run -d 'Show what would be stored; write nothing'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_needs_command" -l sizes -d 'Report per-root sizes, large files and exclusions'
@@ -58,6 +60,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l dry-run -d 'Show what would be stored; write nothing'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l sizes -d 'Report per-root sizes, large files and exclusions'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand auto" -l json -d 'Print exactly one JSON document (the envelope) on stdout'
@@ -76,6 +80,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l dry-run -d 'Show what would be stored; write nothing'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l sizes -d 'Report per-root sizes, large files and exclusions'
 complete -c backup-checkpoint -n "__fish_backup_checkpoint_using_subcommand manual" -l json -d 'Print exactly one JSON document (the envelope) on stdout'

@@ -10,6 +10,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-create -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-create -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-create -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-create -l config-only -d 'Only the configuration class (`track.config`), not `track.data`'
 complete -c backup-create -l dry-run -d 'Show what would be stored; write nothing'
 complete -c backup-create -l sizes -d 'Report per-root sizes, large files and exclusions'

@@ -11,6 +11,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-list -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-list -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-list -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-list -l files -d 'List the snapshot\'s entries with size, mode and sha256'
 complete -c backup-list -l phases -d 'Bootstrap runs, newest first: each phase\'s checkpoint, whether the phase changed the tracked files, and how much'
 complete -c backup-list -l stats -d 'Summarise the run log: runs per command, success rate, failures by code, median/p95 duration, last success per phase'

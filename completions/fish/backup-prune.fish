@@ -9,6 +9,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-prune -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-prune -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-prune -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-prune -l dry-run -d 'Show what would be kept and removed; change nothing'
 complete -c backup-prune -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-prune -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'

@@ -11,6 +11,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-restore -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-restore -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-restore -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-restore -l dry-run -d 'Print the plan; change nothing'
 complete -c backup-restore -l all-homes -d 'Select among the snapshots of every home sharing the repository, not only $HOME\'s'
 complete -c backup-restore -l json -d 'Print exactly one JSON document (the envelope) on stdout'

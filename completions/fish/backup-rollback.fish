@@ -6,6 +6,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-rollback -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-rollback -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-rollback -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-rollback -l undo -d 'Go back to the state before the last rollback or restore (before the first of consecutive ones); again: redo'
 complete -c backup-rollback -l keep-new -d 'Leave files created since the checkpoint in place'
 complete -c backup-rollback -l phase-only -d 'Revert only the paths the phase changed (up to the next checkpoint of its run)'

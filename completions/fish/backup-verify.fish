@@ -1,3 +1,4 @@
+complete -c backup-verify -l from-external -d 'With --repair: first fetch missing or damaged packs, trees and records from the external copy (the only target, or the one named), checked by hash' -r
 complete -c backup-verify -l external -d 'Check the external copy (the only target, or the one named) instead of the local repository' -r
 complete -c backup-verify -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-verify -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
@@ -7,6 +8,8 @@ always\t'Always (an explicit flag outranks `NO_COLOR`, as no-color.org asks)'
 never\t'Never'"
 complete -c backup-verify -l wait -d 'Seconds a writer waits for the repository lock [env: BACKUP_LOCK_WAIT] [default: 5]' -r
 complete -c backup-verify -l retries -d 'Attempts for transient failures (unreachable external target, busy resource) [env: BACKUP_RETRIES] [default: 3]' -r
+complete -c backup-verify -l verify-after-write -d 'Read back the packs a checkpoint wrote and check their hashes before committing it (true/false) [env: BACKUP_VERIFY_AFTER_WRITE] [config: repository.verify_after_write]' -r -f -a "true\t''
+false\t''"
 complete -c backup-verify -l repair -d 'Rebuild the index from the packs\' trailers (takes the writer lock), drop what no pack holds, list exactly which snapshots and paths are lost, then verify'
 complete -c backup-verify -l read-data -d 'Re-hash every byte of every pack (slower, complete)'
 complete -c backup-verify -l json -d 'Print exactly one JSON document (the envelope) on stdout'

@@ -77,6 +77,9 @@ pub struct BackupOptions {
     pub space: Option<crate::config::SpaceSection>,
     /// The bootstrap run of a phase checkpoint (`ops::phases`); `None` otherwise.
     pub run: Option<String>,
+    /// Read back this run's packs and check their hashes before the commit
+    /// (`Settings::verify_after_write`).
+    pub verify_after_write: bool,
 }
 
 /// Counters for `stats`.
@@ -110,6 +113,8 @@ pub struct BackupStats {
     pub read_ms: u64,
     /// Time committing.
     pub commit_ms: u64,
+    /// Time reading back this run's packs (`verify_after_write`; 0 when off).
+    pub verify_ms: u64,
     /// Secret-class files read and stored encrypted (new or deduplicated).
     pub secrets_sealed: u64,
     /// Snapshots removed by the automatic prune after this run.
@@ -309,6 +314,7 @@ pub fn snapshot_roots_with(
 pub struct PreparedSnapshot<'r> {
     repo: Option<&'r Repository>,
     dry_run: bool,
+    verify_after_write: bool,
     packs: UncommittedPacks<'r>,
     tree_id: Hash,
     record: SnapshotRecord,
@@ -389,6 +395,7 @@ impl PreparedSnapshot<'_> {
         let PreparedSnapshot {
             repo,
             dry_run,
+            verify_after_write,
             packs,
             tree_id,
             record,
@@ -407,7 +414,14 @@ impl PreparedSnapshot<'_> {
             }
             // On an error `packs` is dropped, which removes them (and the
             // index file naming them) unless the record became visible.
-            (Some(r), false, None) => commit(r, &mut packs, tree_id, &report.tree, record)?,
+            (Some(r), false, None) => {
+                if verify_after_write {
+                    let t = Instant::now();
+                    verify_packs(r, &packs.packs)?;
+                    report.stats.verify_ms = t.elapsed().as_millis() as u64;
+                }
+                commit(r, &mut packs, tree_id, &report.tree, record)?
+            }
         };
         packs.keep();
         report.reused = same_label == Some(snapshot.id);
@@ -813,6 +827,7 @@ pub fn prepare_snapshot<'r>(
     Ok(PreparedSnapshot {
         repo,
         dry_run: opts.dry_run,
+        verify_after_write: opts.verify_after_write,
         packs: UncommittedPacks {
             repo: repo.filter(|_| !opts.dry_run),
             packs: new_packs,
@@ -826,6 +841,65 @@ pub fn prepare_snapshot<'r>(
         report,
         started: t2,
     })
+}
+
+/// Verify after write: read every pack this run wrote back from storage (its
+/// pages dropped from the cache first, so the bytes come from the device,
+/// not from memory) and check it against its name, before anything refers
+/// to it. A mismatch fails the run with nothing committed (the caller's
+/// `UncommittedPacks` removes the packs).
+fn verify_packs(repo: &Repository, packs: &[crate::repo::pack::FinishedPack]) -> Result<()> {
+    let dir = repo.sub("packs");
+    for p in packs {
+        let path = crate::repo::pack::pack_path(&dir, &p.id);
+        #[cfg(debug_assertions)]
+        test_hooks::corrupt_before_verify(&path);
+        let (mut f, _) = crate::repo::open_object(&path, "pack", None, u64::MAX)?;
+        crate::sys::drop_cached_pages(&f);
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).ctx("reading back pack", &path)?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &buf[..n]);
+        }
+        let got = Hash::from_hasher(hasher);
+        if got != p.id {
+            return Err(Error::new(
+                ExitCode::Corrupt,
+                "pack_verify_failed",
+                format!(
+                    "pack {} read back from {} does not match what was written (SHA-256 {}); nothing was committed",
+                    p.id.short(),
+                    crate::paths::display_path(&path),
+                    got.short()
+                ),
+            )
+            .with_path(&path)
+            .with_hint("the storage returned other bytes than were written: check the disk (dmesg, smartctl) or move the repository with --repo, then run again"));
+        }
+    }
+    Ok(())
+}
+
+/// Fault injection for the verify-after-write test, compiled only into debug
+/// builds (the test binaries), never into a release: with
+/// `BACKUP_TEST_CORRUPT_PACK=1` one byte in the middle of each new pack is
+/// flipped on disk between its write and the read-back (docs/reliability.md).
+#[cfg(debug_assertions)]
+mod test_hooks {
+    pub fn corrupt_before_verify(path: &std::path::Path) {
+        if std::env::var_os("BACKUP_TEST_CORRUPT_PACK").is_none_or(|v| v != "1") {
+            return;
+        }
+        if let Ok(mut bytes) = std::fs::read(path) {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+            let _ = std::fs::write(path, bytes);
+        }
+    }
 }
 
 /// Index → tree → record, each durable before the next. The index file is

@@ -115,6 +115,7 @@ pub fn checkpoint(
         command: env.command.clone(),
         space: Some(settings.space.clone()),
         run: run.as_ref().map(|(id, _)| id.clone()),
+        verify_after_write: settings.verify_after_write,
     };
     // Package managers run before the lock is taken (they can be slow), and
     // not in a dry run, which promises to only look at the tracked files.
@@ -161,6 +162,7 @@ pub fn create(
         command: env.command.clone(),
         space: Some(settings.space.clone()),
         run: None,
+        verify_after_write: settings.verify_after_write,
     };
     let report = run_backup(settings, &opts)?;
     fill(env, report, dry_run, settings);

@@ -359,20 +359,33 @@ fn external_checks(settings: &Settings, snaps: &[Snapshot]) -> Vec<Check> {
 /// repository, every subdirectory a checkpoint writes into: each must be a
 /// directory (not missing, not replaced) and writable by this user.
 fn writable_check(probe: &Path, is_repo: bool) -> Check {
-    let can_write = |p: &Path| {
+    let access = |p: &Path| {
         rustix::fs::access(
             p,
             rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
         )
-        .is_ok()
     };
+    let can_write = |p: &Path| access(p).is_ok();
     let shown = crate::paths::display_path;
-    if !can_write(probe) {
-        return check(
-            "writable",
-            Level::Red,
-            format!("{} is not writable; checkpoints will fail", shown(probe)),
-        );
+    match access(probe) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::ROFS) => {
+            return check(
+                "writable",
+                Level::Red,
+                format!(
+                    "{} is on a read-only file system; checkpoints will fail (list, verify and restore --target work): remount it read-write",
+                    shown(probe)
+                ),
+            )
+        }
+        Err(_) => {
+            return check(
+                "writable",
+                Level::Red,
+                format!("{} is not writable; checkpoints will fail", shown(probe)),
+            )
+        }
     }
     if is_repo {
         for sub in crate::repo::SUBDIRS {
@@ -410,6 +423,18 @@ fn lock_check(path: &Path) -> Check {
                 ),
             );
         }
+    }
+    if std::fs::symlink_metadata(path).is_ok()
+        && rustix::fs::access(path, rustix::fs::Access::WRITE_OK).is_err()
+    {
+        return check(
+            "lock",
+            Level::Red,
+            format!(
+                "{} is not writable by this user; every writer will fail with repository_read_only: fix its owner and mode",
+                crate::paths::display_path(path)
+            ),
+        );
     }
     if let Some(h) = crate::repo::lock::current_holder(path) {
         let since = std::time::SystemTime::now()

@@ -336,6 +336,7 @@ pub(crate) fn live_tree(
         command: "backup-list".into(),
         space: None,
         run: None,
+        verify_after_write: false,
     };
     let report = snapshot_roots(Some(repo), &roots, &rules, &opts)?;
     env.stat("files_read", report.stats.files_read);

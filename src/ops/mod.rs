@@ -9,6 +9,7 @@ pub mod names;
 pub mod phases;
 pub mod place;
 pub mod prune;
+pub mod refetch;
 pub mod report;
 pub mod restore;
 pub mod select;

@@ -623,11 +623,18 @@ fn open_sealed(
 pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Result<()> {
     env.dry_run = opts.dry_run;
     let repo = Repository::open(&settings.repo)?;
-    let guard = if opts.dry_run {
-        None
+    let (guard, read_only) = if opts.dry_run {
+        (None, None)
     } else {
-        Some(repo.lock(&opts.command, settings.lock_wait)?)
+        match repo.lock(&opts.command, settings.lock_wait) {
+            Ok(g) => (Some(g), None),
+            Err(e) if e.exit == ExitCode::ReadOnly && restores_elsewhere(opts) => {
+                (None, Some(read_only_reader(&repo, settings, env)?))
+            }
+            Err(e) => return Err(e),
+        }
     };
+    let read_only_repo = read_only.is_some();
     if let Some(stale) = guard.as_ref().and_then(|g| g.stale.as_ref()) {
         env.warnings.push(stale_lock_warning(stale));
     }
@@ -737,10 +744,12 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         kind: SnapshotKind::Safety,
         label: label.into(),
         tags,
-        dry_run: opts.dry_run,
+        // A read-only repository: the current state is only planned against.
+        dry_run: opts.dry_run || read_only_repo,
         command: opts.command.clone(),
-        space: Some(settings.space.clone()),
+        space: (!read_only_repo).then(|| settings.space.clone()),
         run: None,
+        verify_after_write: settings.verify_after_write,
     };
     // Packed now, committed below only if something is going to change
     // (dropped on every other way out, which removes its packs).
@@ -827,6 +836,9 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         .with_hint("pass --overwrite if-changed to replace them (a safety snapshot is taken first), or --target DIR to restore elsewhere");
         return Err(e);
     }
+    if read_only_repo {
+        refuse_replacing(&actions, opts.target.as_deref())?;
+    }
     let need: u64 = actions.iter().map(|a| a.bytes).sum();
     let target_fs = roots.first().map(|p| p.as_path()).unwrap_or(Path::new("/"));
     if let Some(free) = crate::space::free_bytes(target_fs) {
@@ -867,22 +879,11 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         }
         return Ok(());
     }
-    // Commit the safety snapshot before the first change.
-    let safety = safety.commit()?;
-    if !safety.errors.is_empty() {
-        // Unreadable paths are recorded as omitted, and the planner already leaves them alone.
-        for e in &safety.errors {
-            env.warnings.push(Warning::at(
-                "safety_incomplete",
-                e.path.clone().unwrap_or_default(),
-                e.message.clone(),
-            ));
-        }
+    // Commit the safety snapshot before the first change (none into a
+    // read-only repository: the plan replaces nothing there, see above).
+    if !read_only_repo {
+        commit_safety(safety, env)?;
     }
-    env.snapshot = safety
-        .snapshot
-        .as_ref()
-        .map(|s| SnapshotInfo::from_snapshot(s, safety.reused));
     let index = repo.index()?;
     let anchor = opts.target.clone();
     let mut errors = blocked;
@@ -908,7 +909,9 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
             format!("{shown}: content restored, but extended attributes {what}"),
         ));
     }
-    if settings.retention.auto {
+    if read_only_repo {
+        // Nothing was written into the repository, so there is nothing to prune.
+    } else if settings.retention.auto {
         let kinds = [SnapshotKind::Checkpoint, SnapshotKind::Safety];
         match crate::ops::prune::auto_prune(&repo, settings, Some(&kinds), &mut env.warnings) {
             Ok((removed, _)) => env.stat("safety_snapshots_removed", removed),
@@ -923,6 +926,91 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     env.stats = to_map(&stats);
     report_errors(env, &errors);
     drop(guard);
+    drop(read_only);
+    Ok(())
+}
+
+/// A restore into `--target`: the only writer that can run on a repository
+/// it cannot write.
+fn restores_elsewhere(opts: &RestoreOptions) -> bool {
+    opts.target.is_some() && matches!(opts.mode, Mode2::Restore(_)) && opts.selector.is_some()
+}
+
+/// Restore from a read-only repository: hold the lock shared where the file
+/// system allows it (else warn, naming the lock file), and say that no safety
+/// snapshot is taken. Returns the shared hold, if any (released on drop).
+fn read_only_reader(
+    repo: &Repository,
+    settings: &Settings,
+    env: &mut Envelope,
+) -> Result<Option<crate::repo::lock::SharedLock>> {
+    let lock_path = repo.sub("lock");
+    let shared = match repo.lock_shared(settings.lock_wait)? {
+        Ok(l) => Some(l),
+        Err(why) => {
+            env.warnings.push(Warning::at(
+                "lock_unavailable",
+                display_path(&lock_path),
+                format!(
+                    "the lock {} cannot be taken shared ({why}); restoring without a lock (a writer on another machine could change the repository meanwhile)",
+                    display_path(&lock_path)
+                ),
+            ));
+            None
+        }
+    };
+    env.warnings.push(Warning::at(
+        "read_only_repository",
+        display_path(repo.root()),
+        format!(
+            "the repository {} cannot be written: restoring into --target without a safety snapshot, so paths there that differ are not replaced",
+            display_path(repo.root())
+        ),
+    ));
+    Ok(shared)
+}
+
+/// With no safety snapshot, a plan may only add: a path it would replace or
+/// remove is refused (exit 5) before anything changes.
+fn refuse_replacing(actions: &[Action], target: Option<&Path>) -> Result<()> {
+    let replacing: Vec<&Action> = actions
+        .iter()
+        .filter(|a| matches!(a.action, ActionKind::Update | ActionKind::Delete))
+        .collect();
+    let Some(first) = replacing.first() else {
+        return Ok(());
+    };
+    let mut e = Error::new(
+        ExitCode::Refused,
+        "no_safety_snapshot",
+        format!(
+            "{} path(s) in the target would be replaced or removed, e.g. {}, and the repository is read-only, so no safety snapshot can keep them; nothing was changed",
+            replacing.len(),
+            first.path
+        ),
+    )
+    .with_hint("restore into an empty or new directory with --target, or make the repository writable");
+    if let Some(t) = target {
+        e = e.with_path(t);
+    }
+    Err(e)
+}
+
+/// Commit the safety snapshot and report it (its unreadable paths as warnings:
+/// they are recorded as omitted, and the planner already leaves them alone).
+fn commit_safety(safety: super::backup::PreparedSnapshot<'_>, env: &mut Envelope) -> Result<()> {
+    let safety = safety.commit()?;
+    for e in &safety.errors {
+        env.warnings.push(Warning::at(
+            "safety_incomplete",
+            e.path.clone().unwrap_or_default(),
+            e.message.clone(),
+        ));
+    }
+    env.snapshot = safety
+        .snapshot
+        .as_ref()
+        .map(|s| SnapshotInfo::from_snapshot(s, safety.reused));
     Ok(())
 }
 

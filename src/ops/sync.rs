@@ -1186,6 +1186,7 @@ mod tests {
             command: "test".into(),
             space: None,
             run: None,
+            verify_after_write: true,
         };
         run_backup(&settings, &opts).unwrap();
         repo

@@ -560,6 +560,12 @@ pub struct RepairReport {
     pub unreadable_packs: Vec<String>,
     /// Per snapshot ("<short id> <kind> <label>"), every path whose content is gone.
     pub lost: Vec<LostPaths>,
+    /// With `--from-external`: objects fetched from the copy before the rebuild.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<Vec<String>>,
+    /// With `--from-external`: objects the copy could not give intact, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetch_failed: Option<Vec<super::refetch::FetchFailure>>,
 }
 
 /// The paths of one snapshot whose content no pack holds any more.
@@ -575,11 +581,23 @@ pub struct LostPaths {
 /// under the writer lock: one new index file of every blob in every readable
 /// pack, then every other index file removed. What no pack holds is dropped
 /// from the index and reported exactly (snapshot and path); snapshots are
-/// kept, since every path not listed still restores.
-pub fn repair(repo: &Repository, command: &str, wait: std::time::Duration) -> Result<RepairReport> {
+/// kept, since every path not listed still restores. With `external` (a
+/// local directory holding the external copy), what the repository lost is
+/// first fetched from it ([`super::refetch`]).
+pub fn repair(
+    repo: &Repository,
+    command: &str,
+    wait: std::time::Duration,
+    external: Option<&std::path::Path>,
+) -> Result<RepairReport> {
     use std::ffi::OsStr;
     let _guard = repo.lock(command, wait)?;
     let mut report = RepairReport::default();
+    if let Some(copy) = external {
+        let fetched = super::refetch::refetch(repo, copy)?;
+        report.fetched = Some(fetched.fetched);
+        report.fetch_failed = Some(fetched.failed);
+    }
     let packs_dir = repo.sub(layout::PACKS);
     let mut packs = Vec::new();
     for entry in list_dir(&packs_dir)? {
@@ -658,13 +676,38 @@ fn lost_paths(repo: &Repository, index: &Index) -> Result<Vec<LostPaths>> {
 
 /// `backup-verify --repair`: repair, then verify as usual (exit 6 while
 /// anything is still lost, naming it).
+///
+/// `from_external`: `Some(name)` fetches lost objects from that external
+/// target first (`Some(None)`: the only one configured).
 pub fn run_repair(
     settings: &crate::config::Settings,
     read_data: bool,
+    from_external: Option<Option<&str>>,
     env: &mut crate::report::Envelope,
 ) -> Result<()> {
     let repo = Repository::open(&settings.repo)?;
-    let repaired = repair(&repo, "backup-verify", settings.lock_wait)?;
+    // An rclone copy is fetched into its cache directory first; the guard is unused (not fresh).
+    let copy = match from_external {
+        Some(name) => {
+            let shown = env.repository.clone();
+            let (ext, _) = super::sync::external_repo(settings, name, false, env)?;
+            env.repository = shown;
+            Some(ext.repo)
+        }
+        None => None,
+    };
+    let repaired = repair(&repo, "backup-verify", settings.lock_wait, copy.as_deref())?;
+    if let Some(failed) = repaired.fetch_failed.as_ref().filter(|f| !f.is_empty()) {
+        env.warnings.push(crate::report::Warning::new(
+            "fetch_failed",
+            format!(
+                "{} object(s) could not be fetched intact from the external copy, e.g. {}: {}",
+                failed.len(),
+                failed[0].object,
+                failed[0].message
+            ),
+        ));
+    }
     env.changed = true;
     if !repaired.lost.is_empty() {
         let n: usize = repaired.lost.iter().map(|l| l.paths.len()).sum();

@@ -4,8 +4,12 @@
 //! stuck; the record (pid, host, command, start time) exists only to explain
 //! who is busy. A record that is still present when we acquire the lock was
 //! left by a process that died without cleaning up: we take over and say so.
-//! Readers never take the lock: every object they read is immutable once
-//! renamed into place.
+//! `backup-list` and `backup-verify` never take the lock: every object they
+//! read is immutable once renamed into place. A restore into `--target` from
+//! a repository it cannot write (a backup drive mounted read-only) takes the
+//! lock shared instead ([`acquire_shared`]), so that no prune removes what it
+//! reads, and writes nothing into the repository. A writer that meets such a
+//! repository fails with `repository_read_only` (exit 8), naming it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -93,7 +97,7 @@ pub fn acquire(path: &Path, command: &str, wait: Duration) -> Result<LockGuard> 
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
-        .ctx("opening lock file", path)?;
+        .map_err(|e| open_error(path, &e))?;
     let deadline = Instant::now() + wait;
     let mut delay = Duration::from_millis(10);
     loop {
@@ -128,6 +132,88 @@ pub fn acquire(path: &Path, command: &str, wait: Duration) -> Result<LockGuard> 
         path: path.to_path_buf(),
         stale,
     })
+}
+
+/// Can this error from opening the lock for writing mean "the repository
+/// cannot be written" (a read-only mount, or no write permission)?
+pub fn is_read_only(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+    )
+}
+
+fn open_error(path: &Path, err: &std::io::Error) -> Error {
+    if !is_read_only(err) {
+        return Error::io("opening lock file", path, err);
+    }
+    let repo = path.parent().unwrap_or(path);
+    let why = if err.raw_os_error() == Some(libc::EROFS) {
+        "is on a read-only file system"
+    } else {
+        "is not writable by this user"
+    };
+    Error::new(
+        ExitCode::ReadOnly,
+        "repository_read_only",
+        format!(
+            "the repository {} {why} ({}: {err}); nothing was changed",
+            crate::paths::display_path(repo),
+            crate::paths::display_path(path)
+        ),
+    )
+    .with_path(repo)
+    .with_hint("remount it read-write (mount -o remount,rw) or fix its owner and mode; backup-list, backup-verify and `backup-restore SNAPSHOT --target DIR` work on a read-only repository")
+}
+
+/// A shared hold on the lock: writers wait while it is held. Released on drop.
+#[derive(Debug)]
+pub struct SharedLock {
+    file: File,
+}
+
+impl Drop for SharedLock {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.file, FlockOperation::Unlock);
+    }
+}
+
+/// Take the lock shared for a reader of a repository it cannot write,
+/// waiting up to `wait` for a writer. The lock file is opened read-only and
+/// never created; `Ok(None)` with the reason when the file system allows no
+/// lock (no lock file, or `flock` unsupported): the caller warns and goes on.
+pub fn acquire_shared(
+    path: &Path,
+    wait: Duration,
+) -> Result<std::result::Result<SharedLock, String>> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(format!("opening it read-only: {e}"))),
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(Err("it is not a regular file".into()));
+    }
+    let deadline = Instant::now() + wait;
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => return Ok(Ok(SharedLock { file })),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {
+                if Instant::now() >= deadline {
+                    let mut f = file;
+                    let holder = read_record(&mut f);
+                    return Err(busy_error(path, holder.as_ref(), wait));
+                }
+                std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Ok(Err(format!("flock: {}", std::io::Error::from(e)))),
+        }
+    }
 }
 
 fn busy_error(path: &Path, holder: Option<&LockRecord>, wait: Duration) -> Error {
@@ -182,6 +268,25 @@ mod tests {
         assert!(current_holder(&path).is_none());
         let again = acquire(&path, "backup-checkpoint", Duration::ZERO).unwrap();
         assert!(again.stale.is_none(), "clean release must not look stale");
+    }
+
+    #[test]
+    fn shared_lock_waits_for_a_writer_and_blocks_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("lock");
+        let writer = acquire(&path, "backup-prune", Duration::ZERO).unwrap();
+        let err = acquire_shared(&path, Duration::from_millis(30)).unwrap_err();
+        assert_eq!(err.exit, ExitCode::LockBusy);
+        drop(writer);
+        let reader = acquire_shared(&path, Duration::ZERO).unwrap().unwrap();
+        let err = acquire(&path, "backup-prune", Duration::from_millis(30)).unwrap_err();
+        assert_eq!(err.exit, ExitCode::LockBusy);
+        drop(reader);
+        // No lock file and no way to make one: no lock, with the reason.
+        let why = acquire_shared(&tmp.path().join("none"), Duration::ZERO)
+            .unwrap()
+            .unwrap_err();
+        assert!(why.contains("read-only"), "{why}");
     }
 
     #[test]

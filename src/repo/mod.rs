@@ -191,6 +191,15 @@ impl Repository {
         lock::acquire(&self.root.join(layout::LOCK), command, wait)
     }
 
+    /// Take the lock shared, for a reader that cannot write the repository
+    /// ([`lock::acquire_shared`]): `Ok(Err(why))` when no lock is possible.
+    pub fn lock_shared(
+        &self,
+        wait: Duration,
+    ) -> Result<std::result::Result<lock::SharedLock, String>> {
+        lock::acquire_shared(&self.root.join("lock"), wait)
+    }
+
     /// Load all snapshot records, oldest first. A record that does not match
     /// its checksum or does not parse is an error naming the file.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {

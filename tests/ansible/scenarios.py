@@ -389,6 +389,59 @@ def scenario_rollback_and_undo(h):
            f"an unknown checkpoint fails naming it: {r['failures']}", r)
 
 
+def scenario_rerun_then_rollback_restores_good(h):
+    """Issue 18 through the role: a bootstrap whose dotfiles phase writes a bad ~/.zshrc runs
+    twice (the second recap changed=0, every checkpoint unchanged), then rollback.yml -e
+    phase=pre-dotfiles restores the user's own ~/.zshrc (the first run's pre-dotfiles: the
+    re-run changed nothing); the role's per-phase report, the tool's completion report and
+    backup-list --phases agree on every phase's snapshot, status, run and rollback hint."""
+    r1 = h.play("bootstrap.yml")
+    succeeded(r1, "first bootstrap")
+    bad = h.read(".zshrc")
+    expect(bad != ORIGINAL_ZSHRC, "the dotfiles phase wrote a bad ~/.zshrc", r1)
+    r2 = h.play("bootstrap.yml")
+    succeeded(r2, "second bootstrap")
+    checkpoints = [t for t in r2["tasks"] if t["task"].startswith("Run backup-checkpoint")]
+    expect(len(checkpoints) == len(PHASES) and not any(t["changed"] for t in checkpoints)
+           and stats(r2)["changed"] == 0,
+           f"the second recap says changed=0, for the checkpoints too: {stats(r2)}", r2)
+    rc, ph = h.tool("backup-list", "--phases")
+    expect(rc == 0 and len(ph["runs"]) == 2, f"two bootstrap runs listed: {ph.get('runs')}")
+    for r, run in ((r1, ph["runs"][1]), (r2, ph["runs"][0])):
+        rep = report(r)
+        listed = {p["phase"]: p for p in run["phases"]}
+        # The tool's completion report, as the role prints it (after the role's own lines).
+        lines = [m for m in r["messages"] if isinstance(m, str) and "bytes added; roll back with:" in m]
+        completion = {m.split(":", 1)[0]: m for m in lines}
+        taken = [p for p in PHASES if rep[p]["snapshot_id"]]
+        expect(sorted(listed) == sorted(taken) and sorted(completion) == sorted(taken),
+               f"the same phases everywhere: role {taken}, list {sorted(listed)}, completion {sorted(completion)}", r)
+        for i, p in enumerate(taken):
+            c, l = rep[p], listed[p]
+            expect(c["snapshot_id"] == l["id"] and c["run_id"] == run["run"],
+                   f"{p}: role and backup-list --phases name the same snapshot and run: {c} / {l}", r)
+            expect(c["rollback"] == f"backup-rollback {c['snapshot']}"
+                   and completion[p] == f"{p}: {c['status']} - snapshot {c['snapshot']}, {c['files']} files, "
+                   f"{c['new_bytes']} bytes added; roll back with: backup-rollback {c['snapshot']}",
+                   f"{p}: the role's line and the completion report agree (status, snapshot, hint): "
+                   f"{c['status']} {c['rollback']} / {completion[p]}", r)
+            if i + 1 < len(taken):
+                nxt = rep[taken[i + 1]]
+                expect(bool(l["state_changed"]) == (nxt["status"] == "created"),
+                       f"{p}: backup-list --phases says the phase changed the state exactly when the next "
+                       f"checkpoint stored a new one: {l} / {nxt['phase']} {nxt['status']}", r)
+        skipped = [p for p in PHASES if not rep[p]["snapshot_id"]]
+        expect(all(rep[p]["rollback"] is None for p in skipped), f"no rollback hint for skipped phases {skipped}", r)
+    expect(all(c["status"] == "unchanged" for c in report(r2).values()), "every re-run checkpoint unchanged", r2)
+
+    r = h.play("rollback.yml", "-e", "phase=pre-dotfiles")
+    succeeded(r, "rollback after the re-run")
+    rb = custom(r)["backup_checkpoint_rollback"]
+    expect(rb["applied"] is True and rb["source"]["id"] == report(r1)["pre-dotfiles"]["snapshot_id"],
+           f"pre-dotfiles resolves to the run in which the dotfiles phase changed something: {rb['source']}", r)
+    expect(h.read(".zshrc") == ORIGINAL_ZSHRC, "~/.zshrc is good again, byte for byte")
+
+
 def scenario_check_mode_writes_nothing(h):
     """--check on a fresh machine and after a bootstrap: nothing is written anywhere."""
     before = tree(h.home)
@@ -852,6 +905,7 @@ SCENARIOS = [
     scenario_disabled_by_role_flag,
     scenario_degradation_levels,
     scenario_rollback_and_undo,
+    scenario_rerun_then_rollback_restores_good,
     scenario_check_mode_writes_nothing,
     scenario_health_check,
     scenario_role_entry_point_and_arguments,
