@@ -47,7 +47,7 @@ fn main() -> std::process::ExitCode {
                     .from_external
                     .as_deref()
                     .map(|n| Some(n).filter(|n| !n.is_empty()));
-                dotfiles_backup::ops::verify::run_repair(s, args.read_data, from, env)
+                dotfiles_backup::ops::repair::run_repair(s, args.read_data, from, env)
             }
             None => dotfiles_backup::ops::verify::run(s, args.read_data, env),
         },

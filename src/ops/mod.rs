@@ -10,6 +10,7 @@ pub mod phases;
 pub mod place;
 pub mod prune;
 pub mod refetch;
+pub mod repair;
 pub mod report;
 pub mod restore;
 pub mod select;
