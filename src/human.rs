@@ -184,6 +184,18 @@ fn package_diff(env: &Envelope) -> String {
                 let _ = writeln!(out, "packages {name}: listed only in the second");
                 continue;
             }
+            Some(s @ ("unknown_in_from" | "unknown_in_to")) => {
+                let which = if s == "unknown_in_from" {
+                    "first"
+                } else {
+                    "second"
+                };
+                let _ = writeln!(
+                    out,
+                    "packages {name}: unknown in the {which} snapshot (its capture failed or timed out)"
+                );
+                continue;
+            }
             _ => {}
         }
         let (added, removed) = (names(&m["added"]), names(&m["removed"]));
