@@ -842,6 +842,9 @@ fn packages_line(env: &Envelope) -> String {
         .map(|o| {
             let name = o["name"].as_str().unwrap_or("?");
             match o["status"].as_str() {
+                Some("captured") if o["cached"] == true => {
+                    format!("{name} ({}, unchanged)", o["packages"].as_u64().unwrap_or(0))
+                }
                 Some("captured") => format!("{name} ({})", o["packages"].as_u64().unwrap_or(0)),
                 Some(other) => format!("{name} {other}"),
                 None => name.to_string(),
