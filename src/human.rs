@@ -843,7 +843,10 @@ fn packages_line(env: &Envelope) -> String {
             let name = o["name"].as_str().unwrap_or("?");
             match o["status"].as_str() {
                 Some("captured") if o["cached"] == true => {
-                    format!("{name} ({}, unchanged)", o["packages"].as_u64().unwrap_or(0))
+                    format!(
+                        "{name} ({}, unchanged)",
+                        o["packages"].as_u64().unwrap_or(0)
+                    )
                 }
                 Some("captured") => format!("{name} ({})", o["packages"].as_u64().unwrap_or(0)),
                 Some(other) => format!("{name} {other}"),
