@@ -1455,6 +1455,7 @@ class Bench:
             self.save()
             rmtree(large.path)
             rmtree(self.run_dir / "repos" / "large-main")
+        if "margins200k" in only:
             big = self.make_home(PRESETS["200k"])
             self.guard("scaling@200k", self.phase_snapshots, big, ["project", "statwalk"],
                        ("first", "change1", "nochange"), 1)
@@ -1978,7 +1979,7 @@ def parse_args(argv):
     p.add_argument("--only", default=None, metavar="LIST",
                    help="only these issue-21 scenarios: phase (phase checkpoint with package captures), "
                         "margins (rollback of the small home; first/no-change at 20k vs tar and the stat "
-                        "walk; no-change, peak memory and backup-list --files memory at 200k)")
+                        "walk), margins200k (no-change, peak memory and backup-list --files memory at 200k)")
     p.add_argument("--wait-load", type=float, default=None, metavar="L",
                    help="before each phase wait until the 1-minute load average is below L")
     p.add_argument("--wait-max", type=float, default=600, metavar="S",
@@ -1990,8 +1991,8 @@ def parse_args(argv):
         a.version_runs = 5 if a.quick else 20
     if a.reps < 1 or a.version_runs < 1:
         p.error("--reps and --version-runs must be at least 1")
-    if a.only and set(a.only.split(",")) - {"phase", "margins"}:
-        p.error("--only takes phase and/or margins")
+    if a.only and set(a.only.split(",")) - {"phase", "margins", "margins200k"}:
+        p.error("--only takes phase, margins and/or margins200k")
     if a.quick and (a.scaling or a.scaling_full):
         p.error("--quick does not combine with --scaling")
     if a.out is None:
