@@ -784,6 +784,102 @@ class TrueFloor(Tool):
         return Cmd(["/bin/true"], self.b.base_env())
 
 
+class Variant(Tool):
+    """One way of running the project in a scenario of its own (phase checkpoints)."""
+
+    def __init__(self, bench, name, label):
+        super().__init__(bench)
+        self.name, self.label, self.kind, self.short = name, label, "project", label
+
+
+# Package managers of a typical dotfiles machine, as the phase scenario fakes them when they
+# are not installed: (capture, program, seconds per call, packages). Delays are what the real
+# commands take on the reference machine or a Mac with ~150 formulae (brew list ~0.3 s,
+# brew bundle dump ~1.2 s, pip list ~0.45 s, npm ls -g ~0.25 s, code --list-extensions ~0.5 s).
+FAKE_MANAGERS = [
+    ("apt", "apt-mark", 0.06, 400),
+    ("brew", "brew", 0.30, 150),
+    ("pip", "pip", 0.45, 80),
+    ("npm", "npm", 0.25, 12),
+    ("code", "code", 0.50, 30),
+]
+
+
+def write_script(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    os.chmod(path, 0o755)
+
+
+def sh_printer(delay: float, lines: list, first: str = "") -> str:
+    """A /bin/sh body that sleeps `delay` s and prints `lines` (after `first` if given)."""
+    body = "\n".join(([first] if first else []) + lines) + "\n"
+    return f"sleep {delay}\ncat <<'EOF_LIST'\n{body}EOF_LIST\n"
+
+
+def make_fake_managers(root: Path, path: str) -> tuple:
+    """Fakes for the package managers missing from `path`, laid out like the real ones so the
+    cache rules apply (a Homebrew prefix with a Cellar, pip with a Python #! line, npm with a
+    global root, an extensions directory): (PATH prefix, extra environment, names faked)."""
+    rmtree(root)
+    binp = root / "bin"
+    binp.mkdir(parents=True)
+    env, faked, prefix = {}, [], [str(binp)]
+    for name, prog, delay, n in FAKE_MANAGERS:
+        if shutil.which(prog, path=path):
+            continue
+        faked.append(name)
+        names = [f"{WORDS[i % len(WORDS)]}{i}" for i in range(n)]
+        if name == "brew":
+            bp = root / "homebrew"
+            for i, pkg in enumerate(names):
+                (bp / "Cellar" / pkg / f"1.{i}.0").mkdir(parents=True)
+            (bp / "Caskroom").mkdir()
+            (bp / "Library" / "Taps" / "homebrew").mkdir(parents=True)
+            listing = [f"{pkg} 1.{i}.0" for i, pkg in enumerate(names)]
+            bundle = [f'brew "{pkg}"' for pkg in names]
+            write_script(bp / "bin" / "brew", "#!/bin/sh\nif [ \"$1\" = bundle ]; then\n"
+                         + sh_printer(1.2, bundle) + "exit 0\nfi\n" + sh_printer(delay, listing))
+            prefix.append(str(bp / "bin"))
+        elif name == "pip":
+            lines = [f"{pkg}==1.{i}.0" for i, pkg in enumerate(names)]
+            write_script(binp / "pip", f"#!{sys.executable}\nimport time\ntime.sleep({delay})\n"
+                         f"print({chr(10).join(lines)!r})\n")
+        elif name == "npm":
+            groot = root / "npm-global" / "lib" / "node_modules"
+            for pkg in names:
+                (groot / pkg).mkdir(parents=True)
+            listing = [f"+-- {pkg}@1.{i}.0" for i, pkg in enumerate(names)]
+            write_script(binp / "npm", f"#!/bin/sh\nif [ \"$1\" = root ]; then sleep 0.15; echo '{groot}'; exit 0; fi\n"
+                         + sh_printer(delay, listing, str(groot.parent.parent)))
+        elif name == "code":
+            ext = root / "vscode-extensions"
+            for i, pkg in enumerate(names):
+                (ext / f"pub.{pkg}-1.{i}.0").mkdir(parents=True)
+            env["VSCODE_EXTENSIONS"] = str(ext)
+            write_script(binp / "code", "#!/bin/sh\n"
+                         + sh_printer(delay, [f"pub.{pkg}@1.{i}.0" for i, pkg in enumerate(names)]))
+        else:
+            write_script(binp / prog, "#!/bin/sh\n" + sh_printer(delay, names))
+    return ":".join(prefix), env, faked
+
+
+def check_phase(rc, out, err):
+    """check_envelope, plus how the package captures went (cached, captured, failed)."""
+    error, extra = check_envelope(rc, out, err)
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        return error, extra
+    outs = doc.get("packages") or []
+    extra["captures"] = {o["name"]: ("cached" if o.get("cached") else o["status"]) for o in outs}
+    return error, extra
+
+
+check_envelope_nostdout = default_check  # output discarded (memory runs): the exit status decides
+
+
+
 TOOL_CLASSES = [Project, Restic, Borg, Rsync, RsyncLink, Tar, Sha, StatWalk, TrueFloor]
 SNAPSHOT_TOOLS = ["project", "restic", "borg", "rsync", "rsync-link", "tar", "sha256sum", "statwalk"]
 RESTORE_TOOLS = ["project", "restic", "borg", "rsync", "tar"]
@@ -803,6 +899,8 @@ SCENARIOS = {
     "version": "`--version` start-up (process spawn to exit)",
     "memfirst": "peak RSS, first snapshot (/usr/bin/time -v)",
     "memnochange": "peak RSS, no-change snapshot (/usr/bin/time -v)",
+    "memlistfiles": "peak RSS, `backup-list latest --files --json` (/usr/bin/time -v)",
+    "phase": "phase checkpoint, nothing changed, default package captures (issue 21)",
 }
 
 SHORT = {
@@ -816,6 +914,8 @@ SHORT = {
     "version": "--version",
     "memfirst": "first snapshot",
     "memnochange": "no-change snapshot",
+    "memlistfiles": "backup-list --files",
+    "phase": "phase checkpoint, no change",
 }
 
 # --------------------------------------------------------------------------- results
@@ -1281,6 +1381,89 @@ class Bench:
                        time_v=have_time)
             rmtree(repo)
 
+    def phase_packages(self, home: Home):
+        """Issue 21: a phase checkpoint of an unchanged home with the default package captures,
+        cold (cache emptied) and warm (unchanged system), next to captures off."""
+        proj = self.tools["project"]
+        exe = proj.bins.get("backup-checkpoint") or str(self.release_dir / "backup-checkpoint")
+        base = self.project_env(home)
+        prefix, extra, faked = make_fake_managers(self.run_dir / "pkgfakes", base["PATH"])
+        self.res.meta("phase", home.name)["faked_managers"] = faked
+        made = time.time()
+        repo = self.run_dir / "repos" / f"{home.name}-phase"
+        rmtree(repo)
+        on = dict(base, PATH=f"{prefix}:{base['PATH']}", BACKUP_RUN_ID="bench-phase", **extra)
+        off = dict(on, BACKUP_PACKAGES="false")
+        argv = [exe, "auto", "pre-dotfiles", "--path", home.path, "--repo", repo, "--json"]
+        variants = {
+            "off": Variant(self, "phase-off", "captures off"),
+            "cold": Variant(self, "phase-cold", "captures, cache empty"),
+            "warm": Variant(self, "phase-warm", "captures, unchanged"),
+        }
+        # The fakes were just written: wait out the racy window of the cache key (a real
+        # package manager's state is older than 2 s too).
+        wait = made + RACY_WAIT_S - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        first = self.runner.run(Cmd(argv, on, check=check_phase))  # creates the repository
+        if first.error:
+            self.res.add_error("phase", home.name, variants["warm"], f"first checkpoint failed: {first.error}")
+            return
+        cache = repo / "cache" / "packages"
+        for r in range(self.args.reps):
+            for key in ("cold", "warm", "off"):
+                if key == "cold" and cache.exists():
+                    cache.unlink()
+                self.settle()
+                res = self.timed("phase", home, variants[key],
+                                 Cmd(argv, off if key == "off" else on, check=check_phase),
+                                 f"{r + 1}/{self.args.reps}")
+                if res and not res.error and key == "warm":
+                    caps = res.extra.get("captures", {})
+                    ran = [n for n, st in caps.items() if st not in ("cached", "missing")]
+                    if ran:
+                        self.notes.append(f"phase checkpoint (warm): not from the cache: {', '.join(ran)} ({caps})")
+
+    def run_memory_scaling(self, home: Home):
+        """Peak memory of a no-change checkpoint and of `backup-list --files` at this size."""
+        proj = self.tools["project"]
+        repo = self.repo(proj, home)
+        self.settle()
+        self.timed("memnochange", home, proj, proj.snapshot(home, repo, self.next_label()), "time -v",
+                   time_v=True)
+        exe = proj.bins.get("backup-list") or str(self.release_dir / "backup-list")
+        self.settle()
+        self.timed("memlistfiles", home, proj,
+                   Cmd([exe, "latest", "--files", "--json", "--repo", repo], self.project_env(home),
+                       check=check_envelope_nostdout, stdout_null=True), "time -v", time_v=True)
+
+    def main_only(self):
+        """`--only`: just the issue 21 scenarios (phase checkpoints; engine margins)."""
+        a = self.args
+        only = set(a.only.split(","))
+        if "phase" in only:
+            home = self.make_home(PRESETS["tiny" if a.quick else "small"])
+            self.guard(f"phase@{home.name}", self.phase_packages, home)
+            self.save()
+        if "margins" in only:
+            small = self.make_home(PRESETS["small"])
+            self.guard("rollback@small", self.phase_rollback, small)
+            self.save()
+            rmtree(small.path)
+            large = self.make_home(PRESETS["large"])
+            self.guard("snapshots@large", self.phase_snapshots, large, ["project", "tar", "statwalk"])
+            self.save()
+            rmtree(large.path)
+            rmtree(self.run_dir / "repos" / "large-main")
+        if "margins200k" in only:
+            big = self.make_home(PRESETS["200k"])
+            self.guard("scaling@200k", self.phase_snapshots, big, ["project", "statwalk"],
+                       ("first", "change1", "nochange"), 1)
+            self.guard("memory@200k", self.run_memory_scaling, big)
+            self.save()
+            rmtree(big.path)
+            rmtree(self.run_dir / "repos" / "200k-main")
+
     def run_home(self, spec: HomeSpec, rollback: bool):
         home = self.make_home(spec)
         self.guard(f"snapshots@{home.name}", self.phase_snapshots, home, SNAPSHOT_TOOLS)
@@ -1333,6 +1516,9 @@ class Bench:
         self.info["versions"] = self.versions()
         self.log(f"project {self.info['project']}")
 
+        if a.only:
+            self.main_only()
+            return self.finish([])
         specs = self.home_specs()
         smallest = min(specs, key=lambda s: s.files)
         largest = max(specs, key=lambda s: s.bytes)
@@ -1341,6 +1527,7 @@ class Bench:
             homes[spec.name] = self.run_home(spec, rollback=spec.files <= 5000 or spec is smallest)
             if spec is not smallest and spec is not largest:
                 rmtree(homes[spec.name].path)
+        self.guard(f"phase@{smallest.name}", self.phase_packages, homes[smallest.name])
         self.guard("version", self.phase_version, homes[smallest.name])
         self.guard("memory", self.phase_memory, homes[largest.name])
         self.save()
@@ -1350,9 +1537,14 @@ class Bench:
                 home = self.make_home(spec)
                 self.guard(f"scaling@{name}", self.phase_snapshots, home, SCALING_TOOLS,
                            ("first", "change1", "nochange"), 1)
+                self.guard(f"memory@{name}", self.run_memory_scaling, home)
                 self.save()
                 rmtree(home.path)
                 rmtree(self.run_dir / "repos" / f"{name}-main")
+        return self.finish(specs)
+
+    def finish(self, specs) -> int:
+        a = self.args
         self.info["machine"]["loadavg_end"] = os.getloadavg()
         self.info["wall_s"] = round(time.time() - self.started, 1)
         self.save()
@@ -1397,7 +1589,7 @@ class Bench:
                 if not c["errors"]:
                     continue
                 role = c["role"]
-                required = role != "project" or scn["kind"] in ("first", "nochange", "change1", "version")
+                required = role != "project" or scn["kind"] in ("first", "nochange", "change1", "version", "phase")
                 if role == "project" and self.args.strict:
                     required = True
                 if required:
@@ -1484,6 +1676,37 @@ def evaluate_targets(res: Results, quick: bool) -> list:
         r = ratio(pr, rr)
         row(f"peak memory, 20k files ({what})", "≤ 1/3 of restic's",
             r and f"{fmt_bytes(pr * 1024)} vs {fmt_bytes(rr * 1024)} ({r:.2f})", r is not None and r <= 1 / 3)
+    # Issue 21: the engine's margins, and the phase checkpoint users wait for.
+    p = res.median("nochange", L, "project")
+    r = ratio(p, res.median("nochange", L, "statwalk"))
+    row("no-change checkpoint, 20k files (issue 21)", "≤ 1.5× stat walk", r and f"{r:.2f}× stat walk",
+        r is not None and r <= 1.5)
+    r = ratio(res.median("first", L, "project"), res.median("first", L, "tar"))
+    row("first checkpoint, 20k files / 320 MB (issue 21)", "≤ 1.5× tar to a file", r and f"{r:.2f}× tar",
+        r is not None and r <= 1.5)
+    p = res.median("rollback", S, "project")
+    row("rollback of the 300-file home incl. safety snapshot (issue 21)", "≤ 30 ms", p and fmt_time(p),
+        p is not None and p <= 0.030)
+    p = res.median("nochange", "200k", "project")
+    r = ratio(p, res.median("nochange", "200k", "statwalk"))
+    row("no-change checkpoint, 200k files (issue 21)", "≤ 1.5× stat walk", r and f"{r:.2f}× stat walk",
+        r is not None and r <= 1.5)
+    m = res.rss("memnochange", "200k", "project")
+    row("peak memory, no-change checkpoint, 200k files (issue 21)", "≤ 60 MB", m and fmt_bytes(m * 1024),
+        m is not None and m * 1024 <= 60e6)
+    m = res.rss("memlistfiles", "200k", "project")
+    row("peak memory, `backup-list --files`, 200k files (issue 21)", "≤ 30 MB (streams)",
+        m and fmt_bytes(m * 1024), m is not None and m * 1024 <= 30e6)
+    for home in (S, "tiny"):
+        off, warm = res.median("phase", home, "phase-off"), res.median("phase", home, "phase-warm")
+        if off is not None and warm is not None:
+            d = warm - off
+            row(f"phase checkpoint, unchanged system, default captures ({home} home)",
+                "≤ 5 ms more than captures off", f"{d * 1e3:+.1f} ms ({fmt_time(warm)} vs {fmt_time(off)})",
+                d <= 0.005)
+            break
+    else:
+        row("phase checkpoint, unchanged system, default captures", "≤ 5 ms more than captures off", None, None)
     for t in out:
         if t["measured"] is None:
             t["met"] = None
@@ -1493,9 +1716,11 @@ def evaluate_targets(res: Results, quick: bool) -> list:
 
 # --------------------------------------------------------------------------- rendering
 
-ORDER = ["project", "restic", "borg", "rsync", "rsync-link", "tar", "sha256sum", "statwalk", "true"]
+ORDER = ["project", "restic", "borg", "rsync", "rsync-link", "tar", "sha256sum", "statwalk", "true",
+         "phase-off", "phase-cold", "phase-warm"]
 KIND_ORDER = ["init", "first", "nochange", "change1", "restore", "rollback", "open", "version", "memfirst",
-              "memnochange"]
+              "memnochange", "memlistfiles", "phase"]
+MEM_KINDS = ("memfirst", "memnochange", "memlistfiles")
 
 
 def scenario_order(doc) -> list:
@@ -1529,7 +1754,7 @@ def render_console(doc) -> str:
     lines.append("ratio = project ÷ tool (median ÷ median wall time): < 1 means the project is faster; "
                  "cpu = median user+sys time of the process tree")
     for s in scenario_order(doc):
-        if s["kind"] in ("memfirst", "memnochange"):
+        if s["kind"] in MEM_KINDS:
             continue
         home = "" if s["home"] == "-" else " — " + home_label(doc, s["home"])
         lines.append("")
@@ -1567,7 +1792,7 @@ def render_console(doc) -> str:
             lines.append(f"   (each rep changes {mm['files_changed']} files, ~{mm['bytes_written']} bytes)")
         if meta.get("damage"):
             lines.append(f"   (damage per rep: {meta['damage']})")
-    mem = [s for s in scenario_order(doc) if s["kind"] in ("memfirst", "memnochange")]
+    mem = [s for s in scenario_order(doc) if s["kind"] in MEM_KINDS]
     if mem:
         lines.append("")
         lines.append("## peak memory (Maximum resident set size, /usr/bin/time -v)")
@@ -1619,7 +1844,7 @@ def render_markdown(doc) -> str:
     v = doc.get("versions", {})
     out.append("Peers: " + ", ".join(f"{k}: {v[k]}" for k in ("restic", "borg", "rsync", "tar") if v.get(k)) + ".")
     out.append("")
-    main = [s for s in scenario_order(doc) if s["kind"] not in ("memfirst", "memnochange", "version")
+    main = [s for s in scenario_order(doc) if s["kind"] not in MEM_KINDS + ("version", "phase")
             and not is_scaling(doc, s)]
     cols = [n for n in ORDER if n != "true" and any(n in s["tools"] for s in main)]
     labels = {n: next((s["tools"][n]["label"] for s in main if n in s["tools"]), n) for n in cols}
@@ -1658,7 +1883,18 @@ def render_markdown(doc) -> str:
                            f"{fmt_time(c.get('max_s'))} | {c.get('runs')} |" if "error" not in c else
                            f"| {c['label']} | error | | |")
         out.append("")
-    mem = [s for s in scenario_order(doc) if s["kind"] in ("memfirst", "memnochange")]
+    ph = [s for s in doc["scenarios"] if s["kind"] == "phase"]
+    if ph:
+        out.append("### Phase checkpoint with package captures (issue 21)")
+        out.append("")
+        out.append("| home | captures off | captures, cache empty | captures, unchanged system | faked managers |")
+        out.append("|---|---|---|---|---|")
+        for s in ph:
+            cells = [md_cell(s["tools"].get(n)) for n in ("phase-off", "phase-cold", "phase-warm")]
+            fk = ", ".join(s.get("meta", {}).get("faked_managers", [])) or "none"
+            out.append(f"| {s['home']} | " + " | ".join(cells) + f" | {fk} |")
+        out.append("")
+    mem = [s for s in scenario_order(doc) if s["kind"] in MEM_KINDS]
     if mem:
         out.append("### Peak memory (Maximum resident set size, `/usr/bin/time -v`)")
         out.append("")
@@ -1740,6 +1976,10 @@ def parse_args(argv):
                    help="exit 0 even when a required cell failed (while the engine is landing)")
     p.add_argument("--strict", action="store_true", help="also require the project's restore and rollback cells")
     p.add_argument("--keep", action="store_true", help="keep homes and repositories under target/bench")
+    p.add_argument("--only", default=None, metavar="LIST",
+                   help="only these issue-21 scenarios: phase (phase checkpoint with package captures), "
+                        "margins (rollback of the small home; first/no-change at 20k vs tar and the stat "
+                        "walk), margins200k (no-change, peak memory and backup-list --files memory at 200k)")
     p.add_argument("--wait-load", type=float, default=None, metavar="L",
                    help="before each phase wait until the 1-minute load average is below L")
     p.add_argument("--wait-max", type=float, default=600, metavar="S",
@@ -1751,6 +1991,8 @@ def parse_args(argv):
         a.version_runs = 5 if a.quick else 20
     if a.reps < 1 or a.version_runs < 1:
         p.error("--reps and --version-runs must be at least 1")
+    if a.only and set(a.only.split(",")) - {"phase", "margins", "margins200k"}:
+        p.error("--only takes phase, margins and/or margins200k")
     if a.quick and (a.scaling or a.scaling_full):
         p.error("--quick does not combine with --scaling")
     if a.out is None:

@@ -152,6 +152,10 @@ struct FileConfig {
     health: HealthSection,
 }
 
+/// Names of the default package captures (`src/packages.rs` has their
+/// commands; a unit test there keeps the two lists equal).
+pub const DEFAULT_PACKAGE_CAPTURES: &[&str] = &["brew", "brewfile", "apt", "pip", "code", "npm"];
+
 /// `[packages]`: package-manager lists recorded with checkpoints (`src/packages.rs`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -160,12 +164,22 @@ pub struct PackagesSection {
     pub auto: bool,
     /// Capture at named checkpoints (`backup-checkpoint manual NAME`).
     pub manual: bool,
-    /// Seconds each command may run before it is killed.
+    /// Seconds each command may run before it is killed (`BACKUP_PACKAGES_TIMEOUT`).
     pub timeout_secs: u64,
     /// Largest output stored per command (KiB); more is a warning and nothing is stored for it.
     pub max_output_kb: u64,
     /// Commands by name (`brew = ["brew", "list", "--versions"]`); replaces the defaults when set.
     pub commands: Option<BTreeMap<String, Vec<String>>>,
+    /// Only these captures run (names of `commands` or of the defaults);
+    /// `None`: all. `BACKUP_PACKAGES=apt,npm` sets it.
+    pub managers: Option<Vec<String>>,
+    /// Reuse a capture while what its manager changes when packages change
+    /// is unchanged (`<repo>/cache/packages`, docs/cli.md#package-lists).
+    pub cache: bool,
+    /// Paths whose change means a capture must run again, by capture name;
+    /// replaces the built-in rule (and makes a configured command cacheable).
+    /// `~` is expanded when the settings are resolved.
+    pub watch: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl Default for PackagesSection {
@@ -173,9 +187,12 @@ impl Default for PackagesSection {
         PackagesSection {
             auto: true,
             manual: false,
-            timeout_secs: 20,
+            timeout_secs: 10,
             max_output_kb: 1024,
             commands: None,
+            managers: None,
+            cache: true,
+            watch: None,
         }
     }
 }
@@ -562,6 +579,55 @@ pub fn check_env_utf8() -> Result<()> {
     Ok(())
 }
 
+/// `BACKUP_PACKAGES`: a boolean, or a comma-separated list of capture names
+/// (captures on, limited to those).
+fn parse_packages_switch(value: &str) -> Result<(bool, Option<Vec<String>>)> {
+    if let Ok(on) = parse_bool("BACKUP_PACKAGES", value) {
+        return Ok((on, None));
+    }
+    let names: Vec<String> = value
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.iter().any(|n| {
+        !n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }) {
+        return Err(Error::usage(
+            "bad_environment",
+            format!(
+                "BACKUP_PACKAGES={value:?} is neither a boolean nor a list of package managers"
+            ),
+        )
+        .with_hint("set BACKUP_PACKAGES to true, false, or names such as apt,brew,npm"));
+    }
+    Ok((true, Some(names)))
+}
+
+/// Every name in `packages.managers` must be a capture that exists.
+fn check_managers(packages: &PackagesSection, file_src: &str) -> Result<()> {
+    let known: Vec<String> = match &packages.commands {
+        Some(map) => map.keys().cloned().collect(),
+        None => DEFAULT_PACKAGE_CAPTURES
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+    };
+    for name in packages.managers.iter().flatten() {
+        if !known.contains(name) {
+            return Err(Error::usage(
+                "bad_config",
+                format!(
+                    "{file_src}: packages.managers (or BACKUP_PACKAGES) names `{name}`, which is not a package capture"
+                ),
+            )
+            .with_hint(format!("choose from: {}", known.join(", "))));
+        }
+    }
+    Ok(())
+}
+
 fn parse_bool(var: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -866,9 +932,35 @@ impl Settings {
         let mut packages = file.packages.clone();
         if let Some(v) = env("BACKUP_PACKAGES") {
             sources.insert("packages", "env BACKUP_PACKAGES".into());
-            let on = parse_bool("BACKUP_PACKAGES", &v)?;
+            let (on, managers) = parse_packages_switch(&v)?;
             packages.auto = on;
             packages.manual = on;
+            if managers.is_some() {
+                packages.managers = managers;
+            }
+        }
+        if let Some(v) = env("BACKUP_PACKAGES_TIMEOUT") {
+            sources.insert(
+                "packages.timeout_secs",
+                "env BACKUP_PACKAGES_TIMEOUT".into(),
+            );
+            packages.timeout_secs = v.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                Error::usage(
+                    "bad_environment",
+                    format!("BACKUP_PACKAGES_TIMEOUT={v:?} is not a whole number of seconds (1 or more)"),
+                )
+                .with_hint("e.g. BACKUP_PACKAGES_TIMEOUT=30")
+            })?;
+        }
+        check_managers(&packages, &file_src())?;
+        if let Some(watch) = packages.watch.as_mut() {
+            for (name, paths) in watch.iter_mut() {
+                for p in paths.iter_mut() {
+                    *p = expand(p, &format!("packages.watch.{name}"))?
+                        .to_string_lossy()
+                        .into_owned();
+                }
+            }
         }
         for (name, argv) in packages.commands.iter().flatten() {
             if argv.first().is_none_or(|p| p.is_empty()) {

@@ -184,6 +184,18 @@ fn package_diff(env: &Envelope) -> String {
                 let _ = writeln!(out, "packages {name}: listed only in the second");
                 continue;
             }
+            Some(s @ ("unknown_in_from" | "unknown_in_to")) => {
+                let which = if s == "unknown_in_from" {
+                    "first"
+                } else {
+                    "second"
+                };
+                let _ = writeln!(
+                    out,
+                    "packages {name}: unknown in the {which} snapshot (its capture failed or timed out)"
+                );
+                continue;
+            }
             _ => {}
         }
         let (added, removed) = (names(&m["added"]), names(&m["removed"]));
@@ -846,6 +858,12 @@ fn packages_line(env: &Envelope) -> String {
         .map(|o| {
             let name = o["name"].as_str().unwrap_or("?");
             match o["status"].as_str() {
+                Some("captured") if o["cached"] == true => {
+                    format!(
+                        "{name} ({}, unchanged)",
+                        o["packages"].as_u64().unwrap_or(0)
+                    )
+                }
                 Some("captured") => format!("{name} ({})", o["packages"].as_u64().unwrap_or(0)),
                 Some(other) => format!("{name} {other}"),
                 None => name.to_string(),

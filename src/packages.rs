@@ -24,10 +24,13 @@
 //! (version) packages per manager. It is what `backup-list --diff` shows for
 //! packages.
 
+mod cache;
+pub mod key;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,7 @@ use crate::config::PackagesSection;
 use crate::hash::Hash;
 use crate::repo::snapshot::PackageList;
 use crate::report::Warning;
+use cache::Cache;
 
 /// The default captures: name, alternative programs (first found wins), arguments.
 pub const DEFAULT_COMMANDS: &[(&str, &[&str], &[&str])] = &[
@@ -62,6 +66,19 @@ pub const SCRATCH_ENV: &[(&str, &str)] = &[
     ("XDG_CACHE_HOME", "xdg-cache"),
 ];
 
+/// Also given to every capture command: no update checks, no analytics,
+/// no pip cache at all (`PIP_NO_CACHE_DIR`; `PIP_CACHE_DIR` is the fallback
+/// for pips that ignore it).
+pub const QUIET_ENV: &[(&str, &str)] = &[
+    ("npm_config_update_notifier", "false"),
+    ("npm_config_fund", "false"),
+    ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+    ("PIP_NO_CACHE_DIR", "1"),
+    ("HOMEBREW_NO_AUTO_UPDATE", "1"),
+    ("HOMEBREW_NO_ANALYTICS", "1"),
+    ("HOMEBREW_NO_ENV_HINTS", "1"),
+];
+
 /// How one capture went, as reported in the envelope's `packages` payload.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CaptureOutcome {
@@ -70,27 +87,39 @@ pub struct CaptureOutcome {
     /// `captured`, `missing` (program not on PATH), `failed` (non-zero exit,
     /// could not start, output too large) or `timeout`.
     pub status: &'static str,
+    /// The list is the cached one: nothing its manager changes had changed.
+    pub cached: bool,
     /// The command line (program path when found).
     pub command: String,
     /// Packages parsed from the output (captured only).
     pub packages: u64,
     /// Output bytes (captured only).
     pub bytes: u64,
-    /// Wall time.
+    /// Wall time (of this run; 0 when cached).
     pub duration_ms: u64,
 }
 
 /// What [`capture`] found.
 #[derive(Debug, Default)]
 pub struct Captured {
-    /// Lists to store in the record, sorted by name.
+    /// Lists to store in the record, sorted by name: the captured ones and a
+    /// marker (`status` set, no output) for each failed or timed-out one.
     pub lists: Vec<PackageList>,
     /// One per configured command, in configured order.
     pub outcomes: Vec<CaptureOutcome>,
-    /// `package_capture_failed` warnings.
+    /// `package_capture_failed` and `package_capture_timeout` warnings.
     pub warnings: Vec<Warning>,
     /// Wall time of the whole capture.
     pub duration_ms: u64,
+    /// The cache file and its new content, when it changed ([`store_cache`]).
+    pub cache_update: Option<(PathBuf, Vec<u8>)>,
+}
+
+impl Captured {
+    /// Lists that were captured (not failure markers).
+    pub fn known(&self) -> u64 {
+        self.lists.iter().filter(|l| l.is_known()).count() as u64
+    }
 }
 
 /// A resolved command: name, program alternatives, arguments.
@@ -99,10 +128,12 @@ struct Spec {
     name: String,
     programs: Vec<String>,
     args: Vec<String>,
+    /// One of [`DEFAULT_COMMANDS`] (its built-in key rule may apply).
+    builtin: bool,
 }
 
 fn specs(cfg: &PackagesSection) -> Vec<Spec> {
-    match &cfg.commands {
+    let all: Vec<Spec> = match &cfg.commands {
         Some(map) => map
             .iter()
             .filter_map(|(name, argv)| {
@@ -111,6 +142,7 @@ fn specs(cfg: &PackagesSection) -> Vec<Spec> {
                     name: name.clone(),
                     programs: vec![program.clone()],
                     args: args.to_vec(),
+                    builtin: false,
                 })
             })
             .collect(),
@@ -120,59 +152,175 @@ fn specs(cfg: &PackagesSection) -> Vec<Spec> {
                 name: (*name).into(),
                 programs: programs.iter().map(|p| p.to_string()).collect(),
                 args: args.iter().map(|a| a.to_string()).collect(),
+                builtin: true,
             })
             .collect(),
+    };
+    match &cfg.managers {
+        Some(only) => all.into_iter().filter(|s| only.contains(&s.name)).collect(),
+        None => all,
     }
 }
 
-/// Run every configured command (in parallel) and collect the lists.
-pub fn capture(cfg: &PackagesSection) -> Captured {
+/// What to do for one capture after looking at the cache.
+enum Plan {
+    /// Missing program, or a cache hit.
+    Done(CaptureOutcome, Option<PackageList>),
+    /// Run it (with the key rule, when it can be cached).
+    Run {
+        program: PathBuf,
+        argv: Vec<String>,
+        rule: Option<key::Rule>,
+    },
+}
+
+/// One capture's result.
+type RunResult = (
+    CaptureOutcome,
+    Option<PackageList>,
+    Option<Warning>,
+    Option<cache::Entry>,
+);
+
+/// Run every configured command whose cached list cannot be vouched for (in
+/// parallel) and collect the lists. `cache_file` is `<repo>/cache/packages`
+/// (`None`, or `packages.cache = false`: no cache).
+pub fn capture(cfg: &PackagesSection, cache_file: Option<&Path>) -> Captured {
     let started = Instant::now();
     let timeout = Duration::from_secs(cfg.timeout_secs);
     let max = cfg.max_output_kb.saturating_mul(1024);
     let specs = specs(cfg);
+    let cache_file = cache_file.filter(|_| cfg.cache);
+    let old = cache_file.and_then(Cache::load).unwrap_or_default();
+    let plans: Vec<Plan> = specs
+        .iter()
+        .map(|s| plan(cfg, s, &old, cache_file.is_some()))
+        .collect();
+    let must_run = plans.iter().any(|p| matches!(p, Plan::Run { .. }));
     // No scratch directory (temp dir unwritable): run without one rather than not at all.
-    let scratch = tempfile::Builder::new()
-        .prefix("dotfiles-backup-packages-")
-        .tempdir()
-        .ok();
+    let scratch = must_run
+        .then(|| {
+            tempfile::Builder::new()
+                .prefix("dotfiles-backup-packages-")
+                .tempdir()
+                .ok()
+        })
+        .flatten();
     let scratch = scratch.as_ref().map(|d| d.path());
-    let results: Vec<(CaptureOutcome, Option<PackageList>, Option<Warning>)> =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = specs
-                .iter()
-                .map(|spec| s.spawn(move || run_one(spec, timeout, max, scratch)))
-                .collect();
-            handles
-                .into_iter()
-                .zip(&specs)
-                .map(|(h, spec)| {
-                    h.join().unwrap_or_else(|_| {
-                        let o = outcome(spec, "failed", String::new());
-                        let w = Warning::new(
-                            "package_capture_failed",
-                            format!("package list `{}`: internal error", spec.name),
-                        );
-                        (o, None, Some(w))
-                    })
-                })
-                .collect()
-        });
+    let results: Vec<RunResult> = std::thread::scope(|s| {
+        let handles: Vec<_> = plans
+            .into_iter()
+            .zip(&specs)
+            .map(|(plan, spec)| match plan {
+                Plan::Done(o, list) => Err(Box::new((o, list))),
+                Plan::Run {
+                    program,
+                    argv,
+                    rule,
+                } => Ok(s.spawn(move || {
+                    run_one(spec, &program, &argv, rule.as_ref(), timeout, max, scratch)
+                })),
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&specs)
+            .map(|(h, spec)| match h {
+                Err(done) => (done.0, done.1, None, None),
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    let o = outcome(spec, "failed", String::new());
+                    let w = Warning::new(
+                        "package_capture_failed",
+                        format!("package list `{}`: internal error", spec.name),
+                    );
+                    (o, None, Some(w), None)
+                }),
+            })
+            .collect()
+    });
     let mut out = Captured::default();
-    for (o, list, w) in results {
+    let mut new = Cache::default();
+    for (o, list, w, entry) in results {
+        // Still-valid entries are kept; a failed or changed capture drops its old one.
+        if let Some(e) = entry {
+            new.entries.insert(o.name.clone(), e);
+        } else if o.cached {
+            if let Some(e) = old.entries.get(&o.name) {
+                new.entries.insert(o.name.clone(), e.clone());
+            }
+        }
         out.outcomes.push(o);
         out.lists.extend(list);
         out.warnings.extend(w);
+    }
+    // Entries of captures not run this time (limited by `managers`) stay.
+    for (name, e) in &old.entries {
+        if !specs.iter().any(|s| &s.name == name) {
+            new.entries.insert(name.clone(), e.clone());
+        }
+    }
+    if let Some(path) = cache_file {
+        if new != old {
+            out.cache_update = new.encode().map(|b| (path.to_path_buf(), b));
+        }
     }
     out.lists.sort_by(|a, b| a.name.cmp(&b.name));
     out.duration_ms = started.elapsed().as_millis() as u64;
     out
 }
 
+/// Write the cache [`capture`] updated, if its directory exists (the
+/// repository's `cache/`). Best effort: a cache that cannot be written only
+/// costs the next checkpoint the time of asking the managers again.
+pub fn store_cache(c: &Captured) {
+    if let Some((path, bytes)) = &c.cache_update {
+        if path.parent().is_some_and(Path::is_dir) {
+            let _ = crate::atomic::write_file_atomic(path, bytes, 0o600);
+        }
+    }
+}
+
+fn plan(cfg: &PackagesSection, spec: &Spec, old: &Cache, caching: bool) -> Plan {
+    let Some(program) = find(&spec.programs) else {
+        return Plan::Done(outcome(spec, "missing", spec.programs.join(" or ")), None);
+    };
+    let mut argv = vec![program.to_string_lossy().into_owned()];
+    argv.extend(spec.args.iter().cloned());
+    let rule = if !caching {
+        None
+    } else if let Some(paths) = cfg.watch.as_ref().and_then(|w| w.get(&spec.name)) {
+        Some(key::configured(&program, paths))
+    } else if spec.builtin {
+        key::builtin(&spec.name, &program)
+    } else {
+        None
+    };
+    if let (Some(rule), Some(e)) = (&rule, old.entries.get(&spec.name)) {
+        let now_ns = crate::time::now_ns();
+        let age = now_ns / 1_000_000_000 - e.captured_at;
+        if e.list.command == argv && (0..cache::MAX_AGE_SECS).contains(&age) {
+            let k = key::compute(&argv, rule, &e.discovered, now_ns);
+            if k.digest == e.key && !k.racy {
+                let mut o = outcome(spec, "captured", argv.join(" "));
+                o.cached = true;
+                o.packages = parse(&e.list).len() as u64;
+                o.bytes = e.list.bytes;
+                return Plan::Done(o, Some(e.list.clone()));
+            }
+        }
+    }
+    Plan::Run {
+        program,
+        argv,
+        rule,
+    }
+}
+
 fn outcome(spec: &Spec, status: &'static str, command: String) -> CaptureOutcome {
     CaptureOutcome {
         name: spec.name.clone(),
         status,
+        cached: false,
         command,
         packages: 0,
         bytes: 0,
@@ -193,38 +341,171 @@ fn drain(mut r: impl Read, max: u64) -> Vec<u8> {
     kept
 }
 
+/// Learn the witnesses a rule has to ask for, then compute the key (before
+/// the capture runs, so a change during it shows as a different key next
+/// time). `None`: not cacheable this time.
+fn key_before_run(
+    program: &Path,
+    argv: &[String],
+    rule: &key::Rule,
+    deadline: Instant,
+    scratch: Option<&Path>,
+) -> Option<(Hash, Vec<key::Witness>)> {
+    let discovered = match &rule.discover {
+        None => Vec::new(),
+        Some(how) => {
+            let (prog, args): (&Path, Vec<String>) = match how {
+                key::Discover::Python { interpreter, args } => {
+                    let mut a = args.clone();
+                    a.extend(["-c".to_string(), key::PYTHON_PATHS.to_string()]);
+                    (interpreter, a)
+                }
+                key::Discover::NpmRoot => (program, vec!["root".into(), "-g".into()]),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let out = exec(prog, &args, left, 64 * 1024, scratch).ok()?;
+            key::discovered(how, &out)?
+        }
+    };
+    let k = key::compute(argv, rule, &discovered, crate::time::now_ns());
+    (!k.racy).then_some((k.digest, discovered))
+}
+
 fn run_one(
     spec: &Spec,
+    program: &Path,
+    argv: &[String],
+    rule: Option<&key::Rule>,
     timeout: Duration,
     max: u64,
-    scratch: Option<&std::path::Path>,
-) -> (CaptureOutcome, Option<PackageList>, Option<Warning>) {
-    use wait_timeout::ChildExt;
+    scratch: Option<&Path>,
+) -> RunResult {
     let started = Instant::now();
-    let Some(path) = find(&spec.programs) else {
-        return (
-            outcome(spec, "missing", spec.programs.join(" or ")),
-            None,
-            None,
-        );
-    };
-    let mut argv = vec![path.to_string_lossy().into_owned()];
-    argv.extend(spec.args.iter().cloned());
+    let deadline = started + timeout;
     let shown = argv.join(" ");
-    let fail = |status: &'static str, why: String| {
-        let mut o = outcome(spec, status, shown.clone());
-        o.duration_ms = started.elapsed().as_millis() as u64;
-        let w = Warning::new(
-            "package_capture_failed",
-            format!(
-                "package list `{}` (`{shown}`) not recorded: {why}",
-                spec.name
-            ),
-        );
-        (o, None, Some(w))
+    let keyed = rule.and_then(|r| key_before_run(program, argv, r, deadline, scratch));
+    let left = deadline.saturating_duration_since(Instant::now());
+    let result = exec(program, &spec.args, left, max, scratch);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let stdout = match result {
+        Ok(out) => out,
+        Err(Failure::Timeout) => {
+            let why = format!(
+                "it did not finish within {} s and was stopped; raise packages.timeout_secs (or BACKUP_PACKAGES_TIMEOUT) if it is just slow",
+                timeout.as_secs()
+            );
+            return failed(
+                spec,
+                argv,
+                "timeout",
+                "package_capture_timeout",
+                why,
+                duration_ms,
+            );
+        }
+        Err(Failure::Failed(why)) => {
+            return failed(
+                spec,
+                argv,
+                "failed",
+                "package_capture_failed",
+                why,
+                duration_ms,
+            )
+        }
     };
-    let mut cmd = Command::new(&path);
-    cmd.args(&spec.args)
+    if stdout.len() as u64 > max {
+        let why = format!(
+            "its output is larger than {} KiB; raise packages.max_output_kb to keep it",
+            max / 1024
+        );
+        return failed(
+            spec,
+            argv,
+            "failed",
+            "package_capture_failed",
+            why,
+            duration_ms,
+        );
+    }
+    let text = String::from_utf8_lossy(&stdout).into_owned();
+    let list = PackageList {
+        name: spec.name.clone(),
+        command: argv.to_vec(),
+        sha256: Hash::of(&stdout),
+        bytes: stdout.len() as u64,
+        output: text,
+        status: None,
+    };
+    let mut o = outcome(spec, "captured", shown);
+    o.packages = parse(&list).len() as u64;
+    o.bytes = list.bytes;
+    o.duration_ms = duration_ms;
+    // Output that is not UTF-8 is stored lossily in the record; the cache
+    // checks entries against their hash, so such a list is not cached.
+    let entry = keyed
+        .filter(|_| list.sha256 == Hash::of(list.output.as_bytes()))
+        .map(|(key, discovered)| cache::Entry {
+            key,
+            discovered,
+            captured_at: crate::time::now_ns() / 1_000_000_000,
+            duration_ms,
+            list: list.clone(),
+        });
+    (o, Some(list), None, entry)
+}
+
+/// The result of a failed capture: outcome, the marker stored in the record
+/// (so "unknown" is never read as "nothing installed"), and the warning.
+fn failed(
+    spec: &Spec,
+    argv: &[String],
+    status: &'static str,
+    code: &str,
+    why: String,
+    duration_ms: u64,
+) -> RunResult {
+    let shown = argv.join(" ");
+    let mut o = outcome(spec, status, shown.clone());
+    o.duration_ms = duration_ms;
+    let marker = PackageList {
+        name: spec.name.clone(),
+        command: argv.to_vec(),
+        sha256: Hash::of(b""),
+        bytes: 0,
+        output: String::new(),
+        status: Some(status.to_string()),
+    };
+    let w = Warning::new(
+        code,
+        format!(
+            "package list `{}` (`{shown}`) not recorded: {why}",
+            spec.name
+        ),
+    );
+    (o, Some(marker), Some(w), None)
+}
+
+/// Why [`exec`] gave no output.
+enum Failure {
+    /// Still running at the deadline (its process group was killed).
+    Timeout,
+    /// Could not start, exited non-zero, or its output could not be read.
+    Failed(String),
+}
+
+/// Run `program args` in its own process group with stdin closed, the
+/// scratch environment and a timeout; its stdout (at most `max + 1` bytes).
+fn exec(
+    program: &Path,
+    args: &[String],
+    timeout: Duration,
+    max: u64,
+    scratch: Option<&Path>,
+) -> Result<Vec<u8>, Failure> {
+    use wait_timeout::ChildExt;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -232,18 +513,16 @@ fn run_one(
         // Its own process group, so a timeout kills the command's children too.
         .process_group(0);
     if let Some(dir) = scratch {
-        cmd.envs(SCRATCH_ENV.iter().map(|(k, sub)| (k, dir.join(sub))))
-            .env("npm_config_update_notifier", "false")
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+        cmd.envs(SCRATCH_ENV.iter().map(|(k, sub)| (k, dir.join(sub))));
+        cmd.envs(QUIET_ENV.iter().copied());
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail("failed", format!("could not start it: {e}")),
-    };
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failure::Failed(format!("could not start it: {e}")))?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
         let _ = child.wait();
-        return fail("failed", "its output could not be captured".into());
+        return Err(Failure::Failed("its output could not be captured".into()));
     };
     let out_reader = std::thread::spawn(move || drain(stdout, max));
     let err_reader = std::thread::spawn(move || drain(stderr, 4096));
@@ -251,68 +530,36 @@ fn run_one(
         Ok(Some(st)) => Some(st),
         Ok(None) | Err(_) => None,
     };
+    // On a timeout the group is killed; after an exit, leftover children of
+    // the command would hold the pipes open and keep the readers waiting.
+    kill_group(child.id());
     if status.is_none() {
-        kill_group(child.id());
         let _ = child.kill();
         let _ = child.wait();
-    } else {
-        // Leftover children of a finished command would hold the pipes open
-        // and keep the readers waiting; the group is ours alone.
-        kill_group(child.id());
     }
     // The group is dead, so the pipes close and the readers end.
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     let Some(status) = status else {
-        return fail(
-            "timeout",
-            format!(
-                "it did not finish within {} s and was stopped; raise packages.timeout_secs if it is just slow",
-                timeout.as_secs()
-            ),
-        );
+        return Err(Failure::Timeout);
     };
     if !status.success() {
         let err = String::from_utf8_lossy(&stderr);
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return fail(
-            "failed",
-            format!(
-                "it exited with {}{}",
-                status
-                    .code()
-                    .map(|c| format!("status {c}"))
-                    .unwrap_or_else(|| "a signal".into()),
-                if first.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", first.trim())
-                }
-            ),
-        );
+        return Err(Failure::Failed(format!(
+            "it exited with {}{}",
+            status
+                .code()
+                .map(|c| format!("status {c}"))
+                .unwrap_or_else(|| "a signal".into()),
+            if first.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", first.trim())
+            }
+        )));
     }
-    if stdout.len() as u64 > max {
-        return fail(
-            "failed",
-            format!(
-                "its output is larger than {} KiB; raise packages.max_output_kb to keep it",
-                max / 1024
-            ),
-        );
-    }
-    let text = String::from_utf8_lossy(&stdout).into_owned();
-    let list = PackageList {
-        name: spec.name.clone(),
-        command: argv,
-        sha256: Hash::of(&stdout),
-        bytes: stdout.len() as u64,
-        output: text,
-    };
-    let mut o = outcome(spec, "captured", shown);
-    o.packages = parse(&list).len() as u64;
-    o.bytes = list.bytes;
-    o.duration_ms = started.elapsed().as_millis() as u64;
-    (o, Some(list), None)
+    Ok(stdout)
 }
 
 fn kill_group(pid: u32) {
@@ -393,7 +640,8 @@ pub struct PackageDiff {
     /// Capture name (`brew`, `apt`, …).
     pub name: String,
     /// `compared`, or `only_in_from` / `only_in_to` when one snapshot has no
-    /// list for it (nothing is reported as added or removed then).
+    /// list for it, or `unknown_in_from` / `unknown_in_to` when its capture
+    /// failed or timed out there (nothing is reported as added or removed then).
     pub status: &'static str,
     /// Installed between the two (name with version when known).
     pub added: Vec<String>,
@@ -450,6 +698,9 @@ pub fn diff(from: Option<&[PackageList]>, to: Option<&[PackageList]>) -> Vec<Pac
             changed: Vec::new(),
         };
         match (a.get(name), b.get(name)) {
+            // A failed or timed-out capture says nothing about what is installed.
+            (Some(x), _) if !x.is_known() => d.status = "unknown_in_from",
+            (_, Some(y)) if !y.is_known() => d.status = "unknown_in_to",
             (Some(x), Some(y)) => {
                 if x.sha256 == y.sha256 {
                     continue;
@@ -495,7 +746,31 @@ mod tests {
             sha256: Hash::of(output.as_bytes()),
             bytes: output.len() as u64,
             output: output.into(),
+            status: None,
         }
+    }
+
+    #[test]
+    fn default_names_match_the_config_list() {
+        let names: Vec<&str> = DEFAULT_COMMANDS.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(names, crate::config::DEFAULT_PACKAGE_CAPTURES);
+    }
+
+    #[test]
+    fn a_failed_capture_is_unknown_never_empty() {
+        let mut failed = list("apt", "");
+        failed.status = Some("timeout".into());
+        let ok = list("apt", "curl\ngit\n");
+        let d = diff(
+            Some(std::slice::from_ref(&ok)),
+            Some(std::slice::from_ref(&failed)),
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].status, "unknown_in_to");
+        assert!(d[0].removed.is_empty(), "not \"everything was removed\"");
+        let d = diff(Some(&[failed]), Some(&[ok]));
+        assert_eq!(d[0].status, "unknown_in_from");
+        assert!(d[0].added.is_empty());
     }
 
     #[test]

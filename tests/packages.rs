@@ -119,13 +119,26 @@ fn captures_lists_skips_missing_and_warns_on_failure_and_timeout() {
     assert_eq!(outcome(&v, "npm")["status"], "missing");
     assert_eq!(v["stats"]["package_lists"], 2, "brew list and the Brewfile");
 
+    // A timeout has its own code (issue 21); missing commands are silent.
     let warnings: Vec<&Value> = v["warnings"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|w| w["code"] == "package_capture_failed")
+        .filter(|w| w["code"] == "package_capture_failed" || w["code"] == "package_capture_timeout")
         .collect();
     assert_eq!(warnings.len(), 2, "missing commands are silent: {v:#}");
+    let codes: Vec<&str> = warnings
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| **c == "package_capture_timeout")
+            .count(),
+        1,
+        "{v:#}"
+    );
     let text: Vec<&str> = warnings
         .iter()
         .map(|w| w["message"].as_str().unwrap())
@@ -142,20 +155,28 @@ fn captures_lists_skips_missing_and_warns_on_failure_and_timeout() {
         "{text:?}"
     );
 
-    // Stored in the record: only what was captured, with its hash.
+    // Stored in the record: what was captured, with its hash, and a marker
+    // for each failed or timed-out capture (unknown, not "nothing installed").
     let r = record(&e, &v);
     let lists = r["packages"].as_array().expect("packages in the record");
-    assert_eq!(lists.len(), 2, "brew list and the Brewfile: {r:#}");
-    assert_eq!(lists[1]["name"], "brewfile");
-    assert_eq!(lists[1]["output"], BREWFILE);
-    assert_eq!(lists[0]["name"], "brew");
-    assert_eq!(lists[0]["output"], BREW_LIST);
-    assert_eq!(lists[0]["bytes"], BREW_LIST.len());
+    let names: Vec<&str> = lists.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["apt", "brew", "brewfile", "pip"], "{r:#}");
+    assert_eq!(lists[0]["status"], "failed");
+    assert_eq!(lists[0]["output"], "");
+    assert_eq!(lists[3]["status"], "timeout");
+    let (brew, brewfile) = (&lists[1], &lists[2]);
+    assert!(
+        brew.get("status").is_none(),
+        "captured lists have no status: {r:#}"
+    );
+    assert_eq!(brewfile["output"], BREWFILE);
+    assert_eq!(brew["output"], BREW_LIST);
+    assert_eq!(brew["bytes"], BREW_LIST.len());
     assert_eq!(
-        lists[0]["sha256"],
+        brew["sha256"],
         hex::encode(Sha256::digest(BREW_LIST.as_bytes()))
     );
-    assert!(lists[0]["command"][0].as_str().unwrap().ends_with("/brew"));
+    assert!(brew["command"][0].as_str().unwrap().ends_with("/brew"));
 }
 
 #[test]
@@ -259,12 +280,18 @@ fn output_over_the_limit_is_a_warning_not_a_truncated_list() {
         .iter()
         .any(|w| w["code"] == "package_capture_failed"
             && w["message"].as_str().unwrap().contains("max_output_kb")));
-    assert!(record(&e, &v)
-        .get("packages")
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .is_empty());
+    // Nothing truncated is stored: a marker says the list is unknown.
+    let r = record(&e, &v);
+    let lists = r["packages"].as_array().unwrap();
+    assert_eq!(
+        lists.len(),
+        2,
+        "brew and the Brewfile (same program): {r:#}"
+    );
+    for l in lists {
+        assert_eq!(l["status"], "failed", "{r:#}");
+        assert_eq!(l["output"], "");
+    }
 }
 
 #[test]

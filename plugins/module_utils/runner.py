@@ -30,7 +30,7 @@ COMMON_ARGS = dict(
     retries=dict(type="int", default=3),
     retry_delay=dict(type="int", default=2),
     local_only=dict(type="bool", default=False),
-    packages=dict(type="bool"),
+    packages=dict(type="raw"),
     run_id=dict(type="str"),
     # Extra variables may carry keys or tokens (BACKUP_KEY_DIR, rclone credentials).
     environment=dict(type="dict", default={}, no_log=True),
@@ -88,6 +88,23 @@ def searched(module):
     return ", ".join(out)
 
 
+def packages_switch(value):
+    """BACKUP_PACKAGES for the `packages` option: true/false, or capture names joined by commas
+    (the tool rejects unknown names with a message listing the valid ones)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        names = [str(v).strip() for v in value if str(v).strip()]
+        return ",".join(names) if names else "false"
+    text = str(value).strip()
+    low = text.lower()
+    if low in ("true", "yes", "on", "1"):
+        return "true"
+    if low in ("false", "no", "off", "0", ""):
+        return "false"
+    return text
+
+
 def tool_env(module):
     """Environment of every tool run: HOME (so ~/... means the protected home), the
     BACKUP_* switches the options stand for, and any extra variables given."""
@@ -96,7 +113,7 @@ def tool_env(module):
     if p["local_only"]:
         env["BACKUP_LOCAL_ONLY"] = "true"
     if p["packages"] is not None:
-        env["BACKUP_PACKAGES"] = "true" if p["packages"] else "false"
+        env["BACKUP_PACKAGES"] = packages_switch(p["packages"])
     if p.get("run_id"):
         # Tools without run ids ignore it.
         env["BACKUP_RUN_ID"] = p["run_id"]

@@ -87,8 +87,11 @@ options:
     type: bool
     default: false
   packages:
-    description: Export C(BACKUP_PACKAGES) (package-list captures on or off); unset keeps the config's choice.
-    type: bool
+    description:
+      - Export C(BACKUP_PACKAGES) (package-list captures on or off); unset keeps the config's choice.
+      - A list of capture names (or a comma-separated string such as C(apt,npm)) turns captures on for
+        those package managers only.
+    type: raw
   run_id:
     description: Exported as C(BACKUP_RUN_ID) so every checkpoint of one bootstrap run shares an id (older tools ignore it).
     type: str

@@ -69,7 +69,7 @@ options:
     default: false
   packages:
     description: Unused by the health check.
-    type: bool
+    type: raw
   run_id:
     description: Exported as C(BACKUP_RUN_ID).
     type: str

@@ -82,8 +82,8 @@ options:
     type: bool
     default: false
   packages:
-    description: Export C(BACKUP_PACKAGES) for the safety snapshot.
-    type: bool
+    description: Export C(BACKUP_PACKAGES) for the safety snapshot (true, false, or a list of capture names).
+    type: raw
   run_id:
     description: Exported as C(BACKUP_RUN_ID).
     type: str

@@ -119,7 +119,9 @@ pub fn checkpoint(
     };
     // Package managers run before the lock is taken (they can be slow), and
     // not in a dry run, which promises to only look at the tracked files.
-    let captured = (capture && !dry_run).then(|| crate::packages::capture(&settings.packages));
+    let cache_file = settings.repo.join("cache").join("packages");
+    let captured = (capture && !dry_run)
+        .then(|| crate::packages::capture(&settings.packages, Some(&cache_file)));
     let report = run_backup_with(
         settings,
         &opts,
@@ -133,8 +135,10 @@ pub fn checkpoint(
         pin_first_run(settings, id, env);
     }
     if let Some(c) = captured {
+        // After the checkpoint: its first run creates the repository's cache/.
+        crate::packages::store_cache(&c);
         env.stat("packages_ms", c.duration_ms);
-        env.stat("package_lists", c.lists.len() as u64);
+        env.stat("package_lists", c.known());
         env.put("packages", &c.outcomes);
         env.warnings.extend(c.warnings);
     }

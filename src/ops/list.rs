@@ -265,7 +265,9 @@ fn diff(
             // Ask the package managers only when A has lists to compare with:
             // they take seconds, and the answer would be "only_in_to" anyway.
             let live = old_packages.filter(|l| !l.is_empty()).map(|_| {
-                let c = crate::packages::capture(&settings.packages);
+                let cache_file = settings.repo.join("cache").join("packages");
+                let c = crate::packages::capture(&settings.packages, Some(&cache_file));
+                crate::packages::store_cache(&c);
                 env.warnings.extend(c.warnings);
                 env.stat("packages_ms", c.duration_ms);
                 c.lists

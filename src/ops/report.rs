@@ -174,7 +174,11 @@ fn phase_report(
     r.files = s.record.summary.files;
     r.bytes = s.record.summary.bytes;
     r.new_bytes = s.record.summary.new_bytes;
-    r.package_lists = s.record.packages.as_ref().map_or(0, |p| p.len() as u64);
+    r.package_lists = s
+        .record
+        .packages
+        .as_ref()
+        .map_or(0, |p| p.iter().filter(|l| l.is_known()).count() as u64);
     r.rollback = Some(format!("backup-rollback {}", s.id.short()));
     r.state_changed = p.changed();
     r.pinned = pins.get(&s.id).cloned();

@@ -9,6 +9,7 @@
 //!   trees/<sha256>.json   immutable snapshot contents
 //!   snapshots/<sha256>.json  snapshot records; writing one commits a run
 //!   cache/files           files cache (disposable)
+//!   cache/packages        package-capture cache (disposable, `src/packages/cache.rs`)
 //!   logs/                 run log (JSON lines)
 //! ```
 //!

@@ -121,6 +121,19 @@ pub struct PackageList {
     pub bytes: u64,
     /// The stdout as text (invalid UTF-8 replaced by U+FFFD).
     pub output: String,
+    /// `failed` or `timeout` when the command ran and gave no usable list:
+    /// `output` is then empty and says nothing about what is installed (a
+    /// package plan must treat it as unknown, never as "nothing installed").
+    /// Absent when the list was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+impl PackageList {
+    /// Whether this is a real list (not a failed or timed-out capture's marker).
+    pub fn is_known(&self) -> bool {
+        self.status.is_none()
+    }
 }
 
 /// Type of a tree entry.

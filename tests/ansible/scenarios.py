@@ -272,6 +272,12 @@ def scenario_tool_absent(h):
                env={"PATH": path})
     succeeded(r, "tools on PATH, packages default")
     expect(os.path.exists(marker), "unset: the tool's default captures package lists at phases", r)
+    # A list limits the captures to those managers (BACKUP_PACKAGES=apt): brew does not run.
+    os.remove(marker)
+    r = h.play(book, "-e", "backup_checkpoint_install=false", "-e", "backup_checkpoint_phase=pre-ansible",
+               "-e", '{"backup_checkpoint_packages": ["apt"]}', env={"PATH": path})
+    succeeded(r, "tools on PATH, packages limited to apt")
+    expect(not os.path.exists(marker), "backup_checkpoint_packages=[apt]: brew did not run", r)
 
 
 def _disabled(h, label, env, extra):
