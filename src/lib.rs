@@ -28,3 +28,4 @@ pub mod secrets;
 pub mod space;
 pub mod sys;
 pub mod time;
+pub mod units;
