@@ -248,3 +248,312 @@ fn rollback_into_a_casefold_home_refuses_a_case_variant_instead_of_overwriting_i
     assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
     assert_eq!(std::fs::read(home.join("notes")).unwrap(), b"newer work\n");
 }
+
+// ---------------------------------------------------------------------------
+// The same refusals on a case-insensitive FUSE file system, which runs where
+// ext4 casefold cannot (this kernel has no CONFIG_UNICODE): tests/fuse/foldfs.py,
+// a passthrough that folds case and Unicode normalization the way APFS does
+// (case-preserving; `Foo` and `foo`, NFC and NFD `café` are one name; writing
+// one spelling when the other exists writes into it). The binaries learn that
+// it folds only by asking it (the probe in src/sys.rs): FUSE carries no
+// casefold flag.
+
+/// foldfs mounted over `mnt`, its files kept in `backing`; unmounted on drop.
+struct FoldMount {
+    mnt: PathBuf,
+    child: std::process::Child,
+}
+
+impl FoldMount {
+    /// Mount one, or say why not.
+    fn mount(backing: &Path, mnt: &Path) -> Result<FoldMount, String> {
+        if !common::is_root() {
+            return Err("needs root (mounts FUSE without fusermount3)".into());
+        }
+        if !Path::new("/dev/fuse").exists() {
+            return Err("no /dev/fuse (modprobe fuse)".into());
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tools = Command::new(root.join("scripts/fuse-tools"))
+            .output()
+            .map_err(|e| format!("scripts/fuse-tools: {e}"))?;
+        if !tools.status.success() {
+            return Err(String::from_utf8_lossy(&tools.stderr).trim().to_string());
+        }
+        let python = String::from_utf8_lossy(&tools.stdout).trim().to_string();
+        let log_path = backing.with_extension("log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let mut child = Command::new(&python)
+            .arg(root.join("tests/fuse/foldfs.py"))
+            .args([backing, mnt])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{python}: {e}"))?;
+        let parent_dev = dev(mnt.parent().unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while dev(mnt) == parent_dev {
+            let exited = child.try_wait().map_err(|e| e.to_string())?;
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let out = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("foldfs did not mount: {}", out.trim()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(FoldMount {
+            mnt: mnt.to_path_buf(),
+            child,
+        })
+    }
+}
+
+impl Drop for FoldMount {
+    fn drop(&mut self) {
+        if !Command::new("umount")
+            .arg(&self.mnt)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        // foldfs exits once unmounted; never leave it behind.
+        for _ in 0..250 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dev(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).map(|m| m.dev()).unwrap_or(0)
+}
+
+/// foldfs over `mnt` (created if missing), serving a new empty `backing`, or
+/// `None` after saying why; fails instead under `CI=true` or `REQUIRE=fuse`.
+fn fold_mount_or_skip(backing: &Path, mnt: &Path) -> Option<FoldMount> {
+    std::fs::create_dir_all(backing).unwrap();
+    std::fs::create_dir_all(mnt).unwrap();
+    match FoldMount::mount(backing, mnt) {
+        Ok(m) => Some(m),
+        Err(why) => {
+            common::skip_unless_required("fuse", &format!("no FUSE mount: {why}"));
+            None
+        }
+    }
+}
+
+/// Names directly in `dir`, as bytes, sorted.
+fn names_in(dir: &Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn foldfs_treats_case_and_normalization_variants_as_one_name() {
+    // The stand-in must really fold, or the refusals below would prove nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let (backing, mnt) = (tmp.path().join("backing"), tmp.path().join("mnt"));
+    let Some(_m) = fold_mount_or_skip(&backing, &mnt) else {
+        return;
+    };
+    std::fs::write(mnt.join("Foo"), b"upper\n").unwrap();
+    assert_eq!(std::fs::read(mnt.join("foo")).unwrap(), b"upper\n");
+    std::fs::write(mnt.join("foo"), b"lower\n").unwrap();
+    assert_eq!(
+        names_in(&backing),
+        vec![b"Foo".to_vec()],
+        "merged, as APFS does"
+    );
+    assert_eq!(std::fs::read(backing.join("Foo")).unwrap(), b"lower\n");
+    std::fs::write(mnt.join(NFC), b"composed\n").unwrap();
+    assert_eq!(std::fs::read(mnt.join(NFD)).unwrap(), b"composed\n");
+    std::fs::remove_file(mnt.join("FOO")).unwrap();
+    assert_eq!(names_in(&backing), vec![NFC.as_bytes().to_vec()]);
+}
+
+#[test]
+fn restore_onto_a_case_insensitive_fuse_mount_refuses_folding_names_and_writes_nothing() {
+    let e = clashing_home();
+    let (backing, target) = (e.tmp.path().join("backing"), e.tmp.path().join("target"));
+    let Some(_m) = fold_mount_or_skip(&backing, &target) else {
+        return;
+    };
+    let (code, v) = e.json(
+        "backup-restore",
+        &["names", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(code, 5, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("2 name clash(es)"), "{msg}");
+    assert!(
+        msg.contains("'Foo' and 'foo'") || msg.contains(NFC),
+        "{msg}"
+    );
+    assert!(
+        names_in(&backing).is_empty(),
+        "nothing written: {:?}",
+        names_in(&backing)
+    );
+    // One of each pair, chosen with --path, restores onto the mount.
+    let ok = e.home.join("ok");
+    let (code, v) = e.json(
+        "backup-restore",
+        &[
+            "names",
+            "--target",
+            target.to_str().unwrap(),
+            "--path",
+            ok.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    let restored = walk_files(&backing);
+    assert_eq!(restored.len(), 1, "{restored:?}");
+    assert_eq!(std::fs::read(&restored[0]).unwrap(), b"plain\n");
+}
+
+#[test]
+fn rollback_of_a_linux_snapshot_onto_a_case_insensitive_home_is_refused_never_merged() {
+    // The snapshot holds `Foo` and `foo`, `café` in NFC and NFD (taken on a
+    // byte-exact file system); then the home becomes case-insensitive (the
+    // same path, now on foldfs: a Linux snapshot rolled back on a Mac).
+    let e = clashing_home();
+    let backing = e.tmp.path().join("backing");
+    let Some(_m) = fold_mount_or_skip(&backing, &e.home) else {
+        return;
+    };
+    let (code, v) = e.json("backup-rollback", &["names"]);
+    assert_eq!(code, 5, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("2 name clash(es)"), "{msg}");
+    assert!(msg.contains("nothing was changed"), "{msg}");
+    assert!(
+        names_in(&backing).is_empty(),
+        "nothing written, nothing merged: {:?}",
+        walk_files(&backing)
+    );
+}
+
+#[test]
+fn rollback_on_a_case_insensitive_home_round_trips_and_refuses_a_renamed_variant() {
+    let e = TestEnv::new();
+    let backing = e.tmp.path().join("backing");
+    let Some(_m) = fold_mount_or_skip(&backing, &e.home) else {
+        return;
+    };
+    // Written through the mount: the home lives on the folding file system.
+    e.write(".config/App/settings", b"original\n", 0o644);
+    e.write("docs/Notes", b"snapshot\n", 0o600);
+    e.write(&format!("n/{NFC}"), b"composed\n", 0o644);
+    let h = |rel: &str| e.home.join(rel).to_str().unwrap().to_string();
+    let (config, docs, n) = (h(".config"), h("docs"), h("n"));
+    let (code, v) = e.json(
+        "backup-checkpoint",
+        &[
+            "manual", "base", "--path", &config, "--path", &docs, "--path", &n,
+        ],
+    );
+    assert_eq!(code, 0, "{v:#}");
+
+    // A bad change: edited, added and removed under other spellings of the names.
+    std::fs::write(e.home.join(".CONFIG/app/SETTINGS"), b"broken\n").unwrap();
+    std::fs::write(e.home.join(".config/APP/extra"), b"new\n").unwrap();
+    std::fs::remove_file(e.home.join(format!("N/{NFD}"))).unwrap();
+    let (code, v) = e.json("backup-rollback", &["base"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(
+        std::fs::read(backing.join(".config/App/settings")).unwrap(),
+        b"original\n"
+    );
+    assert_eq!(
+        names_in(&backing.join(".config/App")),
+        vec![b"settings".to_vec()]
+    );
+    assert_eq!(names_in(&backing.join("n")), vec![NFC.as_bytes().to_vec()]);
+    assert_eq!(
+        std::fs::read(backing.join(format!("n/{NFC}"))).unwrap(),
+        b"composed\n"
+    );
+    let (code, v) = e.json("backup-verify", &["--read-data"]);
+    assert_eq!(code, 0, "{v:#}");
+
+    // The user renames `Notes` to `notes` (a case-only rename) and `café`
+    // from NFC to NFD, and keeps working in both: rolling back would write
+    // the snapshot's spellings over them, merging two names into one file,
+    // so it is refused and the newer work stays as it is.
+    std::fs::rename(e.home.join("docs/Notes"), e.home.join("docs/notes")).unwrap();
+    std::fs::write(e.home.join("docs/notes"), b"newer work\n").unwrap();
+    std::fs::rename(
+        e.home.join(format!("n/{NFC}")),
+        e.home.join(format!("n/{NFD}")),
+    )
+    .unwrap();
+    std::fs::write(e.home.join(format!("n/{NFD}")), b"newer too\n").unwrap();
+    assert_eq!(names_in(&backing.join("docs")), vec![b"notes".to_vec()]);
+    assert_eq!(names_in(&backing.join("n")), vec![NFD.as_bytes().to_vec()]);
+    let (code, v) = e.json("backup-rollback", &["base"]);
+    assert_eq!(code, 5, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("2 name clash(es)"), "{msg}");
+    assert!(msg.contains("nothing was changed"), "{msg}");
+    assert_eq!(names_in(&backing.join("docs")), vec![b"notes".to_vec()]);
+    assert_eq!(
+        std::fs::read(backing.join("docs/notes")).unwrap(),
+        b"newer work\n"
+    );
+    assert_eq!(names_in(&backing.join("n")), vec![NFD.as_bytes().to_vec()]);
+    assert_eq!(
+        std::fs::read(backing.join(format!("n/{NFD}"))).unwrap(),
+        b"newer too\n"
+    );
+}
+
+#[test]
+fn a_root_named_in_another_spelling_is_the_same_file_there_and_undo_brings_its_content_back() {
+    // `~/Notes` was checkpointed by name; on the folding home the user now has
+    // `notes`. Looking `~/Notes` up finds that file (one file under both
+    // spellings), so rollback updates it as any changed file, back to the
+    // snapshot's name and content; the newer content is in the safety
+    // snapshot and `--undo` restores it: nothing is lost, nothing merged.
+    let e = TestEnv::new();
+    let backing = e.tmp.path().join("backing");
+    let Some(_m) = fold_mount_or_skip(&backing, &e.home) else {
+        return;
+    };
+    e.write("Notes", b"snapshot\n", 0o600);
+    let notes = e.home.join("Notes");
+    let (code, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "one", "--path", notes.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    std::fs::rename(e.home.join("Notes"), e.home.join("notes")).unwrap();
+    std::fs::write(e.home.join("notes"), b"newer work\n").unwrap();
+    let (code, v) = e.json("backup-rollback", &["one"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["plan"]["actions"][0]["action"], "update", "{v:#}");
+    assert_eq!(names_in(&backing), vec![b"Notes".to_vec()]);
+    assert_eq!(std::fs::read(backing.join("Notes")).unwrap(), b"snapshot\n");
+    let (code, v) = e.json("backup-rollback", &["--undo"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(names_in(&backing), vec![b"Notes".to_vec()]);
+    assert_eq!(
+        std::fs::read(backing.join("Notes")).unwrap(),
+        b"newer work\n"
+    );
+}

@@ -33,6 +33,20 @@ TOOLS = ["backup-checkpoint", "backup-create", "backup-list", "backup-verify", "
          "backup-rollback", "backup-prune"]
 
 
+# The release directory scripts/release made for this host (tests/ansible/run, --release-dir).
+RELEASE_DIR = None
+
+
+def host_triple():
+    import platform
+    return {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[platform.machine()] + "-unknown-linux-musl"
+
+
+def cargo_version():
+    with open(os.path.join(ROOT, "Cargo.toml")) as f:
+        return re.search(r'(?m)^version = "([^"]+)"', f.read()).group(1)
+
+
 class Failure(AssertionError):
     pass
 
@@ -772,17 +786,43 @@ def scenario_check_diff_and_idempotent_undo(h):
            f"the exported rollback names the safety snapshot: {custom(r)['backup_checkpoint_rollback']}", r)
 
 
-def _artifact(h, name, triple, version="0.1.0", checkpoint_bytes=None):
-    """A release directory in the ARTIFACT layout, assembled here from the debug binaries.
-    TODO(lead): switch to scripts/release output once it lands (issue 25)."""
+def _release_bins(h):
+    """The binaries of the real release tarball for this host, unpacked once per scenario."""
     import tarfile
+    out = os.path.join(h.dir, "release-unpacked")
+    if not os.path.isdir(out):
+        (tgz,) = [n for n in os.listdir(RELEASE_DIR) if n.endswith(f"-{host_triple()}.tar.gz")]
+        with tarfile.open(os.path.join(RELEASE_DIR, tgz)) as t:
+            t.extractall(out, filter="data")
+        (top,) = os.listdir(out)
+        out = os.path.join(out, top, "bin")
+        os.symlink(out, os.path.join(h.dir, "release-bin"))
+    return os.path.join(h.dir, "release-bin")
+
+
+def _elf_interpreter(path):
+    """Whether an ELF64 file asks for a dynamic loader (a PT_INTERP program header)."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read(1 << 16)
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    return any(struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3 for i in range(phnum))
+
+
+def _artifact(h, name, triple, version=None, checkpoint_bytes=None):
+    """A release directory in the ARTIFACT layout, repacked from the real release's
+    binaries under another name or with backup-checkpoint replaced (the refusal cases)."""
+    import tarfile
+    version = version or cargo_version()
+    bins = _release_bins(h)
     d = os.path.join(h.dir, name)
     os.makedirs(d, exist_ok=True)
     top = f"dotfiles-backup-{version}-{triple}"
     tgz = os.path.join(d, top + ".tar.gz")
     with tarfile.open(tgz, "w:gz") as t:
         for tool in TOOLS:
-            src = os.path.join(h.bins, tool)
+            src = os.path.join(bins, tool)
             if tool == "backup-checkpoint" and checkpoint_bytes is not None:
                 src = os.path.join(h.dir, "foreign-bin")
                 with open(src, "wb") as f:
@@ -799,22 +839,36 @@ def _artifact(h, name, triple, version="0.1.0", checkpoint_bytes=None):
 
 
 def scenario_install_from_artifact_and_on_error(h):
-    """Install from a release directory (triple from facts, SHA-256 verified); a tampered
-    tarball, a foreign binary and a missing triple fail clearly; on_error=warn goes on;
-    disabled without binaries never fails at install."""
+    """Install from the release directory scripts/release made for this host (triple from
+    facts, SHA-256 verified) with no cargo on PATH; a tampered tarball, a foreign binary and
+    a missing triple fail clearly; on_error=warn goes on; disabled without binaries never
+    fails at install."""
     book = "tests/ansible/playbooks/role-main.yml"
-    import platform
-    triple = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}[platform.machine()] + "-unknown-linux-musl"
-    good = _artifact(h, "release", triple)
-    r = h.play(book, "-e", f"backup_checkpoint_install_artifact={good}", "-e", "backup_checkpoint_name=from-artifact")
+    triple = host_triple()
+    version = cargo_version()
+    good = os.path.join(h.dir, "release")
+    shutil.copytree(RELEASE_DIR, good, ignore=shutil.ignore_patterns(".stamp-*"))
+    expect(os.listdir(good).count(f"dotfiles-backup-{version}-{triple}.tar.gz") == 1,
+           f"scripts/release made the {triple} tarball: {os.listdir(good)}")
+    # A machine without Rust: nothing on the play's PATH but the system and Ansible's venv.
+    no_cargo = "/usr/bin:/bin:" + os.path.dirname(sys.executable)
+    expect(shutil.which("cargo", path=no_cargo) is None, f"cargo is not on {no_cargo}")
+    r = h.play(book, "-e", f"backup_checkpoint_install_artifact={good}", "-e", "backup_checkpoint_name=from-artifact",
+               "-e", f"backup_checkpoint_install_src={h.dir}/no-build-here", env={"PATH": no_cargo})
     succeeded(r, "install from the artifact")
     expect(report(r)["from-artifact"]["status"] == "created", f"checkpoint with the installed tool: {report(r)}", r)
     for t in TOOLS:
-        with open(h.path(f".local/bin/{t}"), "rb") as a, open(os.path.join(h.bins, t), "rb") as b:
-            expect(a.read() == b.read(), f"{t} installed from the artifact")
+        with open(h.path(f".local/bin/{t}"), "rb") as a, open(os.path.join(_release_bins(h), t), "rb") as b:
+            expect(a.read() == b.read(), f"{t} installed from the release tarball")
+    p = subprocess.run([h.path(".local/bin/backup-checkpoint"), "--version"], capture_output=True, text=True,
+                       env={"PATH": no_cargo})
+    expect(p.returncode == 0 and version in p.stdout, f"the installed tool prints the Cargo version: {p.stdout!r}")
+    expect(not _elf_interpreter(h.path(".local/bin/backup-list")),
+           "a static musl binary (no ELF interpreter), not the host's debug build")
 
-    bad = _artifact(h, "tampered", triple)
-    tgz = os.path.join(bad, f"dotfiles-backup-0.1.0-{triple}.tar.gz")
+    bad = os.path.join(h.dir, "tampered")
+    shutil.copytree(RELEASE_DIR, bad, ignore=shutil.ignore_patterns(".stamp-*"))
+    tgz = os.path.join(bad, f"dotfiles-backup-{version}-{triple}.tar.gz")
     with open(tgz, "ab") as f:
         f.write(b"x")
     r = h.play(book, "-e", f"backup_checkpoint_install_artifact={bad}", "-e", "backup_checkpoint_name=x")
@@ -962,12 +1016,16 @@ def real_home_state():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--release-dir", required=True,
+                    help="scripts/release output for this host (tarball + SHA256SUMS)")
     ap.add_argument("--prior", nargs=2, type=int, default=[0, 0], metavar=("PASSED", "FAILED"),
                     help="results of the checks the runner did before (lint, syntax)")
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("ANSIBLE_TIER_JOBS", "3")))
     ap.add_argument("--keep", action="store_true", help="keep every scenario's directory")
     ap.add_argument("only", nargs="*", help="run only scenarios whose name contains one of these")
     a = ap.parse_args()
+    global RELEASE_DIR
+    RELEASE_DIR = os.path.abspath(a.release_dir)
     # A snapshot of the binaries (debug info stripped: 10 MB instead of 90 MB each), so a
     # concurrent `cargo build` cannot swap them mid-run and every install copies little.
     bins = tempfile.mkdtemp(prefix="dfb-ansible-bin-")
