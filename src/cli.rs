@@ -180,6 +180,30 @@ pub fn run(
     op: impl FnOnce(&Settings, &mut Envelope) -> Result<()>,
     human: HumanRender,
 ) -> std::process::ExitCode {
+    run_with(command, common, over, op, human, true)
+}
+
+/// [`run`] for an operation that only reports settings
+/// (`backup-create --print-config`): it runs even when backups are
+/// disabled, which is one of the things it reports.
+pub fn run_read_only_settings(
+    command: &str,
+    common: &CommonArgs,
+    over: Overrides,
+    op: impl FnOnce(&Settings, &mut Envelope) -> Result<()>,
+    human: HumanRender,
+) -> std::process::ExitCode {
+    run_with(command, common, over, op, human, false)
+}
+
+fn run_with(
+    command: &str,
+    common: &CommonArgs,
+    over: Overrides,
+    op: impl FnOnce(&Settings, &mut Envelope) -> Result<()>,
+    human: HumanRender,
+    honour_disabled: bool,
+) -> std::process::ExitCode {
     let started = Instant::now();
     crate::retry::set_verbose(common.verbose);
     crate::repo::allow_foreign_owner(
@@ -206,7 +230,7 @@ pub fn run(
         if settings.local_only {
             env.degradation = Degradation::LocalOnly;
         }
-        if settings.disabled {
+        if settings.disabled && honour_disabled {
             env.degradation = Degradation::Disabled;
             env.skip("disabled");
             env.warnings.push(crate::report::Warning::new(

@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod diff;
+pub mod effective;
 pub mod error;
 pub mod exit;
 pub mod external;
