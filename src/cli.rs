@@ -265,6 +265,10 @@ fn run_with(
         env.set_exit(ExitCode::Partial);
     }
     env.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(s) = settings.as_ref().filter(|_| honour_disabled) {
+        // After the operation (its lock is released) and with its duration.
+        crate::hooks::run_for(&s.hooks, &mut env);
+    }
     if let Some(s) = &settings {
         crate::runlog::record(&s.repo, &mut env);
     }

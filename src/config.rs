@@ -143,6 +143,43 @@ struct FileConfig {
     packages: PackagesSection,
     #[serde(default)]
     health: HealthSection,
+    #[serde(default)]
+    hooks: HooksSection,
+}
+
+/// A hook command: an argv array run as is, or a string run by `/bin/sh -c`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum HookCommand {
+    /// `["notify-send", "backup failed"]`: no shell, no quoting.
+    Argv(Vec<String>),
+    /// `"jq -r .status | mail -s backup me@example.com"`: through `/bin/sh -c`.
+    Shell(String),
+}
+
+/// `[hooks]`: commands run after a writer command ends (`src/hooks.rs`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    /// After a run with status `success`.
+    pub on_success: Option<HookCommand>,
+    /// After a run with status `partial`.
+    pub on_partial: Option<HookCommand>,
+    /// After a run with status `failed`.
+    pub on_failure: Option<HookCommand>,
+    /// Seconds a hook may run before its process group is killed.
+    pub timeout_secs: u64,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            on_success: None,
+            on_partial: None,
+            on_failure: None,
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// `[packages]`: package-manager lists recorded with checkpoints (`src/packages.rs`).
@@ -515,6 +552,8 @@ pub struct Settings {
     pub packages: PackagesSection,
     /// Health-check thresholds.
     pub health: HealthSection,
+    /// Commands run when a writer command ends.
+    pub hooks: HooksSection,
     /// Where each setting came from, when it was a flag, the environment
     /// or another file (see `effective_config` for every key's source).
     pub sources: BTreeMap<&'static str, String>,
@@ -908,6 +947,7 @@ impl Settings {
                 )));
             }
         }
+        check_hooks(&file.hooks, &file_src())?;
         if packages.timeout_secs == 0 || file.health.min_free_mb > file.health.warn_free_mb {
             return Err(Error::usage(
                 "bad_config",
@@ -942,11 +982,44 @@ impl Settings {
             retry,
             packages,
             health: file.health.clone(),
+            hooks: file.hooks.clone(),
             sources,
             file_keys,
             track_lists,
         })
     }
+}
+
+/// An empty hook command or a time limit outside 1..=3600 s is a usage error.
+fn check_hooks(hooks: &HooksSection, file_src: &str) -> Result<()> {
+    for (key, hook) in [
+        ("hooks.on_success", &hooks.on_success),
+        ("hooks.on_partial", &hooks.on_partial),
+        ("hooks.on_failure", &hooks.on_failure),
+    ] {
+        let empty = match hook {
+            Some(HookCommand::Argv(a)) => a.first().is_none_or(|p| p.is_empty()),
+            Some(HookCommand::Shell(s)) => s.trim().is_empty(),
+            None => false,
+        };
+        if empty {
+            return Err(Error::usage(
+                "bad_config",
+                format!("{file_src}: {key} is empty; give a program and its arguments or a shell command"),
+            )
+            .with_hint(format!("e.g. {key} = [\"notify-send\", \"dotfiles-backup\"] (docs/config.md#hooks)")));
+        }
+    }
+    if !(1..=3600).contains(&hooks.timeout_secs) {
+        return Err(Error::usage(
+            "bad_config",
+            format!(
+                "{file_src}: hooks.timeout_secs = {} is out of range (1 to 3600)",
+                hooks.timeout_secs
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `[external]` + `BACKUP_EXTERNAL` (comma-separated `NAME=LOCATION` or

@@ -155,6 +155,7 @@ fn values(s: &Settings) -> Vec<(String, Value)> {
     section("space", &s.space, &mut out);
     section("packages", &s.packages, &mut out);
     section("health", &s.health, &mut out);
+    section("hooks", &s.hooks, &mut out);
     out
 }
 

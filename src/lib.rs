@@ -14,6 +14,7 @@ pub mod error;
 pub mod exit;
 pub mod external;
 pub mod hash;
+pub mod hooks;
 pub mod host;
 pub mod human;
 pub mod ops;
