@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod checkpoint;
+pub mod external_prune;
 pub mod health;
 pub mod list;
 pub mod names;
