@@ -11,6 +11,7 @@ pub mod phases;
 pub mod prune;
 pub mod report;
 pub mod restore;
+pub mod sizes;
 pub mod sync;
 pub mod undo;
 pub mod verify;
