@@ -233,3 +233,27 @@ fn rollback_overwrite_values_that_mean_nothing_are_refused() {
     assert_eq!(v["errors"][0]["code"], "overwrite_needs_value");
     assert_eq!(dir_state(&e.home), before);
 }
+
+#[test]
+fn restore_rename_shortens_a_name_too_long_for_the_suffix() {
+    let e = TestEnv::with_dotfiles();
+    let long = format!(".config/{}", "a".repeat(250));
+    e.write(&long, b"v1\n", 0o644);
+    ok(&e, CKPT, &["manual", "good"]);
+    e.write(&long, b"v2\n", 0o644);
+    let before = dir_state(&e.home);
+    let v = ok(&e, "backup-restore", &["good", "--overwrite", "rename"]);
+    assert_eq!(v["stats"]["kept_aside"], 1, "{v:#}");
+    assert_eq!(read(&e, &long), "v1\n");
+    let kept: Vec<_> = std::fs::read_dir(e.home.join(".config"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".dotfiles-backup-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].len() <= 255 && kept[0].starts_with("aaaa"));
+    assert_eq!(read(&e, &format!(".config/{}", kept[0])), "v2\n");
+    ok(&e, "backup-rollback", &["--undo"]);
+    assert_eq!(dir_state(&e.home), before);
+}

@@ -376,15 +376,30 @@ pub fn plan_keeping(
 /// The name an existing path is kept under with `--overwrite rename`:
 /// `NAME.dotfiles-backup-<SNAPID>~` beside it, or `...-<SNAPID>.N~` (N = 2,
 /// 3, ...) when that is `taken` (exists, or the plan writes it).
+/// A name too long for that (over 255 bytes) is shortened first, keeping
+/// the suffix whole (and UTF-8 whole, for file systems that require it).
 pub fn kept_name(abs: &[u8], snap: &str, taken: &dyn Fn(&[u8]) -> bool) -> Vec<u8> {
+    const NAME_MAX: usize = 255;
+    let name_at = abs.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
     let mut n = 1u32;
     loop {
-        let mut cand = abs.to_vec();
-        cand.extend_from_slice(format!(".dotfiles-backup-{snap}").as_bytes());
+        let mut suffix = format!(".dotfiles-backup-{snap}");
         if n > 1 {
-            cand.extend_from_slice(format!(".{n}").as_bytes());
+            suffix.push_str(&format!(".{n}"));
         }
-        cand.push(b'~');
+        suffix.push('~');
+        let mut keep = abs.len() - name_at;
+        if keep + suffix.len() > NAME_MAX {
+            keep = NAME_MAX.saturating_sub(suffix.len());
+            let name = &abs[name_at..];
+            if std::str::from_utf8(name).is_ok() {
+                while keep > 0 && std::str::from_utf8(&name[..keep]).is_err() {
+                    keep -= 1;
+                }
+            }
+        }
+        let mut cand = abs[..name_at + keep].to_vec();
+        cand.extend_from_slice(suffix.as_bytes());
         if !taken(&cand) {
             return cand;
         }
@@ -1950,6 +1965,26 @@ pub fn selected_paths(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kept_names_fit_the_name_limit_and_avoid_taken_ones() {
+        let none = |_: &[u8]| false;
+        assert_eq!(
+            kept_name(b"/h/.zshrc", "ab12", &none),
+            b"/h/.zshrc.dotfiles-backup-ab12~"
+        );
+        let taken = |p: &[u8]| p == b"/h/x.dotfiles-backup-ab12~";
+        assert_eq!(
+            kept_name(b"/h/x", "ab12", &taken),
+            b"/h/x.dotfiles-backup-ab12.2~"
+        );
+        let long = format!("/h/{}", "é".repeat(200));
+        let k = kept_name(long.as_bytes(), "ab12", &none);
+        let name = &k[3..];
+        assert!(name.len() <= 255, "{}", name.len());
+        assert!(std::str::from_utf8(name).is_ok());
+        assert!(name.ends_with(b".dotfiles-backup-ab12~"));
+    }
+
     use super::*;
     use crate::hash::Hash;
     use crate::paths::ByteName;
