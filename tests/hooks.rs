@@ -136,7 +136,11 @@ fn partial_runs_fire_on_partial() {
 #[test]
 fn a_failing_hook_is_a_warning_and_the_run_stays_a_success() {
     let e = TestEnv::with_dotfiles();
-    let cfg = config(&e, "on_success = 'echo noise on stdout; echo boom >&2; exit 7'", "");
+    let cfg = config(
+        &e,
+        "on_success = 'echo noise on stdout; echo boom >&2; exit 7'",
+        "",
+    );
     let (rc, v, _) = e.run(
         "backup-checkpoint",
         &["manual", "one"],
