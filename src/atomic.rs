@@ -254,6 +254,12 @@ impl<'d> AtomicFile<'d> {
         })
     }
 
+    /// Change the mode [`apply_mode`](Self::apply_mode) sets (narrowed by
+    /// a caller that could not restore an ACL).
+    pub fn set_mode(&mut self, mode: u32) {
+        self.mode = mode;
+    }
+
     /// The open temp file.
     pub fn file(&mut self) -> &mut File {
         &mut self.file

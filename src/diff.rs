@@ -38,17 +38,21 @@ pub struct Differences {
     pub owner: bool,
     /// Modification time.
     pub mtime: bool,
+    /// Extended attributes or ACLs.
+    pub xattrs: bool,
+    /// Which earlier path the file is a hard link of (or none).
+    pub hardlink: bool,
 }
 
 impl Differences {
     /// The path's data differs (what a rollback must rewrite).
     pub fn data(&self) -> bool {
-        self.kind || self.content || self.target
+        self.kind || self.content || self.target || self.hardlink
     }
 
     /// Anything a diff reports (everything but a bare mtime change).
     pub fn reported(&self) -> bool {
-        self.data() || self.mode || self.owner
+        self.data() || self.mode || self.owner || self.xattrs
     }
 
     /// Names of the reported differences, in a fixed order.
@@ -61,8 +65,10 @@ impl Differences {
         for (set, name) in [
             (self.content, "content"),
             (self.target, "target"),
+            (self.hardlink, "hardlink"),
             (self.mode, "mode"),
             (self.owner, "owner"),
+            (self.xattrs, "xattrs"),
         ] {
             if set {
                 out.push(name);
@@ -91,6 +97,8 @@ pub fn compare(old: &Entry, new: &Entry) -> Differences {
         mode: !kind && old.mode != new.mode,
         owner: old.uid != new.uid || old.gid != new.gid,
         mtime: old.mtime_ns != new.mtime_ns,
+        xattrs: !kind && old.xattrs != new.xattrs,
+        hardlink: !kind && old.kind == EntryType::File && old.hardlink != new.hardlink,
     }
 }
 
@@ -276,6 +284,8 @@ mod tests {
             target: None,
             omitted: None,
             sealed: None,
+            hardlink: None,
+            xattrs: Vec::new(),
         }
     }
 
@@ -288,6 +298,7 @@ mod tests {
                 entries,
                 link: None,
             }],
+            xattrs_recorded: true,
         }
     }
 

@@ -116,6 +116,9 @@ pub struct SnapshotInfo {
     pub created_at: String,
     /// Host.
     pub host: String,
+    /// `$HOME` of the run that took it (absolute; `null` in records written
+    /// before homes were recorded, which belong to every home).
+    pub home: Option<String>,
     /// Tree id.
     pub tree: String,
     /// Parent id.
@@ -150,6 +153,7 @@ impl SnapshotInfo {
             tags: r.tags.clone(),
             created_at: r.created_at.clone(),
             host: r.host.clone(),
+            home: r.home.as_ref().map(|h| h.lossy()),
             tree: r.tree.to_hex(),
             parent: r.parent.map(|p| p.to_hex()),
             roots: r.roots.iter().map(|b| b.lossy()).collect(),

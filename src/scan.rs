@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::config::{Settings, TrackedRoot};
 use crate::error::{Error, Result};
 use crate::paths::{display_path, ByteName};
-use crate::repo::snapshot::EntryType;
+use crate::repo::snapshot::{EntryType, Xattr};
 
 /// The reason given for the tool's own files (repository, config, ignore
 /// file, recipients, identity, secret-id keys): never stored, never rolled back.
@@ -74,6 +74,14 @@ pub struct ScanItem {
     pub target: Option<ByteName>,
     /// Class.
     pub class: DataClass,
+    /// Number of hard links (`st_nlink`).
+    pub nlink: u64,
+    /// Recorded extended attributes ([`crate::sys::read_xattrs`]), filled
+    /// in by the checkpoint after its files-cache lookup.
+    pub xattrs: Vec<Xattr>,
+    /// Why the extended attributes could not be read (a warning naming
+    /// the path; the entry is stored without them).
+    pub xattr_error: Option<String>,
 }
 
 /// A root and what was found under it.
@@ -389,6 +397,11 @@ fn item_from(
         dev: meta.dev(),
         target,
         class,
+        nlink: meta.nlink(),
+        // Read later, only where the files cache cannot vouch for them
+        // (ops::backup::read_xattrs).
+        xattrs: Vec::new(),
+        xattr_error: None,
         abs,
     })
 }

@@ -379,3 +379,128 @@ pub fn walk_dir_flags() -> rustix::fs::OFlags {
 pub fn dev_of(st: &rustix::fs::Stat) -> u64 {
     st.st_dev as u64
 }
+
+/// One extended attribute: name and raw value.
+pub type XattrPair = (Vec<u8>, Vec<u8>);
+
+/// Is this extended attribute recorded in snapshots and restored?
+///
+/// Why per target: Linux has namespaces. `user.*` is the user's own data
+/// and the two POSIX ACL attributes carry permissions (their raw values are
+/// the kernel's portable encoding); `trusted.*` and `security.*` belong to
+/// root and the security module (SELinux labels are set by the policy on
+/// restore, not copied). macOS has no namespaces: every attribute a file
+/// carries (`com.apple.*` Finder info, resource forks, quarantine, and
+/// whatever a program set) is the user's and is recorded.
+pub fn xattr_recorded(name: &[u8]) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        name.starts_with(b"user.")
+            || name == b"system.posix_acl_access"
+            || name == b"system.posix_acl_default"
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        !name.is_empty()
+    }
+}
+
+/// The recorded extended attributes of `path` (not followed if a symlink),
+/// sorted by name. A file system without extended attributes gives none.
+/// Errors are what a caller reports as a warning (EACCES on a file the
+/// caller may not inspect).
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<XattrPair>> {
+    use rustix::io::Errno;
+    use std::os::unix::ffi::OsStrExt;
+    let names = loop {
+        let len = match rustix::fs::llistxattr_query(path) {
+            Ok(n) => n,
+            Err(Errno::NOTSUP | Errno::NOSYS) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; len];
+        match rustix::fs::llistxattr(path, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                break buf;
+            }
+            // Grew between the two calls: ask again.
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| xattr_recorded(n)) {
+        let cname = std::ffi::OsStr::from_bytes(name);
+        let value = loop {
+            let len = match rustix::fs::lgetxattr_query(path, cname) {
+                Ok(n) => n,
+                // Removed between listing and reading.
+                Err(Errno::NODATA) => break None,
+                Err(e) => return Err(e.into()),
+            };
+            let mut buf = vec![0u8; len];
+            match rustix::fs::lgetxattr(path, cname, &mut buf[..]) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    break Some(buf);
+                }
+                Err(Errno::RANGE) => continue,
+                Err(Errno::NODATA) => break None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if let Some(v) = value {
+            out.push((name.to_vec(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Make the recorded extended attributes of the open file `fd` exactly
+/// `want`: recorded-class attributes not in `want` are removed (an ACL
+/// inherited from a directory's default ACL would otherwise grant more than
+/// the snapshot did). Returns the names that could not be set or removed,
+/// with the error (ENOTSUP on a file system without them, EPERM).
+pub fn write_xattrs(fd: impl AsFd, want: &[XattrPair]) -> Vec<(Vec<u8>, io::Error)> {
+    use rustix::fs::XattrFlags;
+    use rustix::io::Errno;
+    use std::os::unix::ffi::OsStrExt;
+    let fd = fd.as_fd();
+    let mut failed = Vec::new();
+    let present: Vec<Vec<u8>> = match rustix::fs::flistxattr_query(fd) {
+        Ok(0) | Err(Errno::NOTSUP | Errno::NOSYS) => Vec::new(),
+        Ok(len) => {
+            let mut buf = vec![0u8; len + 256];
+            match rustix::fs::flistxattr(fd, &mut buf[..]) {
+                Ok(n) => buf[..n]
+                    .split(|b| *b == 0)
+                    .filter(|n| xattr_recorded(n))
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+        Err(_) => Vec::new(),
+    };
+    for name in present {
+        if want.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        match rustix::fs::fremovexattr(fd, std::ffi::OsStr::from_bytes(&name)) {
+            Ok(()) | Err(Errno::NODATA) => {}
+            Err(e) => failed.push((name, e.into())),
+        }
+    }
+    for (name, value) in want {
+        let cname = std::ffi::OsStr::from_bytes(name);
+        if let Err(e) = rustix::fs::fsetxattr(fd, cname, value, XattrFlags::empty()) {
+            failed.push((name.clone(), e.into()));
+        }
+    }
+    failed
+}

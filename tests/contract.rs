@@ -479,7 +479,7 @@ fn redacted(v: &Value) -> Value {
             Value::Object(m) => {
                 for (k, val) in m.iter_mut() {
                     match k.as_str() {
-                        "id" | "tree" | "parent" | "short_id" | "created_at" | "host"
+                        "id" | "tree" | "parent" | "short_id" | "created_at" | "host" | "home"
                         | "repository" | "duration_ms" | "mtime_ns" | "version"
                         | "run_started_at" | "started_at" => {
                             if !val.is_null() {

@@ -67,55 +67,104 @@ impl Env {
     }
 }
 
-/// type, mode, content or target, mtime — for every path under `root`.
-fn describe(root: &Path) -> BTreeMap<Vec<u8>, String> {
-    let mut out = BTreeMap::new();
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
+/// The plain facts of every path under `dir` (see [`describe`]).
+fn walk_describe(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let rel = p
+            .strip_prefix(base)
             .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(base)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let what = if m.file_type().is_symlink() {
-                format!("symlink -> {:?}", std::fs::read_link(&p).unwrap())
-            } else if m.is_dir() {
-                "dir".to_string()
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                format!(
-                    "file {} bytes sha {}",
-                    bytes.len(),
-                    dotfiles_backup::hash::Hash::of(&bytes).short()
-                )
-            };
-            let mode = if m.file_type().is_symlink() {
-                0
-            } else {
-                m.mode() & 0o7777
-            };
-            out.insert(
-                rel,
-                format!(
-                    "{what} mode {mode:o} mtime {}.{:09}",
-                    m.mtime(),
-                    m.mtime_nsec()
-                ),
-            );
-            if m.is_dir() {
-                walk(base, &p, out);
-            }
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let what = if m.file_type().is_symlink() {
+            format!("symlink -> {:?}", std::fs::read_link(&p).unwrap())
+        } else if m.is_dir() {
+            "dir".to_string()
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            format!(
+                "file {} bytes sha {}",
+                bytes.len(),
+                dotfiles_backup::hash::Hash::of(&bytes).short()
+            )
+        };
+        let mode = if m.file_type().is_symlink() {
+            0
+        } else {
+            m.mode() & 0o7777
+        };
+        out.insert(
+            rel,
+            format!(
+                "{what} mode {mode:o} mtime {}.{:09}",
+                m.mtime(),
+                m.mtime_nsec()
+            ),
+        );
+        if m.is_dir() {
+            walk_describe(base, &p, out);
         }
     }
-    walk(root, root, &mut out);
+}
+
+/// Extended attributes a snapshot records (`user.*`, POSIX ACLs), read
+/// with the system calls directly, sorted: `name=hex(value)`.
+fn xattrs_of(p: &Path) -> String {
+    let mut buf = vec![0u8; 1 << 16];
+    let n = match rustix::fs::llistxattr(p, &mut buf[..]) {
+        Ok(n) => n,
+        Err(_) => return String::new(),
+    };
+    let mut names: Vec<&[u8]> = buf[..n]
+        .split(|b| *b == 0)
+        .filter(|n| n.starts_with(b"user.") || n.starts_with(b"system.posix_acl_"))
+        .collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let mut v = vec![0u8; 1 << 16];
+        let len = rustix::fs::lgetxattr(p, OsStr::from_bytes(name), &mut v[..]).unwrap();
+        out += &format!(
+            " {}={}",
+            String::from_utf8_lossy(name),
+            hex::encode(&v[..len])
+        );
+    }
+    out
+}
+
+/// type, mode, content or target, mtime, extended attributes, which
+/// earlier path a file is a hard link of, whether it has holes — for every
+/// path under `root`.
+fn describe(root: &Path) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    walk_describe(root, root, &mut out);
+    // Hard links: every later path of an inode names the first one.
+    for (rel, what) in out.iter_mut() {
+        let m = std::fs::symlink_metadata(root.join(OsStr::from_bytes(rel))).unwrap();
+        if m.is_file() && m.nlink() > 1 {
+            match inodes.get(&m.ino()) {
+                Some(first) => *what += &format!(" link of {:?}", String::from_utf8_lossy(first)),
+                None => {
+                    inodes.insert(m.ino(), rel.clone());
+                }
+            }
+        }
+        if m.is_file() && m.len() >= 64 << 10 && m.blocks() * 512 < m.len() / 2 {
+            *what += " sparse";
+        }
+        if !m.file_type().is_symlink() {
+            *what += &xattrs_of(&root.join(OsStr::from_bytes(rel)));
+        }
+    }
     out
 }
 
@@ -397,6 +446,70 @@ fn plant_snapshot(repo: &Path, tree_json: &str, label: &str) {
     .unwrap();
 }
 
+/// A tree written before extended attributes were recorded says nothing
+/// about them: rolling back to it keeps an ACL the file has now (removing
+/// it and applying the stored mode, whose group bits were the mask, would
+/// give the owning group rw- where the ACL gave r--), also when the
+/// content is rewritten.
+#[test]
+fn a_snapshot_from_before_acls_were_recorded_never_drops_one() {
+    let e = Env::new();
+    let ssh = e.home.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    set_mode(&ssh, 0o700);
+    let cfg = ssh.join("config");
+    std::fs::write(&cfg, b"Host *\n").unwrap();
+    set_mode(&cfg, 0o640);
+    let acl = property::acl(4, 6, 6);
+    rustix::fs::lsetxattr(
+        &cfg,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let m = std::fs::symlink_metadata(&cfg).unwrap();
+    let d = std::fs::symlink_metadata(&ssh).unwrap();
+    let old = |body: &[u8]| {
+        let sha = dotfiles_backup::hash::Hash::of(body).to_hex();
+        format!(
+            r#"{{"version":1,"roots":[{{"root":"~/.ssh","present":true,"entries":[{{"path":"","type":"dir","mode":448,"uid":{u},"gid":{g},"mtime_ns":{dm},"size":0}},{{"path":"config","type":"file","mode":{mode},"uid":{u},"gid":{g},"mtime_ns":{fm},"size":{n},"sha256":"{sha}"}}]}}]}}"#,
+            u = m.uid(),
+            g = m.gid(),
+            dm = d.mtime() * 1_000_000_000 + d.mtime_nsec(),
+            mode = m.mode() & 0o7777,
+            fm = m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            n = body.len(),
+        )
+    };
+    // The content must be in the repository: a real checkpoint stores it.
+    e.checkpoint("real", &["~/.ssh"]);
+    plant_snapshot(&e.repo, &old(b"Host *\n"), "old-format");
+    let (rc, v) = e.run("backup-rollback", &["old-format"]);
+    assert_eq!(rc, 0, "{v}");
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(&cfg, "system.posix_acl_access", &mut buf[..]).expect("ACL kept");
+    assert_eq!(&buf[..n], &acl[..]);
+    // Content rewritten by the rollback: the new file gets the ACL it has now.
+    std::fs::write(&cfg, b"Host * edited\n").unwrap();
+    rustix::fs::lsetxattr(
+        &cfg,
+        "system.posix_acl_access",
+        &acl,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let (rc, v) = e.run("backup-rollback", &["old-format"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(&cfg).unwrap(), b"Host *\n");
+    let n = rustix::fs::lgetxattr(&cfg, "system.posix_acl_access", &mut buf[..]).expect("ACL kept");
+    assert_eq!(&buf[..n], &acl[..]);
+    assert_eq!(
+        std::fs::symlink_metadata(&cfg).unwrap().mode() & 0o7777,
+        0o660
+    );
+}
+
 #[test]
 fn crafted_manifests_are_refused_and_nothing_outside_changes() {
     let e = Env::new();
@@ -576,11 +689,57 @@ mod property {
     use super::*;
     use proptest::prelude::*;
 
+    /// Extended attributes of a file: `user.*` ones and maybe an access ACL.
+    type Xattrs = Vec<(&'static str, Vec<u8>)>;
+
     #[derive(Debug, Clone)]
     enum Node {
-        File(Vec<u8>, u32),
+        File(Vec<u8>, u32, Xattrs),
         Link(Vec<u8>),
         Dir,
+        /// A hard link of the n-th file made so far (modulo their number).
+        HardLink(usize),
+        /// A file of this many KiB with data only in its first block.
+        Sparse(u64),
+    }
+
+    /// A `system.posix_acl_access` value (the kernel's encoding) with a
+    /// named user `nobody` and the given group, mask and named-user bits.
+    pub(super) fn acl(group: u16, mask: u16, named: u16) -> Vec<u8> {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 6u16, u32::MAX),
+            (0x02, named, 65534),
+            (0x04, group, u32::MAX),
+            (0x10, mask, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            v.extend(tag.to_le_bytes());
+            v.extend(perm.to_le_bytes());
+            v.extend(id.to_le_bytes());
+        }
+        v
+    }
+
+    fn xattrs() -> impl Strategy<Value = Xattrs> {
+        (
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["user.a", "user.mime_type", "user.xdg.origin.url"]),
+                    prop::collection::vec(any::<u8>(), 0..40),
+                ),
+                0..3,
+            ),
+            prop::option::of((0u16..8, 0u16..8, 0u16..8)),
+        )
+            .prop_map(|(mut user, acl_bits)| {
+                user.sort_by_key(|(n, _)| *n);
+                user.dedup_by_key(|(n, _)| *n);
+                if let Some((g, m, n)) = acl_bits {
+                    user.push(("system.posix_acl_access", acl(g, m, n)));
+                }
+                user
+            })
     }
 
     fn name() -> impl Strategy<Value = Vec<u8>> {
@@ -600,13 +759,16 @@ mod property {
 
     fn node() -> impl Strategy<Value = Node> {
         prop_oneof![
-            (
+            3 => (
                 prop::collection::vec(any::<u8>(), 0..300),
-                prop_oneof![Just(0o644u32), Just(0o600), Just(0o755), Just(0o444)]
+                prop_oneof![Just(0o644u32), Just(0o600), Just(0o755), Just(0o444)],
+                xattrs(),
             )
-                .prop_map(|(c, m)| Node::File(c, m)),
-            name().prop_map(Node::Link),
-            Just(Node::Dir),
+                .prop_map(|(c, m, x)| Node::File(c, m, x)),
+            1 => name().prop_map(Node::Link),
+            1 => Just(Node::Dir),
+            1 => any::<usize>().prop_map(Node::HardLink),
+            1 => (64u64..512).prop_map(Node::Sparse),
         ]
     }
 
@@ -616,6 +778,7 @@ mod property {
 
     fn materialize(root: &Path, items: &[(Vec<Vec<u8>>, Node)]) {
         std::fs::create_dir_all(root).unwrap();
+        let mut files: Vec<std::path::PathBuf> = Vec::new();
         for (path, node) in items {
             let mut p = root.to_path_buf();
             let mut ok = true;
@@ -638,12 +801,32 @@ mod property {
                 continue;
             }
             match node {
-                Node::File(c, m) => {
+                Node::File(c, m, x) => {
                     std::fs::write(&p, c).unwrap();
                     set_mode(&p, *m);
+                    // After the mode: an ACL sets the group bits to its mask.
+                    for (name, value) in x {
+                        rustix::fs::setxattr(&p, *name, value, rustix::fs::XattrFlags::empty())
+                            .unwrap();
+                    }
+                    files.push(p);
                 }
                 Node::Link(t) => symlink(OsStr::from_bytes(t), &p).unwrap(),
                 Node::Dir => std::fs::create_dir(&p).unwrap(),
+                Node::HardLink(i) if !files.is_empty() => {
+                    let peer = files[i % files.len()].clone();
+                    // A peer replaced by a later item is no file any more.
+                    if std::fs::symlink_metadata(&peer).is_ok_and(|m| m.is_file()) {
+                        std::fs::hard_link(&peer, &p).unwrap();
+                    }
+                }
+                Node::HardLink(_) => {}
+                Node::Sparse(kib) => {
+                    let f = std::fs::File::create(&p).unwrap();
+                    std::io::Write::write_all(&mut &f, b"header").unwrap();
+                    f.set_len(kib << 10).unwrap();
+                    files.push(p);
+                }
             }
         }
     }
@@ -651,7 +834,7 @@ mod property {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
         #[test]
-        fn random_tree_random_damage_rollback_restores_equality(before in layout(), after in layout(), wipe in any::<bool>()) {
+        fn random_tree_random_damage_rollback_restores_equality(before in layout(), after in layout(), wipe in any::<bool>(), strip in any::<bool>()) {
             let e = Env::new();
             let root = e.home.join(".config");
             materialize(&root, &before);
@@ -668,6 +851,15 @@ mod property {
                 }
             }
             materialize(&root, &after);
+            if strip {
+                // Metadata-only damage: every extended attribute and ACL goes.
+                for (rel, _) in describe(&root) {
+                    let p = root.join(OsStr::from_bytes(&rel));
+                    for name in ["user.a", "user.mime_type", "user.xdg.origin.url", "system.posix_acl_access"] {
+                        let _ = rustix::fs::lremovexattr(&p, name);
+                    }
+                }
+            }
             let (rc, v) = e.run("backup-rollback", &["p"]);
             prop_assert_eq!(rc, 0, "{}", v);
             assert_same(&describe(&e.home), &expected);
@@ -1162,6 +1354,99 @@ fn two_homes_sharing_a_repository_never_cross() {
     );
     let (rc, v) = run(&e.home, &["backup-list", &other, "--all-homes"]);
     assert_eq!(rc, 0, "{v}");
+}
+
+/// Issue 18's phases on a repository two homes share: runs, phase names,
+/// `--phases` and retention are each home's own, and the JSON says whose.
+#[test]
+fn two_homes_bootstrapping_into_one_repository_keep_their_own_phases_and_retention() {
+    let e = Env::new();
+    let h2 = e.home.parent().unwrap().join("home2");
+    std::fs::create_dir_all(&h2).unwrap();
+    let run = |home: &Path, args: &[&str]| -> (i32, Value) {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
+                .args(&args[1..])
+                .arg("--json")
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", home)
+                .env("BACKUP_REPO", &e.repo)
+                .env("BACKUP_PACKAGES", "0")
+                .output()
+                .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), v)
+    };
+    let phase = |home: &Path, p: &str| {
+        let (rc, v) = run(
+            home,
+            &["backup-checkpoint", "auto", p, "--path", "~/.zshrc"],
+        );
+        assert_eq!(rc, 0, "{v}");
+        v
+    };
+    // h1's bootstrap: the dotfiles phase breaks ~/.zshrc.
+    std::fs::write(e.home.join(".zshrc"), b"h1 good").unwrap();
+    let v = phase(&e.home, "pre-dotfiles");
+    assert_eq!(v["snapshot"]["home"], e.home.to_str().unwrap(), "{v}");
+    std::fs::write(e.home.join(".zshrc"), b"h1 BROKEN").unwrap();
+    phase(&e.home, "bootstrap-complete");
+    // h2 bootstraps three times in between; its phases change nothing of h1's.
+    for i in 0..3 {
+        std::fs::write(h2.join(".zshrc"), format!("h2 {i}")).unwrap();
+        phase(&h2, "pre-dotfiles");
+        std::fs::write(h2.join(".zshrc"), format!("h2 {i} after")).unwrap();
+        phase(&h2, "bootstrap-complete");
+    }
+    // h1's phase name resolves among h1's runs only.
+    let (rc, v) = run(&e.home, &["backup-rollback", "pre-dotfiles"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"h1 good");
+    let (rc, v) = run(&e.home, &["backup-list", "--phases"]);
+    assert_eq!(rc, 0, "{v}");
+    assert_eq!(
+        v["runs"].as_array().unwrap().len(),
+        1,
+        "h1 has one run: {v}"
+    );
+    let (_, v) = run(&h2, &["backup-list", "--phases"]);
+    assert_eq!(v["runs"].as_array().unwrap().len(), 3, "{v}");
+    // The machine as it came is pinned per home: h2's first run too,
+    // though h1 had bootstrapped into the repository before it.
+    let runs = v["runs"].as_array().unwrap();
+    let first = runs.last().unwrap();
+    assert!(
+        first["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pinned"].is_string()),
+        "h2's first run is pinned: {v}"
+    );
+    assert!(
+        runs[0]["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pinned"].is_null()),
+        "{v}"
+    );
+    let (rc, v) = run(&h2, &["backup-prune"]);
+    assert_eq!(rc, 0, "{v}");
+    let (_, v) = run(&e.home, &["backup-list"]);
+    let labels: Vec<&str> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "checkpoint")
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["pre-dotfiles", "bootstrap-complete"],
+        "h1's checkpoints survive h2's prune: {v}"
+    );
 }
 
 #[test]

@@ -87,6 +87,7 @@ fn main() -> std::process::ExitCode {
                 selector: Some(dotfiles_backup::ops::phases::explain(
                     s,
                     &args.snapshot,
+                    args.all_homes,
                     env,
                 )?),
                 mode: Mode2::Restore(overwrite),

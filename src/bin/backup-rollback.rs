@@ -83,11 +83,12 @@ fn main() -> std::process::ExitCode {
                     overwrite: args.overwrite == Some(OverwriteArg::Always),
                     only,
                     dry_run: args.dry_run,
+                    all_homes: args.all_homes,
                 };
                 return undo::undo_phase(s, &opts, env);
             }
             let selector = match (&args.snapshot, args.undo) {
-                (Some(sel), false) => Some(phases::explain(s, sel, env)?),
+                (Some(sel), false) => Some(phases::explain(s, sel, args.all_homes, env)?),
                 _ => None,
             };
             let opts = RestoreOptions {

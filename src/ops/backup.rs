@@ -16,7 +16,7 @@
 //! otherwise reported, so no entry ever pairs a hash with bytes that were
 //! never on disk together.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
@@ -203,6 +203,39 @@ pub fn run_backup_with(
     }
     drop(guard);
     Ok(report)
+}
+
+/// Read the extended attributes of every directory and of every file the
+/// files cache did not vouch for (`hashes` set by a cache hit), on all cores.
+///
+/// Why not for cache hits: the cache keeps only files that had no
+/// attributes, and setting or removing one changes the ctime the cache
+/// entry is keyed by, so a hit means "still none". A no-change checkpoint
+/// then makes no `listxattr` call per file, which would cost about as much
+/// as the `lstat` that is its floor (docs/performance.md).
+fn read_xattrs(roots: &mut [scan::ScannedRoot], hashes: &[Vec<Option<Hash>>]) {
+    for (root, cached) in roots.iter_mut().zip(hashes) {
+        root.items
+            .par_iter_mut()
+            .zip(cached.par_iter())
+            .filter(|(item, hit)| match item.kind {
+                EntryType::Symlink => false,
+                EntryType::File => hit.is_none(),
+                EntryType::Dir => true,
+            })
+            .for_each(|(item, _)| match crate::sys::read_xattrs(&item.abs) {
+                Ok(list) => {
+                    item.xattrs = list
+                        .into_iter()
+                        .map(|(name, value)| crate::repo::snapshot::Xattr {
+                            name: ByteName(name),
+                            value: ByteName(value),
+                        })
+                        .collect();
+                }
+                Err(e) => item.xattr_error = Some(e.to_string()),
+            });
+    }
 }
 
 /// The warning for a lock taken over from a dead process.
@@ -477,6 +510,7 @@ pub fn prepare_snapshot<'r>(
             }
         }
     }
+    read_xattrs(&mut scanned_roots, &hashes);
 
     // Free space and quota, before anything is written.
     if let (Some(r), Some(space)) = (repo, &opts.space) {
@@ -585,15 +619,44 @@ pub fn prepare_snapshot<'r>(
     let mut tree = Tree {
         version: OBJECT_VERSION,
         roots: Vec::with_capacity(scanned_roots.len()),
+        xattrs_recorded: true,
     };
     // The new cache is a list of (root, item) positions into the scan (8
     // bytes per file); it is compared with the old one and encoded right
     // after the tree is hashed, so the two are never held as tables at once
     // (peak memory, docs/performance.md).
     let mut new_cache: Vec<(u32, u32)> = Vec::with_capacity(stats.files_scanned as usize);
+    // (device, inode) of a file with several links -> the full path of its
+    // first entry in this tree: later ones record it (`Entry::hardlink`).
+    let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for (ri, root) in scanned_roots.iter().enumerate() {
         let mut entries = Vec::with_capacity(root.items.len());
+        let root_name = ByteName::from(root.root.shown.as_os_str());
         for (ii, item) in root.items.iter().enumerate() {
+            if let Some(why) = &item.xattr_error {
+                warnings.push(Warning::at(
+                    "xattrs_unreadable",
+                    scan::shown(item),
+                    format!(
+                        "the extended attributes and ACLs of {} could not be read ({why}); it is stored without them",
+                        scan::shown(item)
+                    ),
+                ));
+            }
+            let hardlink = (item.kind == EntryType::File && item.nlink > 1)
+                .then(|| {
+                    let full = crate::diff::full_path(&root_name.0, &item.rel);
+                    match first_link.entry((item.dev, item.ino)) {
+                        std::collections::hash_map::Entry::Occupied(o) => {
+                            Some(ByteName(o.get().clone()))
+                        }
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(full);
+                            None
+                        }
+                    }
+                })
+                .flatten();
             let sha256 = hashes[ri][ii];
             let omit = omitted[ri][ii];
             match item.kind {
@@ -605,9 +668,13 @@ pub fn prepare_snapshot<'r>(
                 EntryType::Dir => summary.dirs += 1,
                 EntryType::Symlink => summary.symlinks += 1,
             }
+            // Files with extended attributes are not cached: a cache hit
+            // stands for "no attributes" too (see `read_xattrs`).
             if sha256.is_some()
                 && item.kind == EntryType::File
                 && item.mtime_ns < scan_start_ns - RACY_WINDOW_NS
+                && item.xattrs.is_empty()
+                && item.xattr_error.is_none()
             {
                 new_cache.push((ri as u32, ii as u32));
             }
@@ -627,10 +694,12 @@ pub fn prepare_snapshot<'r>(
                 } else {
                     sealed[ri][ii].take().map(Box::new)
                 },
+                hardlink,
+                xattrs: item.xattrs.clone(),
             });
         }
         tree.roots.push(RootTree {
-            root: ByteName::from(root.root.shown.as_os_str()),
+            root: root_name,
             present: root.present,
             entries,
             link: root

@@ -85,9 +85,12 @@ pub fn checkpoint(
             // Logged even when the run fails, so the completion report can
             // tell a failed phase from one that never ran.
             env.put("phase", p);
-            let existing = crate::repo::Repository::open(&settings.repo)
+            // Runs are per home: another home's bootstrap on a shared
+            // repository neither continues nor starts this home's run.
+            let mut existing = crate::repo::Repository::open(&settings.repo)
                 .and_then(|r| r.snapshots())
                 .unwrap_or_default();
+            existing.retain(|s| s.record.of_home(settings.home.as_deref()));
             let (id, first) = phases::choose_run(&existing, p, run);
             env.put("run", &id);
             (p.clone(), settings.packages.auto, Some((id, first)))

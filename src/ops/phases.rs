@@ -433,16 +433,23 @@ pub fn resolve<'a>(
 /// For restore and rollback: resolve a phase selector now, put how in the
 /// envelope (`resolved`), and return the chosen snapshot's full id, so the
 /// plan says which run and why. Other selectors come back unchanged.
+///
+/// Runs are the current home's (a repository shared by several homes: one
+/// home's bootstrap never answers for another's) unless `all_homes`.
 pub fn explain(
     settings: &crate::config::Settings,
     selector: &str,
+    all_homes: bool,
     env: &mut crate::report::Envelope,
 ) -> Result<String> {
     if parse(selector).is_none() {
         return Ok(selector.to_string());
     }
     let repo = crate::repo::Repository::open(&settings.repo)?;
-    let snapshots = repo.snapshots()?;
+    let mut snapshots = repo.snapshots()?;
+    if !all_homes {
+        snapshots.retain(|s| s.record.of_home(settings.home.as_deref()));
+    }
     let Some((snap, why)) = resolve(&snapshots, selector)? else {
         return Ok(selector.to_string());
     };

@@ -77,8 +77,38 @@ fn phase_effects(snaps: &[Snapshot]) -> HashMap<Hash, Option<bool>> {
         .collect()
 }
 
-/// Decide for every snapshot. `snaps` may be in any order.
+/// Decide for every snapshot. `snaps` may be in any order; the result is
+/// oldest first.
+///
+/// The policy applies to each home on its own (a repository shared by
+/// several homes): one home's checkpoints, backups and safety snapshots
+/// never push out another's. Records written before homes were recorded
+/// form one more group.
 pub fn decide(
+    snaps: &[Snapshot],
+    pinned: &HashSet<Hash>,
+    policy: &RetentionSection,
+    safety_keep: usize,
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Vec<Decision> {
+    let mut homes: BTreeMap<Option<&[u8]>, Vec<Snapshot>> = BTreeMap::new();
+    for s in snaps {
+        homes
+            .entry(s.record.home.as_ref().map(|h| &h.0[..]))
+            .or_default()
+            .push(s.clone());
+    }
+    let mut out: Vec<Decision> = homes
+        .values()
+        .flat_map(|group| decide_home(group, pinned, policy, safety_keep, now, tz))
+        .collect();
+    out.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+    out
+}
+
+/// [`decide`] for the snapshots of one home.
+fn decide_home(
     snaps: &[Snapshot],
     pinned: &HashSet<Hash>,
     policy: &RetentionSection,
@@ -738,6 +768,87 @@ mod tests {
             keep_yearly: 0,
             ..Default::default()
         }
+    }
+
+    /// Two homes on one repository: ten re-runs and many backups and
+    /// safety snapshots in one home never push out the other's.
+    #[test]
+    fn retention_is_applied_per_home() {
+        let in_home = |mut s: Snapshot, home: &str| {
+            s.record.home = Some(ByteName::from(home));
+            s
+        };
+        let mut s = vec![
+            in_home(
+                snap(
+                    1,
+                    SnapshotKind::Checkpoint,
+                    "pre-dotfiles",
+                    "2024-01-01T00:00:00Z",
+                ),
+                "/home/b",
+            ),
+            in_home(
+                snap(2, SnapshotKind::Backup, "backup", "2024-01-01T00:00:01Z"),
+                "/home/b",
+            ),
+            in_home(
+                snap(
+                    3,
+                    SnapshotKind::Safety,
+                    "before-rollback",
+                    "2024-01-01T00:00:02Z",
+                ),
+                "/home/b",
+            ),
+        ];
+        for i in 0..10u8 {
+            let at = format!("2024-02-{:02}T00:00:00Z", i + 1);
+            s.push(in_home(
+                snap(10 + i, SnapshotKind::Checkpoint, "pre-dotfiles", &at),
+                "/home/a",
+            ));
+            s.push(in_home(
+                snap(30 + i, SnapshotKind::Backup, "backup", &at),
+                "/home/a",
+            ));
+            s.push(in_home(
+                snap(50 + i, SnapshotKind::Safety, "before-rollback", &at),
+                "/home/a",
+            ));
+        }
+        let policy = RetentionSection {
+            keep_last: 2,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_yearly: 0,
+            keep_per_phase: 3,
+            ..Default::default()
+        };
+        let d = decide(
+            &s,
+            &HashSet::new(),
+            &policy,
+            2,
+            Timestamp::now(),
+            &TimeZone::UTC,
+        );
+        let keep = |n: u8| {
+            d.iter()
+                .find(|x| x.id == Hash([n; 32]).to_hex())
+                .unwrap()
+                .keep
+        };
+        assert!(
+            keep(1) && keep(2) && keep(3),
+            "home b keeps its only snapshots: {d:#?}"
+        );
+        assert_eq!((10..20).filter(|n| keep(*n)).count(), 3);
+        assert_eq!((30..40).filter(|n| keep(*n)).count(), 2);
+        assert_eq!((50..60).filter(|n| keep(*n)).count(), 2);
+        // Oldest first, as before.
+        assert!(d.windows(2).all(|w| w[0].created_at <= w[1].created_at));
     }
 
     #[test]

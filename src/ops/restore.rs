@@ -16,8 +16,9 @@
 //! * content is checked against its SHA-256 before it becomes visible, and
 //!   written through the crash-safe path with its final mode and mtime.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -29,7 +30,7 @@ use crate::atomic::{AtomicFile, Dir};
 use crate::config::{Settings, TrackedRoot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::paths::{display_path, expand_tilde, tilde_form, unsafe_relative_path};
+use crate::paths::{display_path, expand_tilde, tilde_form, unsafe_relative_path, ByteName};
 use crate::repo::index::Index;
 use crate::repo::snapshot::{Entry, EntryType, Snapshot, SnapshotKind, Tree};
 use crate::repo::Repository;
@@ -208,7 +209,7 @@ pub fn plan_keeping(
         // The same comparison `backup-list --diff` reports (crate::diff).
         let d = crate::diff::compare(have, want);
         let differs = d.data();
-        let meta_differs = d.mode || d.mtime || (crate::host::euid() == 0 && d.owner);
+        let meta_differs = d.mode || d.mtime || d.xattrs || (crate::host::euid() == 0 && d.owner);
         let reason = if have.kind != want.kind {
             format!(
                 "is a {} now, was a {}",
@@ -218,8 +219,14 @@ pub fn plan_keeping(
         } else if differs {
             match want.kind {
                 EntryType::Symlink => "symlink target changed".to_string(),
+                _ if !d.content => match &want.hardlink {
+                    Some(peer) => format!("was a hard link of {}", shown(&peer.0)),
+                    None => "was not a hard link".to_string(),
+                },
                 _ => "content changed".to_string(),
             }
+        } else if d.xattrs && !(d.mode || d.mtime) {
+            "extended attributes or ACL changed".to_string()
         } else {
             "mode or time changed".to_string()
         };
@@ -485,6 +492,8 @@ pub fn flatten(
 ) -> Result<(State, Vec<PathBuf>)> {
     let mut state = State::new();
     let mut roots = Vec::new();
+    // Full path in the tree -> absolute path, for `Entry::hardlink`.
+    let mut placed: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     for root in &tree.roots {
         let base = place(root.root.as_path())?;
         let base_bytes = base.as_os_str().as_bytes().to_vec();
@@ -518,6 +527,15 @@ pub fn flatten(
             if e.sealed.is_some() {
                 // Secrets come back readable by their owner only.
                 e.mode &= 0o700;
+            }
+            // A hard link names its peer by tree path; here it becomes the
+            // peer's absolute path (a peer not in the tree: a plain file).
+            e.hardlink = e
+                .hardlink
+                .take()
+                .and_then(|p| placed.get(&p.0).cloned().map(ByteName));
+            if e.kind == EntryType::File {
+                placed.insert(crate::diff::full_path(&root.root.0, &e.path.0), abs.clone());
             }
             if state.insert(abs, e.clone()).is_some() {
                 return Err(Error::new(
@@ -732,6 +750,12 @@ pub struct ApplyStats {
     pub bytes_written: u64,
     /// Encrypted (secret-class) files decrypted and written.
     pub secrets_decrypted: u64,
+    /// Files written as hard links of another restored path.
+    pub hardlinks: u64,
+    /// Paths whose extended attributes or ACLs could not all be put back,
+    /// with what happened (reported as warnings: the content is back).
+    #[serde(skip)]
+    pub unrestored: Vec<(PathBuf, String)>,
     /// Existing paths kept beside under a new name (`--overwrite rename`).
     pub kept_aside: u64,
 }
@@ -843,6 +867,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         &follow,
     );
     let (mut desired, mut roots) = flatten(&tree, &place)?;
+    let attrs_unknown = !tree.xattrs_recorded;
     if !opts.only.is_empty() {
         let mut links = Vec::new();
         for r in tree.roots.iter() {
@@ -976,6 +1001,15 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     for (abs, _) in &tool_state {
         desired.remove(abs);
     }
+    if attrs_unknown {
+        // A tree from before attributes were recorded: keep what each path
+        // has now (see `Tree::xattrs_recorded`).
+        for (abs, want) in desired.iter_mut() {
+            if let Some(have) = current.get(abs) {
+                want.xattrs.clone_from(&have.xattrs);
+            }
+        }
+    }
     let mut actions = plan_keeping(&desired, &current, opts.mode, &excluded);
     set_aside(&mut actions, opts.existing, &snap_short, &named, &|p| {
         on_disk(p) || desired.contains_key(p) || current.contains_key(p) || excluded.contains_key(p)
@@ -1101,6 +1135,14 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         &mut stats,
         &mut errors,
     );
+    for (path, what) in std::mem::take(&mut stats.unrestored) {
+        let shown = display_path(&path);
+        env.warnings.push(Warning::at(
+            "xattrs_not_restored",
+            shown.clone(),
+            format!("{shown}: content restored, but extended attributes {what}"),
+        ));
+    }
     if settings.retention.auto {
         let kinds = [SnapshotKind::Checkpoint, SnapshotKind::Safety];
         match crate::ops::prune::auto_prune(&repo, settings, Some(&kinds), &mut env.warnings) {
@@ -1365,6 +1407,9 @@ pub fn apply(
     // Files written to temp names, waiting to be synced together and renamed
     // into place (see `flush_staged`).
     let mut staged: Vec<Staged> = Vec::new();
+    // Absolute paths of the files this run put in place: a hard link to
+    // one of them needs no check of the peer's content.
+    let mut written: HashSet<Vec<u8>> = HashSet::new();
     // The parent directory of the previous action: plans are in path order,
     // so most actions share it and need not resolve it again.
     let mut last_parent: Option<(DirKey, Rc<Dir>)> = None;
@@ -1384,7 +1429,19 @@ pub fn apply(
         doing.clone().count() as u64,
         doing.map(|a| a.bytes).sum(),
     );
-    for a in actions {
+    // Hard links after every other action, so that their peers (first in
+    // tree order, which is not path order) are in place when they are made.
+    let is_link = |a: &&Action| {
+        matches!(a.action, ActionKind::Create | ActionKind::Update)
+            && a.desired
+                .as_ref()
+                .is_some_and(|d| d.kind == EntryType::File && d.hardlink.is_some())
+    };
+    let ordered = actions
+        .iter()
+        .filter(|a| !is_link(a))
+        .chain(actions.iter().filter(is_link));
+    for a in ordered {
         if matches!(a.action, ActionKind::Skip | ActionKind::Conflict) {
             stats.skipped += 1;
             continue;
@@ -1453,14 +1510,37 @@ pub fn apply(
                     if a.action == ActionKind::Update && a.current.is_some_and(|c| c != want.kind) {
                         remove_path(&parent, name, a.current == Some(EntryType::Dir))?;
                     }
+                    if let (EntryType::File, Some(peer), false) =
+                        (want.kind, &want.hardlink, a.action == ActionKind::Metadata)
+                    {
+                        // Files written earlier in this run are in place first.
+                        flush_staged(&mut staged, stats, errors, &mut dirs_to_sync, &mut written);
+                        let peer_at = PeerAt {
+                            home,
+                            target,
+                            written: &written,
+                            is_root,
+                        };
+                        if link_to_peer(&parent, name, &peer.0, want, peer_at) {
+                            stats.hardlinks += 1;
+                            return Ok(None);
+                        }
+                    }
                     match want.kind {
                         EntryType::File if a.action == ActionKind::Metadata => {
-                            set_meta_at(&parent, name, want, is_root, &shown_path).map(|()| None)
+                            let lost = set_meta_at(&parent, name, want, is_root, &shown_path)?;
+                            if let Some(l) = lost {
+                                stats.unrestored.push((shown_path.clone(), l));
+                            }
+                            Ok(None)
                         }
                         EntryType::File if want.sealed.is_some() => {
                             let data = open_sealed(repo, index, want, secrets, &shown_path)?;
-                            let f =
+                            let (f, lost) =
                                 stage_file(&parent, name, want.mode & 0o700, want, &data, is_root)?;
+                            if let Some(l) = lost {
+                                stats.unrestored.push((shown_path.clone(), l));
+                            }
                             stats.secrets_decrypted += 1;
                             Ok(Some((f, data.len() as u64)))
                         }
@@ -1491,7 +1571,11 @@ pub fn apply(
                                 );
                                 e
                             })?;
-                            let f = stage_file(&parent, name, want.mode, want, &data, is_root)?;
+                            let (f, lost) =
+                                stage_file(&parent, name, want.mode, want, &data, is_root)?;
+                            if let Some(l) = lost {
+                                stats.unrestored.push((shown_path.clone(), l));
+                            }
                             Ok(Some((f, data.len() as u64)))
                         }
                         EntryType::Symlink => {
@@ -1584,7 +1668,7 @@ pub fn apply(
                     bytes,
                 });
                 if staged.len() >= STAGED_MAX {
-                    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync);
+                    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync, &mut written);
                 }
             }
             Ok(None) => {
@@ -1600,7 +1684,7 @@ pub fn apply(
         }
     }
     // Renames change their directories' times: all of them before those are set.
-    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync);
+    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync, &mut written);
     drop(last_parent);
     // Directory modes and times, deepest first, after all children changed.
     // Each is made durable with the directories below.
@@ -1625,7 +1709,11 @@ pub fn apply(
             .and_then(|b| b.open_beneath(&rel, false, 0o700))
             .and_then(|d| {
                 note_file_system(&mut file_systems, &d);
-                rustix::fs::fchmod(d.fd(), crate::sys::mode(want.mode))
+                let (mode, lost) = restore_xattrs(d.fd(), &want, want.mode);
+                if let Some(l) = lost {
+                    stats.unrestored.push((d.path().to_path_buf(), l));
+                }
+                rustix::fs::fchmod(d.fd(), crate::sys::mode(mode))
                     .map_err(|e| Error::io("setting mode of", d.path(), &e.into()))?;
                 if is_root {
                     let _ = rustix::fs::fchown(
@@ -1752,15 +1840,156 @@ fn stage_file(
     want: &Entry,
     data: &[u8],
     is_root: bool,
-) -> Result<AtomicFile<'static>> {
+) -> Result<(AtomicFile<'static>, Option<String>)> {
     let mut f = Dir::create_atomic_shared(parent, name, mode)?;
     write_sparse(&mut f, data)?;
     if is_root {
         f.set_owner(want.uid, want.gid)?;
     }
     f.set_mtime(want.mtime_ns)?;
+    // Attributes before the mode: `chmod` then sets an ACL's mask from the
+    // stored group bits, which is what the mask was when it was recorded.
+    let (mode, lost) = restore_xattrs(f.file().as_fd(), want, mode);
+    f.set_mode(mode);
     f.apply_mode()?;
-    Ok(f)
+    Ok((f, lost))
+}
+
+/// Where [`link_to_peer`] finds a hard link's peer, and what it trusts.
+#[derive(Clone, Copy)]
+struct PeerAt<'a> {
+    home: Option<&'a Path>,
+    target: Option<&'a Path>,
+    written: &'a HashSet<Vec<u8>>,
+    is_root: bool,
+}
+
+/// Make `name` in `parent` a hard link of `peer` (absolute path) when the
+/// peer holds what `want` describes: written by this run, or found there
+/// with the same content, mode and owner. `false`: the caller writes a
+/// plain file (the peer is not restored, differs, or is on another file
+/// system), so a link never brings in content the snapshot did not have.
+fn link_to_peer(parent: &Dir, name: &OsStr, peer: &[u8], want: &Entry, at: PeerAt<'_>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (anchor, rel) = anchor_of(peer, at.home, at.target);
+    if rel.is_empty() {
+        return false;
+    }
+    let (peer_rel, peer_name) = split_name(rel);
+    let peer_name = OsStr::from_bytes(peer_name);
+    let Ok(peer_dir) = Dir::open(&anchor).and_then(|d| d.open_beneath(peer_rel, false, 0o700))
+    else {
+        return false;
+    };
+    if !at.written.contains(peer) {
+        let flags = rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::NONBLOCK
+            | rustix::fs::OFlags::CLOEXEC;
+        let Ok(fd) = rustix::fs::openat(peer_dir.fd(), peer_name, flags, Mode::empty()) else {
+            return false;
+        };
+        let mut f = std::fs::File::from(fd);
+        let same_meta = f.metadata().is_ok_and(|m| {
+            m.is_file()
+                && m.len() == want.size
+                && m.mode() & 0o7777 == want.mode
+                && (!at.is_root || (m.uid() == want.uid && m.gid() == want.gid))
+        });
+        let path = Path::new(OsStr::from_bytes(peer));
+        let same_content = same_meta
+            && want.sha256.is_some_and(|h| {
+                super::backup::hash_stream(&mut f, path).is_ok_and(|(got, _)| got == h)
+            });
+        if !same_content {
+            return false;
+        }
+    }
+    let tmp = format!(
+        "{}.{}.hardlink",
+        crate::atomic::TEMP_PREFIX,
+        std::process::id()
+    );
+    let _ = rustix::fs::unlinkat(parent.fd(), tmp.as_str(), AtFlags::empty());
+    if rustix::fs::linkat(
+        peer_dir.fd(),
+        peer_name,
+        parent.fd(),
+        tmp.as_str(),
+        AtFlags::empty(),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let renamed = rustix::fs::renameat(parent.fd(), tmp.as_str(), parent.fd(), name).is_ok();
+    // Renaming onto another link of the same inode leaves both names.
+    let _ = rustix::fs::unlinkat(parent.fd(), tmp.as_str(), AtFlags::empty());
+    renamed
+}
+
+/// The POSIX ACL attribute whose loss could widen access.
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+
+/// Put `want`'s extended attributes on `fd` and remove other recorded ones.
+/// Returns the mode to apply, narrowed when the access ACL could not be
+/// written ([`acl_fallback_mode`]), and a description of what was not
+/// restored, if anything.
+fn restore_xattrs(fd: BorrowedFd<'_>, want: &Entry, mode: u32) -> (u32, Option<String>) {
+    let pairs: Vec<crate::sys::XattrPair> = want
+        .xattrs
+        .iter()
+        .map(|x| (x.name.0.clone(), x.value.0.clone()))
+        .collect();
+    let failed = crate::sys::write_xattrs(fd, &pairs);
+    if failed.is_empty() {
+        return (mode, None);
+    }
+    let mut mode = mode;
+    let mut what: Vec<String> = failed
+        .iter()
+        .map(|(n, e)| format!("{} ({e})", String::from_utf8_lossy(n)))
+        .collect();
+    if let Some((_, acl)) = pairs.iter().find(|(n, _)| n == ACL_ACCESS) {
+        if failed.iter().any(|(n, _)| n == ACL_ACCESS) {
+            let narrowed = acl_fallback_mode(mode, acl);
+            if narrowed != mode {
+                what.push(format!(
+                    "without its ACL the mode is {narrowed:04o}, not {mode:04o}, so that no one gets more access than the ACL gave"
+                ));
+                mode = narrowed;
+            }
+        }
+    }
+    (mode, Some(format!("not restored: {}", what.join(", "))))
+}
+
+/// The mode that grants no more than `mode` with the access ACL `acl`
+/// (`system.posix_acl_access` value) does, for a file that gets the mode
+/// alone. With an ACL the group bits of the mode are the ACL's mask; the
+/// owning group's effective access is its own entry limited by that mask,
+/// and named users and groups lose theirs (narrower, never wider).
+pub fn acl_fallback_mode(mode: u32, acl: &[u8]) -> u32 {
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    // Header: u32 version 2; then entries of u16 tag, u16 perm, u32 id (LE).
+    if acl.len() < 4 || (acl.len() - 4) % 8 != 0 {
+        // Not an ACL we can read: no group access at all is never wider.
+        return mode & !0o070;
+    }
+    let mut group_obj = None;
+    let mut mask = 0o7u32;
+    for e in acl[4..].chunks_exact(8) {
+        let tag = u16::from_le_bytes([e[0], e[1]]);
+        let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 0o7);
+        match tag {
+            GROUP_OBJ => group_obj = Some(perm),
+            MASK => mask = perm,
+            _ => {}
+        }
+    }
+    let group = group_obj.unwrap_or(0) & mask & ((mode >> 3) & 0o7);
+    (mode & !0o070) | (group << 3)
 }
 
 /// Holes are made of whole blocks of this size.
@@ -1800,6 +2029,7 @@ fn flush_staged(
     stats: &mut ApplyStats,
     errors: &mut Vec<Error>,
     dirs_to_sync: &mut BTreeMap<DirKey, Vec<(ActionKind, PathBuf)>>,
+    written: &mut HashSet<Vec<u8>>,
 ) {
     if staged.is_empty() {
         return;
@@ -1812,6 +2042,7 @@ fn flush_staged(
             Ok(()) => {
                 count(stats, s.kind);
                 stats.bytes_written += s.bytes;
+                written.insert(s.shown_path.as_os_str().as_bytes().to_vec());
                 if let Some(v) = s.parent_key.and_then(|k| dirs_to_sync.get_mut(&k)) {
                     v.push((s.kind, s.shown_path));
                 }
@@ -1848,7 +2079,7 @@ fn set_meta_at(
     want: &Entry,
     is_root: bool,
     shown: &Path,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let fd = rustix::fs::openat(
         parent.fd(),
         name,
@@ -1856,7 +2087,8 @@ fn set_meta_at(
         Mode::empty(),
     )
     .map_err(|e| Error::io("opening", shown, &e.into()))?;
-    rustix::fs::fchmod(&fd, crate::sys::mode(want.mode))
+    let (mode, lost) = restore_xattrs(fd.as_fd(), want, want.mode);
+    rustix::fs::fchmod(&fd, crate::sys::mode(mode))
         .map_err(|e| Error::io("setting mode of", shown, &e.into()))?;
     if is_root {
         let _ = rustix::fs::fchown(
@@ -1876,7 +2108,8 @@ fn set_meta_at(
     .map_err(|e| Error::io("setting time of", shown, &e.into()))?;
     // A mode change is an inode change: journaled file systems keep it without
     // this, others (and the contract "done means durable") need the fsync.
-    crate::sys::sync_file(&fd).map_err(|e| Error::io("syncing", shown, &e))
+    crate::sys::sync_file(&fd).map_err(|e| Error::io("syncing", shown, &e))?;
+    Ok(lost)
 }
 
 /// `--overwrite rename`: give the existing file or symlink `name` a second
@@ -2002,6 +2235,8 @@ mod tests {
             target: None,
             omitted: None,
             sealed: None,
+            hardlink: None,
+            xattrs: Vec::new(),
         }
     }
     fn dir() -> Entry {
@@ -2117,6 +2352,28 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_acl_leaves_the_group_no_more_than_its_own_entry_and_the_mask() {
+        let acl = |group: u16, mask: u16| {
+            let mut v = 2u32.to_le_bytes().to_vec();
+            for (tag, perm) in [(1u16, 6u16), (2, 7), (4, group), (0x10, mask), (0x20, 0)] {
+                v.extend(tag.to_le_bytes());
+                v.extend(perm.to_le_bytes());
+                v.extend(65534u32.to_le_bytes());
+            }
+            v
+        };
+        // Mode group bits are the mask (rwx); the group's own entry is r--.
+        assert_eq!(acl_fallback_mode(0o670, &acl(4, 7)), 0o640);
+        // The mask limits the group entry.
+        assert_eq!(acl_fallback_mode(0o650, &acl(7, 5)), 0o650);
+        assert_eq!(acl_fallback_mode(0o600, &acl(7, 0)), 0o600);
+        // Other bits and the owner are kept as they are.
+        assert_eq!(acl_fallback_mode(0o4775, &acl(5, 7)), 0o4755);
+        // An ACL that cannot be read: no group access.
+        assert_eq!(acl_fallback_mode(0o664, b"junk"), 0o604);
+    }
+
+    #[test]
     fn crafted_paths_are_refused() {
         for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "."] {
             let mut e = file(b"x", 0o644);
@@ -2129,6 +2386,7 @@ mod tests {
                     entries: vec![dir(), e],
                     link: None,
                 }],
+                xattrs_recorded: true,
             };
             let place = |_: &Path| Ok(PathBuf::from("/h/d"));
             assert!(flatten(&tree, &place).is_err(), "{bad} accepted");

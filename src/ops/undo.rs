@@ -43,6 +43,8 @@ pub struct UndoOptions {
     pub only: Vec<PathBuf>,
     /// Plan only.
     pub dry_run: bool,
+    /// Resolve among the runs of every home, not only `$HOME`'s.
+    pub all_homes: bool,
 }
 
 /// One path the phase changed, and what the undo does with it.
@@ -131,7 +133,8 @@ fn conflict_with(path: &[u8], later: &BTreeMap<Vec<u8>, &'static str>) -> Option
 pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -> Result<()> {
     env.dry_run = opts.dry_run;
     let repo = Repository::open(&settings.repo)?;
-    let snapshots = repo.snapshots()?;
+    let snapshots =
+        crate::ops::list::of_home(repo.snapshots()?, settings.home.as_deref(), opts.all_homes);
     let (snap, why) = crate::ops::list::resolve(
         &snapshots,
         &opts.selector,

@@ -177,6 +177,32 @@ pub struct Entry {
     /// A secret-class file stored age-encrypted: no plain hash is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<Box<Sealed>>,
+    /// A regular file that is a hard link of an earlier entry of this
+    /// snapshot (tree order): that entry's full path (root, `/`, path, as
+    /// in [`crate::diff::full_path`]). The content is recorded here as
+    /// well, so the file can be restored alone; restore links it to that
+    /// path when it writes or finds the same content there. Absent for the
+    /// first path of each inode and in trees written before hard links
+    /// were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardlink: Option<ByteName>,
+    /// Extended attributes recorded for this entry, sorted by name
+    /// ([`crate::sys::xattr_recorded`]: `user.*` and the POSIX ACLs on
+    /// Linux, all on macOS). Absent when there are none and in trees
+    /// written before they were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+/// One extended attribute with its raw value (POSIX ACLs in the kernel's
+/// `system.posix_acl_*` encoding).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xattr {
+    /// Name with its namespace (`user.mime_type`, `system.posix_acl_access`).
+    pub name: ByteName,
+    /// Value bytes (text when UTF-8, else `{"b64": ...}`).
+    pub value: ByteName,
 }
 
 /// Where an encrypted file's content is: a keyed blob id and the key that made it.
@@ -221,6 +247,13 @@ pub struct Tree {
     pub version: u32,
     /// Roots in configured order.
     pub roots: Vec<RootTree>,
+    /// Entries carry their extended attributes (`Entry::xattrs`; empty
+    /// means none). False in trees written before attributes were
+    /// recorded: there an empty list means "not known", and restore leaves
+    /// the attributes a path has alone (removing an ACL and applying the
+    /// stored mode, whose group bits were the mask, would widen access).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub xattrs_recorded: bool,
 }
 
 impl Tree {
@@ -286,9 +319,14 @@ impl Tree {
                 bytes(h, b);
             }
         };
-        let Tree { version, roots } = self;
-        h.update(b"dfb-tree-fingerprint-1");
+        let Tree {
+            version,
+            roots,
+            xattrs_recorded,
+        } = self;
+        h.update(b"dfb-tree-fingerprint-2");
         h.update(version.to_le_bytes());
+        h.update([u8::from(*xattrs_recorded)]);
         h.update((roots.len() as u64).to_le_bytes());
         for RootTree {
             root,
@@ -313,6 +351,8 @@ impl Tree {
                 target,
                 omitted,
                 sealed,
+                hardlink,
+                xattrs,
             } in entries
             {
                 bytes(&mut h, &path.0);
@@ -332,6 +372,12 @@ impl Tree {
                         h.update(id.0);
                         bytes(&mut h, key.as_bytes());
                     }
+                }
+                opt(&mut h, hardlink.as_ref().map(|l| &l.0[..]));
+                h.update((xattrs.len() as u64).to_le_bytes());
+                for Xattr { name, value } in xattrs {
+                    bytes(&mut h, &name.0);
+                    bytes(&mut h, &value.0);
                 }
             }
         }
@@ -432,6 +478,8 @@ mod tests {
             target: None,
             omitted: None,
             sealed: None,
+            hardlink: None,
+            xattrs: Vec::new(),
         };
         Tree {
             version: OBJECT_VERSION,
@@ -441,6 +489,7 @@ mod tests {
                 entries: vec![file],
                 link: None,
             }],
+            xattrs_recorded: true,
         }
     }
 
@@ -453,6 +502,7 @@ mod tests {
         type Edit = Box<dyn Fn(&mut Tree)>;
         let edits: Vec<Edit> = vec![
             Box::new(|t| t.version += 1),
+            Box::new(|t| t.xattrs_recorded = false),
             Box::new(|t| t.roots[0].root = ByteName(b"~/x".to_vec())),
             Box::new(|t| t.roots[0].present = false),
             Box::new(|t| t.roots[0].link = Some(ByteName(b"~/l".to_vec()))),
@@ -472,6 +522,20 @@ mod tests {
                     key: "k".into(),
                 }))
             }),
+            Box::new(|t| t.roots[0].entries[0].hardlink = Some(ByteName(b"~/b".to_vec()))),
+            Box::new(|t| {
+                t.roots[0].entries[0].xattrs = vec![Xattr {
+                    name: ByteName(b"user.a".to_vec()),
+                    value: ByteName(b"1".to_vec()),
+                }]
+            }),
+            // The same bytes split between name and value another way.
+            Box::new(|t| {
+                t.roots[0].entries[0].xattrs = vec![Xattr {
+                    name: ByteName(b"user.a1".to_vec()),
+                    value: ByteName(Vec::new()),
+                }]
+            }),
             // "a" + root "~" vs "" + root "~a": lengths keep fields apart.
             Box::new(|t| {
                 t.roots[0].root = ByteName(b"~a".to_vec());
@@ -489,6 +553,17 @@ mod tests {
                 "edit {i} did not change the fingerprint"
             );
         }
+    }
+
+    /// Trees written before hard links and xattrs were recorded read
+    /// unchanged and keep their ids (the new fields are left out when empty).
+    #[test]
+    fn old_trees_read_unchanged_and_keep_their_ids() {
+        let old = br#"{"version":1,"roots":[{"root":"~/.zshrc","present":true,"entries":[{"path":"","type":"file","mode":420,"uid":1,"gid":1,"mtime_ns":5,"size":3,"sha256":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]}]}"#;
+        let t: Tree = serde_json::from_slice(old).unwrap();
+        assert_eq!(t.roots[0].entries[0].hardlink, None);
+        assert!(t.roots[0].entries[0].xattrs.is_empty());
+        assert_eq!(t.encode().1, old.to_vec());
     }
 
     #[test]
@@ -529,9 +604,12 @@ mod tests {
                     target: None,
                     omitted: None,
                     sealed: None,
+                    hardlink: None,
+                    xattrs: Vec::new(),
                 }],
                 link: None,
             }],
+            xattrs_recorded: false,
         };
         let (a, bytes) = t.encode();
         let back: Tree = serde_json::from_slice(&bytes).unwrap();

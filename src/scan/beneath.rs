@@ -284,6 +284,9 @@ mod tests {
             dev: meta.dev(),
             target: None,
             class: super::super::DataClass::Public,
+            nlink: 1,
+            xattrs: Vec::new(),
+            xattr_error: None,
         };
         let rd = RootDir::Dir(dir(root));
         let (_, m) = open_scanned(&rd, &item).unwrap();
