@@ -233,7 +233,7 @@ impl Default for HealthSection {
             max_verify_age_days: 30,
             warn_free_mb: 1024,
             min_free_mb: 100,
-            quick_verify_max_mb: crate::ops::health::QUICK_VERIFY_MAX_BYTES >> 20,
+            quick_verify_max_mb: 256,
         }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
-use crate::cli::human_bytes;
 use crate::config::Settings;
 use crate::report::{Envelope, Status};
+use crate::units::human_bytes;
 
 /// `--color`: when human output may use ANSI colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

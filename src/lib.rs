@@ -30,3 +30,4 @@ pub mod secrets;
 pub mod space;
 pub mod sys;
 pub mod time;
+pub mod units;

@@ -141,33 +141,6 @@ pub struct SnapshotInfo {
     pub reused: bool,
 }
 
-impl SnapshotInfo {
-    /// From a stored snapshot.
-    pub fn from_snapshot(s: &crate::repo::snapshot::Snapshot, reused: bool) -> Self {
-        let r = &s.record;
-        SnapshotInfo {
-            id: s.id.to_hex(),
-            short_id: s.id.short(),
-            kind: r.kind.as_str().into(),
-            label: r.label.clone(),
-            tags: r.tags.clone(),
-            created_at: r.created_at.clone(),
-            host: r.host.clone(),
-            home: r.home.as_ref().map(|h| h.lossy()),
-            tree: r.tree.to_hex(),
-            parent: r.parent.map(|p| p.to_hex()),
-            roots: r.roots.iter().map(|b| b.lossy()).collect(),
-            files: r.summary.files,
-            dirs: r.summary.dirs,
-            symlinks: r.summary.symlinks,
-            bytes: r.summary.bytes,
-            new_bytes: r.summary.new_bytes,
-            omitted: r.summary.omitted,
-            reused,
-        }
-    }
-}
-
 /// The one document every binary prints with `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Envelope {

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::repo::layout;
 use crate::report::{Envelope, Status, Warning};
 
 /// Rotate when the current log reaches this size.
@@ -36,7 +37,7 @@ pub fn record(repo_root: &Path, env: &mut Envelope) {
     if crate::repo::Repository::open(repo_root).is_err() {
         return;
     }
-    let dir = repo_root.join("logs");
+    let dir = repo_root.join(layout::LOGS);
     if !dir.is_dir() {
         return;
     }
@@ -80,7 +81,7 @@ fn append(dir: &Path, env: &Envelope) -> std::io::Result<()> {
 
 /// Read the log lines (current file first, then rotated ones), skipping damaged lines.
 pub fn read_all(repo_root: &Path) -> Vec<Value> {
-    let dir = repo_root.join("logs");
+    let dir = repo_root.join(layout::LOGS);
     let mut out = Vec::new();
     let mut files = vec![dir.join("runs.jsonl")];
     files.extend((1..=KEEP_FILES).map(|i| dir.join(format!("runs.jsonl.{i}"))));

@@ -43,6 +43,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::exit::ExitCode;
 use crate::hash::Hash;
 use crate::paths::display_path;
+use crate::repo::layout;
 use crate::repo::Repository;
 
 /// Pack flag of a blob holding an age file (see `docs/format.md`).
@@ -50,9 +51,6 @@ pub use crate::repo::pack::FLAG_AGE;
 
 /// Environment variable holding the passphrase of a passphrase-protected identity file.
 pub const PASSPHRASE_ENV: &str = "BACKUP_AGE_PASSPHRASE";
-
-/// Repository subdirectory holding wrapped secret-id keys.
-pub const KEYS_DIR: &str = "keys";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -89,7 +87,7 @@ fn plain_key_path(settings: &SecretSettings, repo: &Repository, name: &str) -> O
 }
 
 fn wrapped_key_path(repo: &Repository, name: &str) -> PathBuf {
-    repo.sub(KEYS_DIR).join(format!("{name}.age"))
+    repo.sub(layout::KEYS).join(format!("{name}.age"))
 }
 
 fn read_plain_key(path: &Path) -> Result<Option<[u8; 32]>> {
@@ -230,7 +228,7 @@ impl Sealer {
         };
         if !dry_run && !wrapped_exists {
             let wrapped = sealer.seal(hex::encode(key).as_bytes())?;
-            let dir = repo.sub(KEYS_DIR);
+            let dir = repo.sub(layout::KEYS);
             private_dir(&dir)?;
             Dir::open(&dir)?.write_atomic(
                 OsStr::new(&format!("{}.age", sealer.key_name)),

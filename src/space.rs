@@ -5,19 +5,26 @@
 
 use std::path::Path;
 
-use crate::cli::human_bytes;
 use crate::config::SpaceSection;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::paths::display_path;
 use crate::repo::Repository;
 use crate::report::Warning;
+use crate::units::human_bytes;
 
 const MIB: u64 = 1 << 20;
 
-/// Free bytes for unprivileged users on the file system holding `path`.
+/// Free bytes for unprivileged users on the file system holding `path` (or its nearest existing parent).
 pub fn free_bytes(path: &Path) -> Option<u64> {
-    crate::ops::health::free_bytes(path)
+    let mut p = Some(path);
+    while let Some(cur) = p {
+        if let Ok(free) = crate::sys::available_bytes(cur) {
+            return Some(free);
+        }
+        p = cur.parent();
+    }
+    None
 }
 
 /// Warnings to report, or a refusal (exit 5) naming the file system and the space needed.
@@ -30,7 +37,7 @@ pub fn check_before_write(
     let root = repo.root();
     let shown = display_path(root);
     if policy.max_repo_mb > 0 {
-        let size = crate::ops::prune::repo_size(repo);
+        let size = repo.size_bytes();
         let quota = policy.max_repo_mb * MIB;
         if size + estimated_new > quota {
             return Err(Error::new(

@@ -37,7 +37,7 @@ struct Args {
     init_secrets: bool,
     /// Copy what the external targets (or the one named) lack; no backup is taken
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    sync_external: Option<String>,
+    sync_external: Option<dotfiles_backup::external::TargetChoice>,
     /// Print the effective configuration, each value with its source (default, config file, env, flag); no backup is taken
     #[arg(long)]
     print_config: bool,
@@ -51,8 +51,8 @@ fn main() -> std::process::ExitCode {
     over.config_only = args.config_only;
     over.excludes = args.excludes.clone();
     over.sizes = args.sizes;
-    if let Some(name) = &args.sync_external {
-        let name = Some(name.as_str()).filter(|n| !n.is_empty());
+    if let Some(choice) = &args.sync_external {
+        let name = choice.name();
         return cli::run(
             "backup-create",
             &args.common,

@@ -34,7 +34,7 @@ struct Args {
     diff: Option<Vec<String>>,
     /// List the external copy (the only target, or the one named) instead of the local repository
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    external: Option<String>,
+    external: Option<dotfiles_backup::external::TargetChoice>,
     /// Bootstrap runs, newest first: each phase's checkpoint, whether the phase changed the tracked files, and how much
     #[arg(long, conflicts_with_all = ["snapshot", "files", "diff", "kind", "external"])]
     phases: bool,
@@ -82,9 +82,9 @@ fn main() -> std::process::ExitCode {
         &args.common,
         args.common.overrides(),
         |s, env| match &args.external {
-            Some(name) => {
-                let name = Some(name.as_str()).filter(|n| !n.is_empty());
-                let (ext, _) = dotfiles_backup::ops::sync::external_repo(s, name, false, env)?;
+            Some(choice) => {
+                let (ext, _) =
+                    dotfiles_backup::ops::sync::external_repo(s, choice.name(), false, env)?;
                 list(&ext, &opts, env)
             }
             None => list(s, &opts, env),

@@ -42,7 +42,7 @@ struct Args {
     dry_run: bool,
     /// Fetch the external copy (the only target, or the one named) into the local repository first (a new machine)
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    from_external: Option<String>,
+    from_external: Option<dotfiles_backup::external::TargetChoice>,
     /// Select among the snapshots of every home sharing the repository, not only $HOME's
     #[arg(long)]
     all_homes: bool,
@@ -67,16 +67,12 @@ fn main() -> std::process::ExitCode {
         &args.common,
         over,
         |s, env| {
-            // A dry run plans straight from the external copy and writes nothing locally.
-            let mut from = None;
-            if let Some(name) = &args.from_external {
-                let name = Some(name.as_str()).filter(|n| !n.is_empty());
-                if args.dry_run {
-                    from = Some(dotfiles_backup::ops::sync::external_repo(s, name, false, env)?.0);
-                } else {
-                    dotfiles_backup::ops::sync::pull_into_local(s, name, env)?;
-                }
-            }
+            let from = dotfiles_backup::ops::sync::restore_source(
+                s,
+                args.from_external.as_ref(),
+                args.dry_run,
+                env,
+            )?;
             let s = from.as_ref().unwrap_or(s);
             let target = args
                 .target

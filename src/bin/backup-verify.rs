@@ -21,7 +21,7 @@ struct Args {
     read_data: bool,
     /// Check the external copy (the only target, or the one named) instead of the local repository
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    external: Option<String>,
+    external: Option<dotfiles_backup::external::TargetChoice>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -33,10 +33,9 @@ fn main() -> std::process::ExitCode {
         &args.common,
         args.common.overrides(),
         |s, env| match &args.external {
-            Some(name) => {
-                let name = Some(name.as_str()).filter(|n| !n.is_empty());
+            Some(choice) => {
                 let (ext, _scratch) =
-                    dotfiles_backup::ops::sync::external_repo(s, name, true, env)?;
+                    dotfiles_backup::ops::sync::external_repo(s, choice.name(), true, env)?;
                 dotfiles_backup::ops::verify::run(&ext, args.read_data, env)
             }
             None if args.repair => dotfiles_backup::ops::verify::run_repair(s, args.read_data, env),

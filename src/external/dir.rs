@@ -22,9 +22,16 @@ use crate::hash::Hash;
 use crate::paths::display_path;
 
 use super::{classify, Listing, Store, Want};
+use crate::repo::layout;
 
 /// Subdirectories that hold copied objects.
-const OBJECT_DIRS: [&str; 5] = ["keys", "packs", "index", "trees", "snapshots"];
+const OBJECT_DIRS: [&str; 5] = [
+    layout::KEYS,
+    layout::PACKS,
+    layout::INDEX,
+    layout::TREES,
+    layout::SNAPSHOTS,
+];
 
 /// A repository copy in a directory.
 #[derive(Debug, Clone)]
@@ -143,12 +150,12 @@ impl Store for DirStore {
 
     fn list(&self) -> Result<Listing> {
         let mut out = Listing::new();
-        match std::fs::metadata(self.root.join("config.json")) {
+        match std::fs::metadata(self.root.join(layout::CONFIG)) {
             Ok(m) => {
-                out.insert("config.json".into(), m.len());
+                out.insert(layout::CONFIG.into(), m.len());
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("inspecting", &self.root.join("config.json"), &e)),
+            Err(e) => return Err(Error::io("inspecting", &self.root.join(layout::CONFIG), &e)),
         }
         for sub in OBJECT_DIRS {
             let dir = self.root.join(sub);

@@ -33,8 +33,44 @@ use std::path::{Path, PathBuf};
 use crate::config::{ExternalTarget, Settings, TargetLocation};
 use crate::error::Result;
 use crate::hash::Hash;
+use crate::repo::layout;
 
 /// What an object is; also the order in which a sync copies them.
+/// Which external target an option means: `--external` alone (the only
+/// configured target) or `--external=NAME`. Parsed once here instead of each
+/// binary decoding clap's empty `default_missing_value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetChoice {
+    /// The flag without a value: the only configured target.
+    Only,
+    /// `=NAME`: the target with that name.
+    Named(String),
+}
+
+impl TargetChoice {
+    /// The name given, if any (what target selection takes).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            TargetChoice::Only => None,
+            TargetChoice::Named(n) => Some(n),
+        }
+    }
+}
+
+/// For clap: a bare `--external` arrives as `default_missing_value = ""`, and
+/// `--external=` (an empty name) means the same, as it always has.
+impl std::str::FromStr for TargetChoice {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(if s.is_empty() {
+            TargetChoice::Only
+        } else {
+            TargetChoice::Named(s.to_string())
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
     /// `config.json`: marks the copy as a repository; first.
@@ -56,11 +92,11 @@ impl ObjectKind {
     pub fn dir(self) -> &'static str {
         match self {
             ObjectKind::Config => "",
-            ObjectKind::Key => "keys",
-            ObjectKind::Pack => "packs",
-            ObjectKind::Index => "index",
-            ObjectKind::Tree => "trees",
-            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Key => layout::KEYS,
+            ObjectKind::Pack => layout::PACKS,
+            ObjectKind::Index => layout::INDEX,
+            ObjectKind::Tree => layout::TREES,
+            ObjectKind::Snapshot => layout::SNAPSHOTS,
         }
     }
 
@@ -93,7 +129,7 @@ fn hex_name(s: &str, len: usize) -> bool {
 
 /// Which object a relative path is, or `None` when it must never be copied.
 pub fn classify(rel: &str) -> Option<ObjectKind> {
-    if rel == "config.json" {
+    if rel == layout::CONFIG {
         return Some(ObjectKind::Config);
     }
     let (dir, name) = rel.split_once('/')?;
@@ -102,17 +138,17 @@ pub fn classify(rel: &str) -> Option<ObjectKind> {
     }
     match dir {
         // Secret-id key names are 16 hex digits (`crate::secrets::key_name`).
-        "keys" => name
+        layout::KEYS => name
             .strip_suffix(".age")
             .filter(|n| hex_name(n, 16))
             .map(|_| ObjectKind::Key),
-        "packs" => hex_name(name, 64).then_some(ObjectKind::Pack),
-        "index" => hex_name(name, 64).then_some(ObjectKind::Index),
-        "trees" => name
+        layout::PACKS => hex_name(name, 64).then_some(ObjectKind::Pack),
+        layout::INDEX => hex_name(name, 64).then_some(ObjectKind::Index),
+        layout::TREES => name
             .strip_suffix(".json")
             .filter(|n| hex_name(n, 64))
             .map(|_| ObjectKind::Tree),
-        "snapshots" => name
+        layout::SNAPSHOTS => name
             .strip_suffix(".json")
             .filter(|n| hex_name(n, 64))
             .map(|_| ObjectKind::Snapshot),
@@ -187,6 +223,15 @@ pub fn target_dir(target: &ExternalTarget) -> Option<&Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_choice_reads_a_bare_flag_as_the_only_target() {
+        assert_eq!("".parse::<TargetChoice>().unwrap(), TargetChoice::Only);
+        assert_eq!("".parse::<TargetChoice>().unwrap().name(), None);
+        let nas = "nas".parse::<TargetChoice>().unwrap();
+        assert_eq!(nas, TargetChoice::Named("nas".into()));
+        assert_eq!(nas.name(), Some("nas"));
+    }
 
     #[test]
     fn only_repository_objects_are_copied() {

@@ -36,6 +36,7 @@ use crate::hash::Hash;
 use crate::paths::ByteName;
 use crate::repo::cache::{CacheEntry, FilesCache, StatKey, TreeStamp, RACY_WINDOW_NS};
 use crate::repo::index::{self, Index};
+use crate::repo::layout;
 use crate::repo::pack::{PackWriter, FLAG_AGE, FLAG_PLAIN};
 use crate::repo::snapshot::{
     Entry, EntryType, PackageList, RootTree, Sealed, Snapshot, SnapshotKind, SnapshotRecord,
@@ -183,7 +184,9 @@ pub fn run_backup_with(
     };
     report.warnings.splice(0..0, pre_warnings);
     if let Some(stale) = &guard.stale {
-        report.warnings.push(stale_lock_warning(stale));
+        report
+            .warnings
+            .push(crate::repo::lock::stale_lock_warning(stale));
     }
     if settings.retention.auto && report.errors.is_empty() {
         let kinds = [SnapshotKind::Checkpoint, SnapshotKind::Safety];
@@ -236,17 +239,6 @@ fn read_xattrs(roots: &mut [scan::ScannedRoot], hashes: &[Vec<Option<Hash>>]) {
                 Err(e) => item.xattr_error = Some(e.to_string()),
             });
     }
-}
-
-/// The warning for a lock taken over from a dead process.
-pub fn stale_lock_warning(stale: &crate::repo::lock::LockRecord) -> Warning {
-    Warning::new(
-        "stale_lock",
-        format!(
-            "took over a lock left by {} (pid {} on {}), which is no longer running",
-            stale.command, stale.pid, stale.host
-        ),
-    )
 }
 
 #[derive(Clone, Copy)]
@@ -329,9 +321,11 @@ impl UncommittedPacks<'_> {
         let Some(id) = self.index else {
             return true;
         };
-        let path = index::index_path(&r.sub("index"), &id);
+        let path = index::index_path(&r.sub(layout::INDEX), &id);
         match std::fs::remove_file(&path) {
-            Ok(()) => Dir::open(&r.sub("index")).and_then(|d| d.sync()).is_ok(),
+            Ok(()) => Dir::open(&r.sub(layout::INDEX))
+                .and_then(|d| d.sync())
+                .is_ok(),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         }
     }
@@ -344,7 +338,8 @@ impl Drop for UncommittedPacks<'_> {
             return;
         }
         for p in &self.packs {
-            let _ = std::fs::remove_file(crate::repo::pack::pack_path(&r.sub("packs"), &p.id));
+            let _ =
+                std::fs::remove_file(crate::repo::pack::pack_path(&r.sub(layout::PACKS), &p.id));
         }
     }
 }
@@ -534,7 +529,7 @@ pub fn prepare_snapshot<'r>(
     let mut detected: Vec<(FileWork, &'static str)> = Vec::new();
     if !work.is_empty() {
         if let (Some(r), false) = (repo, opts.dry_run) {
-            pack_dir = Some(Dir::open(&r.sub("packs"))?);
+            pack_dir = Some(Dir::open(&r.sub(layout::PACKS))?);
         }
         let mut writer = pack_dir.as_ref().map(PackWriter::new);
         let mut seen: HashSet<Hash> = HashSet::new();
@@ -814,7 +809,7 @@ fn commit(
 ) -> Result<Snapshot> {
     if !uncommitted.packs.is_empty() {
         let (id, bytes) = index::encode(&uncommitted.packs);
-        let dir = Dir::open(&repo.sub("index"))?;
+        let dir = Dir::open(&repo.sub(layout::INDEX))?;
         // An identical file already there is not this run's to remove.
         if !index::index_path(dir.path(), &id).exists() {
             uncommitted.index = Some(id);
@@ -824,7 +819,7 @@ fn commit(
     let tree_path = repo.tree_path(&tree_id);
     if !tree_path.exists() {
         // Streamed into the temp file: serialized once, never held whole.
-        let dir = Dir::open(&repo.sub("trees"))?;
+        let dir = Dir::open(&repo.sub(layout::TREES))?;
         let mut file =
             dir.create_atomic(OsStr::new(&format!("{}.json", tree_id.to_hex())), 0o600)?;
         let mut w = std::io::BufWriter::with_capacity(64 << 10, file.file());
@@ -835,7 +830,7 @@ fn commit(
         file.commit(true)?;
     }
     let (id, bytes) = record.encode();
-    let written = Dir::open(&repo.sub("snapshots"))
+    let written = Dir::open(&repo.sub(layout::SNAPSHOTS))
         .and_then(|d| d.write_atomic(OsStr::new(&format!("{}.json", id.to_hex())), &bytes, 0o600));
     if let Err(e) = written {
         // Renamed into place but its directory not synced: the record may
@@ -1093,7 +1088,7 @@ fn seal_secrets(
     stats: &mut BackupStats,
 ) -> Result<(Vec<Result<Sealed>>, Vec<crate::repo::pack::FinishedPack>)> {
     let pack_dir = match (repo, dry_run) {
-        (Some(r), false) => Some(Dir::open(&r.sub("packs"))?),
+        (Some(r), false) => Some(Dir::open(&r.sub(layout::PACKS))?),
         _ => None,
     };
     let mut writer = pack_dir.as_ref().map(PackWriter::new);

@@ -184,7 +184,7 @@ fn pin_first_run(settings: &Settings, run: &str, env: &mut Envelope) {
                 "snapshot id is not hex",
             )
         })?;
-        crate::ops::prune::write_pin(&repo, &id, &reason)
+        crate::repo::pins::write_pin(&repo, &id, &reason)
     });
     match pinned {
         Ok(()) => env.put("pinned", reason),
@@ -230,7 +230,7 @@ pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool, settings: &
                     path.clone(),
                     format!(
                         "{path} is {} ({} threshold {} MiB); exclude it if it is not configuration",
-                        crate::cli::human_bytes(e.size),
+                        crate::units::human_bytes(e.size),
                         if level == "strong" {
                             "above the strong"
                         } else {

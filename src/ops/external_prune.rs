@@ -35,9 +35,10 @@ use crate::repo::Repository;
 use crate::report::{Degradation, Envelope, ErrorReport, Status, Warning};
 use crate::retry::retry;
 
-use super::prune::{collect_garbage, decide, partition, pins, Decision};
+use super::prune::{collect_garbage, decide, partition, Decision};
 use super::sync::transfer;
 use super::sync::{check_dir_target, chosen, ensure_layout, make_private_dir, unreachable_code};
+use crate::repo::pins::pins;
 
 /// What happened to one target.
 #[derive(Debug, Clone, Serialize)]
@@ -367,7 +368,7 @@ pub fn human(env: &Envelope, _s: &crate::config::Settings) -> String {
             g("snapshots_removed"),
             g("packs_deleted"),
             g("trees_removed"),
-            crate::cli::human_bytes(g("bytes_freed"))
+            crate::units::human_bytes(g("bytes_freed"))
         );
     }
     out

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
+use crate::repo::layout;
 use crate::repo::snapshot::{Snapshot, SnapshotKind, PHASES};
 use crate::repo::Repository;
 use crate::report::{Envelope, Status};
@@ -25,8 +26,6 @@ use crate::report::{Envelope, Status};
 /// Free space below this is red by default (`health.min_free_mb`); restore
 /// keeps a tenth of it free.
 pub const DISK_RED_BYTES: u64 = 100 << 20;
-/// Repositories up to this size are fully re-hashed by the health check.
-pub const QUICK_VERIFY_MAX_BYTES: u64 = 256 << 20;
 
 /// Traffic-light level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -57,18 +56,6 @@ fn check(name: &str, status: Level, message: impl Into<String>) -> Check {
         status,
         message: message.into(),
     }
-}
-
-/// Free bytes for unprivileged users on the file system holding `path` (or its nearest existing parent).
-pub fn free_bytes(path: &Path) -> Option<u64> {
-    let mut p = Some(path);
-    while let Some(cur) = p {
-        if let Ok(free) = crate::sys::available_bytes(cur) {
-            return Some(free);
-        }
-        p = cur.parent();
-    }
-    None
 }
 
 /// What a sync achieves where the repository lives: on macOS whether the
@@ -175,10 +162,10 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
         }
     }
     out.push(writable_check(probe, repo.is_some()));
-    out.push(lock_check(&repo_path.join("lock")));
+    out.push(lock_check(&repo_path.join(layout::LOCK)));
     let red_bytes = settings.health.min_free_mb.saturating_mul(1 << 20);
     let yellow_bytes = settings.health.warn_free_mb.saturating_mul(1 << 20);
-    match free_bytes(repo_path) {
+    match crate::space::free_bytes(repo_path) {
         Some(free) => {
             let level = if free < red_bytes {
                 Level::Red
@@ -192,7 +179,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
                 level,
                 format!(
                     "{} free on the file system holding {shown} (yellow below {} MiB, red below {} MiB)",
-                    crate::cli::human_bytes(free),
+                    crate::units::human_bytes(free),
                     settings.health.warn_free_mb,
                     settings.health.min_free_mb
                 ),
@@ -255,7 +242,7 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
         }
         // Re-hash every byte when that is quick; otherwise check structure only.
         let quick_max = settings.health.quick_verify_max_mb.saturating_mul(1 << 20);
-        let read_data = crate::ops::prune::repo_size(repo) <= quick_max;
+        let read_data = repo.size_bytes() <= quick_max;
         match crate::ops::verify::verify(repo, read_data) {
             Ok(r) if r.problems.is_empty() && read_data => {
                 out.push(check("verify", Level::Green, "every byte re-hashed and intact"))
@@ -594,9 +581,7 @@ fn secrets_checks(
             ),
         )),
         Some(repo) => {
-            let wrapped = repo
-                .sub(crate::secrets::KEYS_DIR)
-                .join(format!("{name}.age"));
+            let wrapped = repo.sub(layout::KEYS).join(format!("{name}.age"));
             let plain = s
                 .key_dir
                 .as_ref()

@@ -1,145 +1,14 @@
-//! `backup-list`: snapshots, one snapshot's entries, and snapshot selection
-//! by id, id prefix, label or `latest` (shared with restore and rollback).
+//! `backup-list`: snapshots, one snapshot's entries, diffs and runs (snapshot
+//! selection is [`crate::ops::select`], shared with restore, rollback and prune).
 
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::error::{Error, Result};
-use crate::exit::ExitCode;
-use crate::ops::phases::Resolution;
+use crate::error::Result;
+use crate::ops::select::{of_home, select_scoped};
 use crate::repo::snapshot::{EntryType, Snapshot, SnapshotKind};
 use crate::repo::Repository;
 use crate::report::{Envelope, SnapshotInfo};
-
-/// The snapshots of the current home (a repository may be shared by
-/// several homes: snapshot records say whose home they hold), or all of them
-/// with `--all-homes`. A filter before [`select`], so `latest`, labels and
-/// undo never cross homes.
-pub fn of_home(
-    snapshots: Vec<Snapshot>,
-    home: Option<&std::path::Path>,
-    all_homes: bool,
-) -> Vec<Snapshot> {
-    if all_homes {
-        return snapshots;
-    }
-    snapshots
-        .into_iter()
-        .filter(|s| s.record.of_home(home))
-        .collect()
-}
-
-/// [`select`] among `scoped`; when nothing there matches but a snapshot of
-/// another home in `all` does, the error says so and how to pick it.
-pub fn select_scoped<'a>(
-    scoped: &'a [Snapshot],
-    all: &[Snapshot],
-    selector: &str,
-    kinds: Option<&[SnapshotKind]>,
-) -> Result<&'a Snapshot> {
-    select(scoped, selector, kinds).map_err(|e| match select(all, selector, kinds) {
-        Ok(other) if scoped.len() < all.len() => {
-            let home = other
-                .record
-                .home
-                .as_ref()
-                .map(|h| h.lossy())
-                .unwrap_or_default();
-            Error::new(
-                e.exit,
-                e.code,
-                format!(
-                    "{}; {selector:?} matches snapshot {} of another home ({home}, user {}, host {})",
-                    e.message,
-                    other.id.short(),
-                    other.record.user,
-                    other.record.host
-                ),
-            )
-            .with_hint("pass --all-homes to select among the snapshots of every home")
-        }
-        _ => e,
-    })
-}
-
-/// Pick a snapshot: full id, unique hex prefix (≥ 4), label (newest), or `latest`;
-/// a phase name by bootstrap runs ([`crate::ops::phases::resolve`]).
-pub fn select<'a>(
-    snapshots: &'a [Snapshot],
-    selector: &str,
-    kinds: Option<&[SnapshotKind]>,
-) -> Result<&'a Snapshot> {
-    resolve(snapshots, selector, kinds).map(|(s, _)| s)
-}
-
-/// [`select`], also saying how a phase name was resolved.
-pub fn resolve<'a>(
-    snapshots: &'a [Snapshot],
-    selector: &str,
-    kinds: Option<&[SnapshotKind]>,
-) -> Result<(&'a Snapshot, Option<Resolution>)> {
-    if kinds.is_none_or(|k| k.contains(&SnapshotKind::Checkpoint)) {
-        if let Some((s, why)) = crate::ops::phases::resolve(snapshots, selector)? {
-            return Ok((s, Some(why)));
-        }
-    }
-    select_plain(snapshots, selector, kinds).map(|s| (s, None))
-}
-
-/// Ids, labels and `latest`, as before runs existed.
-fn select_plain<'a>(
-    snapshots: &'a [Snapshot],
-    selector: &str,
-    kinds: Option<&[SnapshotKind]>,
-) -> Result<&'a Snapshot> {
-    let pool: Vec<&Snapshot> = snapshots
-        .iter()
-        .filter(|s| kinds.is_none_or(|k| k.contains(&s.record.kind)))
-        .collect();
-    if selector == "latest" {
-        // The newest checkpoint or backup: safety snapshots are selected by id or label.
-        let newest = pool
-            .iter()
-            .rev()
-            .find(|s| s.record.kind != SnapshotKind::Safety)
-            .or(pool.last());
-        return newest.copied().ok_or_else(|| {
-            Error::new(
-                ExitCode::Failed,
-                "no_snapshots",
-                "the repository has no snapshots yet",
-            )
-            .with_hint("take one with `backup-checkpoint manual NAME` or `backup-create`")
-        });
-    }
-    if let Some(s) = pool.iter().rev().find(|s| s.record.label == selector) {
-        return Ok(s);
-    }
-    let lower = selector.to_ascii_lowercase();
-    if lower.len() >= 4 && lower.chars().all(|c| c.is_ascii_hexdigit()) {
-        let hits: Vec<&&Snapshot> = pool
-            .iter()
-            .filter(|s| s.id.to_hex().starts_with(&lower))
-            .collect();
-        match hits.len() {
-            1 => return Ok(hits[0]),
-            0 => {}
-            n => {
-                return Err(Error::usage(
-                    "ambiguous_snapshot",
-                    format!("{selector:?} matches {n} snapshots"),
-                )
-                .with_hint("give more digits of the id"))
-            }
-        }
-    }
-    Err(Error::new(
-        ExitCode::Failed,
-        "snapshot_not_found",
-        format!("no snapshot matches {selector:?} (not an id, a label, or `latest`)"),
-    )
-    .with_hint("run `backup-list` to see the snapshots"))
-}
 
 /// One entry as listed.
 #[derive(Debug, Serialize)]
@@ -191,7 +60,7 @@ fn prune_would_free(settings: &Settings, repo: &Repository, snapshots: &[Snapsho
     use crate::ops::prune;
     let decisions = prune::decide(
         snapshots,
-        &prune::pins(repo),
+        &crate::repo::pins::pins(repo),
         &settings.retention,
         settings.safety_keep,
         jiff::Timestamp::now(),
@@ -242,7 +111,7 @@ pub fn list(settings: &Settings, opts: &ListOptions, env: &mut Envelope) -> Resu
                 .map(|s| SnapshotInfo::from_snapshot(s, false))
                 .collect();
             env.stat("snapshots", infos.len() as u64);
-            env.stat("repository_bytes", crate::ops::prune::repo_size(&repo));
+            env.stat("repository_bytes", repo.size_bytes());
             env.stat(
                 "prune_would_free",
                 prune_would_free(settings, &repo, &snapshots),
@@ -317,7 +186,7 @@ struct ListedPhase {
 /// distinct tree is read once.
 fn phases(repo: &Repository, snapshots: &[Snapshot], env: &mut Envelope) -> Result<()> {
     let runs = crate::ops::phases::runs(snapshots);
-    let pins = crate::ops::prune::pin_reasons(repo);
+    let pins = crate::repo::pins::pin_reasons(repo);
     let mut trees: std::collections::HashMap<crate::hash::Hash, crate::repo::snapshot::Tree> =
         Default::default();
     let mut out = Vec::new();
@@ -443,8 +312,8 @@ pub(crate) fn live_tree(
     env: &mut Envelope,
 ) -> Result<crate::repo::snapshot::Tree> {
     use crate::ops::backup::{snapshot_roots, BackupOptions};
-    let follow = crate::ops::restore::follow_prefixes(settings);
-    let place = crate::ops::restore::placer_following(
+    let follow = crate::ops::place::follow_prefixes(settings);
+    let place = crate::ops::place::placer_following(
         settings.home.as_deref(),
         None,
         &settings.roots,

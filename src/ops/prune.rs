@@ -23,7 +23,9 @@ use crate::config::{RetentionSection, Settings};
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::repo::index::{self, BlobLocation};
+use crate::repo::layout;
 use crate::repo::pack::{PackWriter, FLAG_AGE, FLAG_PLAIN};
+use crate::repo::pins::{pins, write_pin};
 use crate::repo::snapshot::{Snapshot, SnapshotKind, PHASES};
 use crate::repo::Repository;
 use crate::report::{Envelope, Warning};
@@ -294,47 +296,6 @@ pub fn partition<'a>(
         .partition(|s| kept.contains(s.id.to_hex().as_str()))
 }
 
-/// Pinned snapshot ids (`<repo>/pins/<id>`).
-pub fn pins(repo: &Repository) -> HashSet<Hash> {
-    let mut out = HashSet::new();
-    if let Ok(listing) = std::fs::read_dir(repo.sub("pins")) {
-        for e in listing.flatten() {
-            if let Some(id) = e.file_name().to_str().and_then(|n| n.parse().ok()) {
-                out.insert(id);
-            }
-        }
-    }
-    out
-}
-
-/// Why each pinned snapshot is pinned: the pin file's text (the first
-/// bootstrap run's checkpoints say so), or "pinned by hand" for an empty one.
-pub fn pin_reasons(repo: &Repository) -> BTreeMap<Hash, String> {
-    pins(repo)
-        .into_iter()
-        .map(|id| {
-            let text = std::fs::read(repo.sub("pins").join(id.to_hex())).unwrap_or_default();
-            let text = String::from_utf8_lossy(&text).trim().to_string();
-            let reason = if text.is_empty() {
-                "pinned by hand (backup-prune --pin)".to_string()
-            } else {
-                text
-            };
-            (id, reason)
-        })
-        .collect()
-}
-
-/// Pin `id` with a reason (kept until `backup-prune --unpin`).
-pub fn write_pin(repo: &Repository, id: &Hash, reason: &str) -> Result<()> {
-    let pins_dir = repo.sub("pins");
-    // 0700 whatever the umask, like every other repository directory.
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&pins_dir)
-        .ctx("creating", &pins_dir)?;
-    Dir::open(&pins_dir)?.write_atomic(OsStr::new(&id.to_hex()), reason.as_bytes(), 0o600)
-}
-
 /// What garbage collection did (or would do).
 #[derive(Debug, Default, Serialize)]
 pub struct GcStats {
@@ -378,20 +339,20 @@ pub fn run(settings: &Settings, opts: &PruneOptions, env: &mut Envelope) -> Resu
     };
     if let Some(stale) = guard.as_ref().and_then(|g| g.stale.as_ref()) {
         env.warnings
-            .push(crate::ops::backup::stale_lock_warning(stale));
+            .push(crate::repo::lock::stale_lock_warning(stale));
     }
     let snaps = repo.snapshots()?;
-    let pins_dir = repo.sub("pins");
+    let pins_dir = repo.sub(layout::PINS);
     let mut pinned = pins(&repo);
     for sel in &opts.pin {
-        let s = crate::ops::list::select(&snaps, sel, None)?;
+        let s = crate::ops::select::select(&snaps, sel, None)?;
         pinned.insert(s.id);
         if !opts.dry_run {
             write_pin(&repo, &s.id, "")?;
         }
     }
     for sel in &opts.unpin {
-        let s = crate::ops::list::select(&snaps, sel, None)?;
+        let s = crate::ops::select::select(&snaps, sel, None)?;
         pinned.remove(&s.id);
         if !opts.dry_run {
             let _ = std::fs::remove_file(pins_dir.join(s.id.to_hex()));
@@ -399,7 +360,7 @@ pub fn run(settings: &Settings, opts: &PruneOptions, env: &mut Envelope) -> Resu
     }
     let mut forced = HashSet::new();
     for sel in &opts.forget {
-        let s = crate::ops::list::select(&snaps, sel, None)?;
+        let s = crate::ops::select::select(&snaps, sel, None)?;
         if pinned.contains(&s.id) {
             return Err(
                 Error::usage("pinned", format!("snapshot {} is pinned", s.id.short())).with_hint(
@@ -486,21 +447,6 @@ pub fn auto_prune(
     Ok((stats.snapshots_removed, stats.bytes_freed))
 }
 
-/// Size of every regular file under the repository.
-pub fn repo_size(repo: &Repository) -> u64 {
-    let mut total = 0;
-    for sub in ["packs", "index", "trees", "snapshots"] {
-        if let Ok(listing) = std::fs::read_dir(repo.sub(sub)) {
-            total += listing
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum::<u64>();
-        }
-    }
-    total
-}
-
 /// Forget `remove`, then delete or repack packs that only `remove` needed.
 pub fn collect_garbage(
     repo: &Repository,
@@ -511,7 +457,7 @@ pub fn collect_garbage(
     warnings: &mut Vec<Warning>,
 ) -> Result<GcStats> {
     let mut stats = GcStats {
-        repo_bytes_before: repo_size(repo),
+        repo_bytes_before: repo.size_bytes(),
         ..Default::default()
     };
     let index = repo.index()?;
@@ -531,7 +477,7 @@ pub fn collect_garbage(
         }
     }
     // Per pack: live and total bytes.
-    let packs_dir = repo.sub("packs");
+    let packs_dir = repo.sub(layout::PACKS);
     let mut by_pack: BTreeMap<Hash, Vec<(Hash, BlobLocation)>> = BTreeMap::new();
     for (b, loc) in &index.blobs {
         by_pack.entry(loc.pack).or_default().push((*b, *loc));
@@ -574,7 +520,7 @@ pub fn collect_garbage(
         }
     }
     let mut dead_trees = Vec::new();
-    if let Ok(listing) = std::fs::read_dir(repo.sub("trees")) {
+    if let Ok(listing) = std::fs::read_dir(repo.sub(layout::TREES)) {
         for e in listing.flatten() {
             let id = crate::repo::object_id(&e.file_name(), ".json");
             if id.is_some_and(|id| !live_trees.contains(&id)) {
@@ -680,21 +626,21 @@ pub fn collect_garbage(
         .into_iter()
         .map(|(id, blobs)| crate::repo::pack::FinishedPack { id, blobs, size: 0 })
         .collect();
-    let index_dir = Dir::open(&repo.sub("index"))?;
+    let index_dir = Dir::open(&repo.sub(layout::INDEX))?;
     let (new_index_id, bytes) = index::encode(&finished);
     index_dir.write_atomic(OsStr::new(&new_index_id.to_hex()), &bytes, 0o600)?;
     // 3. Forget the removed snapshots (the pins of removed ones too).
-    let snap_dir = Dir::open(&repo.sub("snapshots"))?;
+    let snap_dir = Dir::open(&repo.sub(layout::SNAPSHOTS))?;
     for s in remove {
         let path = repo.snapshot_path(&s.id);
         std::fs::remove_file(&path).ctx("removing snapshot", &path)?;
-        let _ = std::fs::remove_file(repo.sub("pins").join(s.id.to_hex()));
+        let _ = std::fs::remove_file(repo.sub(layout::PINS).join(s.id.to_hex()));
     }
     snap_dir.sync()?;
     // 4. Old index files.
     for old in &index.files {
         if *old != new_index_id {
-            let path = index::index_path(&repo.sub("index"), old);
+            let path = index::index_path(&repo.sub(layout::INDEX), old);
             std::fs::remove_file(&path).ctx("removing old index", &path)?;
         }
     }
@@ -716,9 +662,9 @@ pub fn collect_garbage(
     packs.sync()?;
     // 6. Trees no kept snapshot uses.
     for name in dead_trees {
-        let _ = std::fs::remove_file(repo.sub("trees").join(name));
+        let _ = std::fs::remove_file(repo.sub(layout::TREES).join(name));
     }
-    Dir::open(&repo.sub("trees"))?.sync()?;
+    Dir::open(&repo.sub(layout::TREES))?.sync()?;
     // The files cache is kept: it is used only while a snapshot of the tree
     // it was built with exists, and then all its blobs are live (`cache` docs).
     Ok(stats)

@@ -223,7 +223,7 @@ pub fn attach(settings: &Settings, env: &mut Envelope) {
     };
     let log = crate::runlog::read_all(&settings.repo);
     let pins = Repository::open(&settings.repo)
-        .map(|r| crate::ops::prune::pin_reasons(&r))
+        .map(|r| crate::repo::pins::pin_reasons(&r))
         .unwrap_or_default();
     let report = build(&snapshots, &log, env, &pins);
     env.put("completion", report);

@@ -38,8 +38,11 @@ use crate::report::{Envelope, SnapshotInfo, Status, Warning};
 use crate::scan::Rules;
 use crate::secrets::Opener;
 
-use super::backup::{prepare_snapshot, stale_lock_warning, BackupOptions};
-use super::list::{of_home, select_scoped};
+use super::backup::{prepare_snapshot, BackupOptions};
+use super::place::{follow_prefixes, placer_following};
+use super::select::{of_home, select_scoped};
+use crate::repo::layout;
+use crate::repo::lock::stale_lock_warning;
 
 /// What restore does with existing paths whose content differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -569,102 +572,6 @@ pub fn flatten(
     Ok((state, roots))
 }
 
-/// Where a snapshot root goes: under `$HOME` (for `~/`), under `--target`, or
-/// at its absolute path when it is one of the configured roots.
-pub fn placer<'a>(
-    home: Option<&'a Path>,
-    target: Option<&'a Path>,
-    configured: &'a [TrackedRoot],
-) -> impl Fn(&Path) -> Result<PathBuf> + 'a {
-    placer_following(home, target, configured, &[])
-}
-
-/// [`placer`], also accepting absolute roots beneath `follow` (the
-/// `track.follow_links_into` prefixes: symlinked content outside `$HOME`).
-pub fn placer_following<'a>(
-    home: Option<&'a Path>,
-    target: Option<&'a Path>,
-    configured: &'a [TrackedRoot],
-    follow: &'a [PathBuf],
-) -> impl Fn(&Path) -> Result<PathBuf> + 'a {
-    move |root: &Path| {
-        let bytes = root.as_os_str().as_bytes();
-        let (inner, is_home): (&[u8], bool) = if bytes == b"~" {
-            (b"", true)
-        } else if let Some(rest) = bytes.strip_prefix(b"~/") {
-            (rest, true)
-        } else if let Some(rest) = bytes.strip_prefix(b"/") {
-            (rest, false)
-        } else {
-            return Err(Error::new(
-                ExitCode::Corrupt,
-                "unsafe_manifest_path",
-                format!("snapshot root {:?} is neither `~/...` nor absolute", root),
-            ));
-        };
-        if inner.is_empty() && !is_home {
-            return Err(Error::new(
-                ExitCode::Corrupt,
-                "unsafe_manifest_path",
-                "snapshot root is `/`".to_string(),
-            ));
-        }
-        if let Some(why) = unsafe_relative_path(inner) {
-            return Err(Error::new(
-                ExitCode::Corrupt,
-                "unsafe_manifest_path",
-                format!("snapshot root {:?} {why}", root),
-            ));
-        }
-        let inner = Path::new(OsStr::from_bytes(inner));
-        if let Some(t) = target {
-            return Ok(if inner.as_os_str().is_empty() {
-                t.to_path_buf()
-            } else {
-                t.join(inner)
-            });
-        }
-        if is_home {
-            let home = home.ok_or_else(|| {
-                Error::usage(
-                    "home_not_set",
-                    "the snapshot's paths are under ~ but $HOME is not set",
-                )
-                .with_hint("set HOME, or pass --target DIR")
-            })?;
-            return Ok(if inner.as_os_str().is_empty() {
-                home.to_path_buf()
-            } else {
-                home.join(inner)
-            });
-        }
-        let abs = Path::new("/").join(inner);
-        if configured.iter().any(|r| r.abs == abs) || follow.iter().any(|p| abs.starts_with(p)) {
-            Ok(abs)
-        } else {
-            Err(Error::new(
-                ExitCode::Refused,
-                "outside_home_refused",
-                format!(
-                    "the snapshot root {} is outside $HOME and not in the current configuration",
-                    abs.display()
-                ),
-            )
-            .with_hint("restore it with --target DIR, or add it to track.config"))
-        }
-    }
-}
-
-/// The `track.follow_links_into` prefixes with their links resolved, as
-/// the scan compares them.
-pub fn follow_prefixes(settings: &Settings) -> Vec<PathBuf> {
-    settings
-        .follow_links_into
-        .iter()
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-        .collect()
-}
-
 /// `--path` values seen through the snapshot's links (`links`: where each
 /// link is, and the root its content was tracked as): a path below a link
 /// becomes the same path below its target, and a link named itself selects
@@ -1064,7 +971,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     }
     let need: u64 = actions.iter().map(|a| a.bytes).sum();
     let target_fs = roots.first().map(|p| p.as_path()).unwrap_or(Path::new("/"));
-    if let Some(free) = crate::ops::health::free_bytes(target_fs) {
+    if let Some(free) = crate::space::free_bytes(target_fs) {
         let margin = crate::ops::health::DISK_RED_BYTES / 10;
         if need.saturating_add(margin) > free {
             let fs = crate::space::mount_point(target_fs);
@@ -1073,14 +980,14 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
                 "insufficient_space",
                 format!(
                     "the plan writes {} but only {} are free on {fs}; nothing was changed",
-                    crate::cli::human_bytes(need),
-                    crate::cli::human_bytes(free)
+                    crate::units::human_bytes(need),
+                    crate::units::human_bytes(free)
                 ),
             )
             .with_path(target_fs)
             .with_hint(format!(
                 "free at least {} on {fs} and run again",
-                crate::cli::human_bytes(need.saturating_add(margin) - free)
+                crate::units::human_bytes(need.saturating_add(margin) - free)
             )));
         }
     }
@@ -1319,7 +1226,7 @@ fn prune_safety(repo: &Repository, keep: usize, home: Option<&Path>, env: &mut E
             removed += 1;
         }
     }
-    if let Ok(d) = Dir::open(&repo.sub("snapshots")) {
+    if let Ok(d) = Dir::open(&repo.sub(layout::SNAPSHOTS)) {
         let _ = d.sync();
     }
     env.stat("safety_snapshots_removed", removed);
@@ -2392,7 +2299,7 @@ mod tests {
             assert!(flatten(&tree, &place).is_err(), "{bad} accepted");
         }
         let configured = vec![];
-        let p = placer(Some(Path::new("/h")), None, &configured);
+        let p = crate::ops::place::placer(Some(Path::new("/h")), None, &configured);
         assert!(p(Path::new("~/../etc")).is_err());
         assert!(p(Path::new("/etc/passwd")).is_err());
         assert!(p(Path::new("relative")).is_err());
@@ -2400,7 +2307,8 @@ mod tests {
             p(Path::new("~/.zshrc")).unwrap(),
             PathBuf::from("/h/.zshrc")
         );
-        let t = placer(Some(Path::new("/h")), Some(Path::new("/t")), &configured);
+        let t =
+            crate::ops::place::placer(Some(Path::new("/h")), Some(Path::new("/t")), &configured);
         assert_eq!(
             t(Path::new("/etc/hosts")).unwrap(),
             PathBuf::from("/t/etc/hosts")

@@ -33,10 +33,13 @@ use crate::config::{ExternalTarget, Settings, TargetLocation};
 use crate::error::{Error, IoContext, Result};
 use crate::exit::ExitCode;
 use crate::external::dir::DirStore;
-use crate::external::{classify, named_hash, open_target, ObjectKind, Store, Want, COPY_ORDER};
+use crate::external::{
+    classify, named_hash, open_target, ObjectKind, Store, TargetChoice, Want, COPY_ORDER,
+};
 use crate::hash::Hash;
 use crate::paths::display_path;
 use crate::repo::index::Index;
+use crate::repo::layout;
 use crate::repo::{decode_record, decode_tree, RepoConfig, Repository};
 use crate::report::{Degradation, Envelope, ErrorReport, Status, Warning};
 use crate::retry::{retry, Attempt};
@@ -167,7 +170,7 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
             report.repaired.push(rel.clone());
         }
     }
-    let Some(&config_size) = src_list.get("config.json") else {
+    let Some(&config_size) = src_list.get(layout::CONFIG) else {
         return Err(Error::new(
             ExitCode::Failed,
             "not_a_repository",
@@ -177,10 +180,10 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
             "check the location; an external copy is created by `backup-create --sync-external`",
         ));
     };
-    let src_config_bytes = src.read("config.json")?;
+    let src_config_bytes = src.read(layout::CONFIG)?;
     let src_config = parse_config(&src_config_bytes, &src.shown())?;
-    if have.contains("config.json") {
-        let dst_config = parse_config(&dst.read("config.json")?, &dst.shown())?;
+    if have.contains(layout::CONFIG) {
+        let dst_config = parse_config(&dst.read(layout::CONFIG)?, &dst.shown())?;
         if dst_config.id != src_config.id {
             return Err(Error::new(
                 ExitCode::Refused,
@@ -201,10 +204,10 @@ pub fn transfer(src: &dyn Store, dst: &dyn Store) -> Result<TransferReport> {
             size: config_size,
             sha256: Hash::of(&src_config_bytes),
         };
-        report.bytes += dst.put("config.json", src, &want)?;
+        report.bytes += dst.put(layout::CONFIG, src, &want)?;
         report.copied.add(ObjectKind::Config);
         dst.flush("")?;
-        have.insert("config.json".into());
+        have.insert(layout::CONFIG.into());
     }
 
     // Objects of one kind are independent: copy several at once (rclone calls
@@ -516,7 +519,7 @@ pub(crate) fn unreachable_code(code: &str) -> bool {
 /// Refuse a directory that holds something else than a repository copy.
 pub(crate) fn check_dir_target(store: &DirStore) -> Result<()> {
     let root = store.root();
-    if root.join("config.json").exists() {
+    if root.join(layout::CONFIG).exists() {
         return Ok(());
     }
     let listing = std::fs::read_dir(root).ctx("listing", root)?;
@@ -525,7 +528,12 @@ pub(crate) fn check_dir_target(store: &DirStore) -> Result<()> {
         let name = name.to_string_lossy();
         let ours = matches!(
             name.as_ref(),
-            "lock" | "keys" | "packs" | "index" | "trees" | "snapshots"
+            layout::LOCK
+                | layout::KEYS
+                | layout::PACKS
+                | layout::INDEX
+                | layout::TREES
+                | layout::SNAPSHOTS
         ) || name.starts_with(crate::atomic::TEMP_PREFIX);
         if !ours {
             return Err(Error::new(
@@ -545,7 +553,12 @@ pub(crate) fn check_dir_target(store: &DirStore) -> Result<()> {
 
 /// Create the directories a repository reader expects (an empty copy is still a repository).
 pub(crate) fn ensure_layout(root: &Path) -> Result<()> {
-    for sub in ["packs", "index", "trees", "snapshots"] {
+    for sub in [
+        layout::PACKS,
+        layout::INDEX,
+        layout::TREES,
+        layout::SNAPSHOTS,
+    ] {
         let p = root.join(sub);
         match std::fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => {}
@@ -569,7 +582,7 @@ fn sync_once(
             dir.probe(&target.name)?;
             check_dir_target(&dir)?;
             let _lock =
-                crate::repo::lock::acquire(&root.join("lock"), command, settings.lock_wait)?;
+                crate::repo::lock::acquire(&root.join(layout::LOCK), command, settings.lock_wait)?;
             dir.remove_stale_temps()?;
             // Before config.json, so that a copy is a readable (empty) repository from the start.
             ensure_layout(root)?;
@@ -913,7 +926,8 @@ fn pull(
             DirStore::new(root).probe(&target.name)?;
         }
         make_private_dir(dest)?;
-        let _lock = crate::repo::lock::acquire(&dest.join("lock"), command, settings.lock_wait)?;
+        let _lock =
+            crate::repo::lock::acquire(&dest.join(layout::LOCK), command, settings.lock_wait)?;
         ensure_layout(dest)?;
         transfer(store.as_ref(), &DirStore::new(dest))
     });
@@ -1056,6 +1070,28 @@ pub fn pull_into_local(settings: &Settings, name: Option<&str>, env: &mut Envelo
     Ok(())
 }
 
+/// `backup-restore --from-external[=NAME]`: where the restore reads from.
+/// A dry run plans straight from the external copy and writes nothing
+/// locally (the settings returned point at it); a real restore first pulls
+/// the copy into the local repository ([`pull_into_local`]) and reads there
+/// (`None`: keep `settings`). Without the option, `None` and nothing happens.
+pub fn restore_source(
+    settings: &Settings,
+    from_external: Option<&TargetChoice>,
+    dry_run: bool,
+    env: &mut Envelope,
+) -> Result<Option<Settings>> {
+    let Some(choice) = from_external else {
+        return Ok(None);
+    };
+    if dry_run {
+        Ok(Some(external_repo(settings, choice.name(), false, env)?.0))
+    } else {
+        pull_into_local(settings, choice.name(), env)?;
+        Ok(None)
+    }
+}
+
 /// Human summary of a checkpoint or backup, plus one line per external target.
 pub fn snapshot_taken_and_synced(env: &Envelope, settings: &Settings) -> String {
     let mut out = crate::human::snapshot_taken(env, settings);
@@ -1102,7 +1138,7 @@ pub fn human(env: &Envelope, _settings: &Settings) -> String {
             get("name"),
             get("location"),
             get("status"),
-            crate::cli::human_bytes(bytes),
+            crate::units::human_bytes(bytes),
             if attempts > 1 {
                 format!(", {attempts} attempts")
             } else {

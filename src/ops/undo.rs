@@ -134,8 +134,8 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
     env.dry_run = opts.dry_run;
     let repo = Repository::open(&settings.repo)?;
     let snapshots =
-        crate::ops::list::of_home(repo.snapshots()?, settings.home.as_deref(), opts.all_homes);
-    let (snap, why) = crate::ops::list::resolve(
+        crate::ops::select::of_home(repo.snapshots()?, settings.home.as_deref(), opts.all_homes);
+    let (snap, why) = crate::ops::select::resolve(
         &snapshots,
         &opts.selector,
         Some(&[SnapshotKind::Checkpoint]),
@@ -205,7 +205,7 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
     let live_tree = crate::ops::list::live_tree(settings, &repo, &post_tree, env)?;
     let later = changes(&post, &locate(&live_tree));
 
-    let place = restore::placer(settings.home.as_deref(), None, &settings.roots);
+    let place = crate::ops::place::placer(settings.home.as_deref(), None, &settings.roots);
     let mut listed = Vec::new();
     let mut selected = Vec::new();
     for (full, how) in &by_phase {

@@ -18,6 +18,7 @@ use crate::error::{IoContext, Result};
 use crate::hash::Hash;
 use crate::paths::display_path;
 use crate::repo::index::{BlobLocation, Index};
+use crate::repo::layout;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{decode_record, object_id, pack, Repository};
 use crate::report::Warning;
@@ -74,7 +75,7 @@ type Users = HashMap<Hash, Vec<(usize, String)>>;
 pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     // Snapshots, individually so that one bad record does not hide the rest.
-    let snap_dir = repo.sub("snapshots");
+    let snap_dir = repo.sub(layout::SNAPSHOTS);
     let mut snapshots: Vec<Snapshot> = Vec::new();
     for entry in list_dir(&snap_dir)? {
         let entry = entry.ctx("listing", &snap_dir)?;
@@ -124,7 +125,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         .collect();
 
     // Index files, individually.
-    let index_dir = repo.sub("index");
+    let index_dir = repo.sub(layout::INDEX);
     let mut index = Index::default();
     for entry in list_dir(&index_dir)? {
         let entry = entry.ctx("listing", &index_dir)?;
@@ -225,7 +226,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     // Secret-id keys: a sealed entry is restorable on another machine only
     // through `keys/<key>.age`, so it must exist and be an age file. (Its
     // content is checked with the identity by `run`.)
-    let keys_dir = repo.sub(crate::secrets::KEYS_DIR);
+    let keys_dir = repo.sub(layout::KEYS);
     for (key, who) in &key_users {
         let path = keys_dir.join(format!("{key}.age"));
         let bad = match crate::repo::read_object(&path, "secret-id key", None, 1 << 20) {
@@ -261,7 +262,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     for (b, loc) in &index.blobs {
         by_pack.entry(loc.pack).or_default().push((*b, *loc));
     }
-    let packs_dir = repo.sub("packs");
+    let packs_dir = repo.sub(layout::PACKS);
     if read_data {
         let total: u64 = by_pack
             .keys()
@@ -446,9 +447,7 @@ fn check_keys_with_identity(
     keys.sort();
     let mut found = Vec::new();
     for (key, (snapshots, paths)) in keys {
-        let path = repo
-            .sub(crate::secrets::KEYS_DIR)
-            .join(format!("{key}.age"));
+        let path = repo.sub(layout::KEYS).join(format!("{key}.age"));
         let Ok(bytes) = crate::repo::read_object(&path, "secret-id key", None, 1 << 20) else {
             continue; // reported as missing_key already
         };
@@ -581,7 +580,7 @@ pub fn repair(repo: &Repository, command: &str, wait: std::time::Duration) -> Re
     use std::ffi::OsStr;
     let _guard = repo.lock(command, wait)?;
     let mut report = RepairReport::default();
-    let packs_dir = repo.sub("packs");
+    let packs_dir = repo.sub(layout::PACKS);
     let mut packs = Vec::new();
     for entry in list_dir(&packs_dir)? {
         let entry = entry.ctx("listing", &packs_dir)?;
@@ -598,7 +597,7 @@ pub fn repair(repo: &Repository, command: &str, wait: std::time::Duration) -> Re
         }
     }
     packs.sort_by_key(|p| p.id);
-    let index_dir = crate::atomic::Dir::open(&repo.sub("index"))?;
+    let index_dir = crate::atomic::Dir::open(&repo.sub(layout::INDEX))?;
     let new_id = if packs.is_empty() {
         None
     } else {

@@ -22,6 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::layout;
 use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::repo::pack::FinishedPack;
@@ -112,7 +113,7 @@ impl Index {
         if !index.damaged.is_empty() {
             let packs = packs_dir
                 .map(Path::to_path_buf)
-                .unwrap_or_else(|| dir.with_file_name("packs"));
+                .unwrap_or_else(|| dir.with_file_name(layout::PACKS));
             index.recover_from_trailers(&packs, &named)?;
         }
         Ok(index)

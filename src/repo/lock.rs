@@ -151,6 +151,17 @@ fn busy_error(path: &Path, holder: Option<&LockRecord>, wait: Duration) -> Error
     .retryable(true)
 }
 
+/// The warning for a lock taken over from a dead process.
+pub fn stale_lock_warning(stale: &LockRecord) -> crate::report::Warning {
+    crate::report::Warning::new(
+        "stale_lock",
+        format!(
+            "took over a lock left by {} (pid {} on {}), which is no longer running",
+            stale.command, stale.pid, stale.host
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,10 @@
 
 pub mod cache;
 pub mod index;
+pub mod layout;
 pub mod lock;
 pub mod pack;
+pub mod pins;
 pub mod snapshot;
 
 use std::ffi::OsStr;
@@ -49,7 +51,7 @@ pub const FORMAT_NAME: &str = "dotfiles-backup-repository";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Subdirectories, created on first use.
-pub const SUBDIRS: [&str; 6] = ["packs", "index", "trees", "snapshots", "cache", "logs"];
+pub use self::layout::SUBDIRS;
 
 /// Contents of `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -85,7 +87,7 @@ impl Repository {
 
     /// Does `root` hold a repository (a `config.json`)?
     pub fn exists(root: &Path) -> bool {
-        root.join("config.json").is_file()
+        root.join(layout::CONFIG).is_file()
     }
 
     /// Open the repository for writing, creating it (0700) on first use.
@@ -94,7 +96,7 @@ impl Repository {
         let created = match std::fs::symlink_metadata(root) {
             Ok(_) => {
                 check_directory(root)?;
-                if !root.join("config.json").exists() {
+                if !root.join(layout::CONFIG).exists() {
                     let mut entries = std::fs::read_dir(root).ctx("listing", root)?;
                     if entries.next().is_some() {
                         return Err(Error::new(
@@ -168,6 +170,27 @@ impl Repository {
         std::fs::metadata(&self.root).is_ok_and(|m| m.uid() == crate::host::euid())
     }
 
+    /// Size of every regular file in the object directories (packs, index,
+    /// trees, snapshots): what the quota and `repository_bytes` count.
+    pub fn size_bytes(&self) -> u64 {
+        let mut total = 0;
+        for sub in [
+            layout::PACKS,
+            layout::INDEX,
+            layout::TREES,
+            layout::SNAPSHOTS,
+        ] {
+            if let Ok(listing) = std::fs::read_dir(self.sub(sub)) {
+                total += listing
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum::<u64>();
+            }
+        }
+        total
+    }
+
     /// Path of a subdirectory.
     pub fn sub(&self, name: &str) -> PathBuf {
         self.root.join(name)
@@ -175,13 +198,13 @@ impl Repository {
 
     /// Take the writer lock.
     pub fn lock(&self, command: &str, wait: Duration) -> Result<lock::LockGuard> {
-        lock::acquire(&self.root.join("lock"), command, wait)
+        lock::acquire(&self.root.join(layout::LOCK), command, wait)
     }
 
     /// Load all snapshot records, oldest first. A record that does not match
     /// its checksum or does not parse is an error naming the file.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        let dir = self.sub("snapshots");
+        let dir = self.sub(layout::SNAPSHOTS);
         let mut out = Vec::new();
         let listing = match std::fs::read_dir(&dir) {
             Ok(l) => l,
@@ -217,30 +240,32 @@ impl Repository {
 
     /// Where a tree lives.
     pub fn tree_path(&self, id: &Hash) -> PathBuf {
-        self.sub("trees").join(format!("{}.json", id.to_hex()))
+        self.sub(layout::TREES)
+            .join(format!("{}.json", id.to_hex()))
     }
 
     /// Where a snapshot record lives.
     pub fn snapshot_path(&self, id: &Hash) -> PathBuf {
-        self.sub("snapshots").join(format!("{}.json", id.to_hex()))
+        self.sub(layout::SNAPSHOTS)
+            .join(format!("{}.json", id.to_hex()))
     }
 
     /// Load the index.
     pub fn index(&self) -> Result<Index> {
-        Index::load(&self.sub("index"))
+        Index::load(&self.sub(layout::INDEX))
     }
 
     /// Load the index a writer may deduplicate against: only blobs whose
     /// pack is present (docs/format.md, "The reuse invariant").
     pub fn index_for_reuse(&self) -> Result<Index> {
-        Index::load_for_reuse(&self.sub("index"), &self.sub("packs"))
+        Index::load_for_reuse(&self.sub(layout::INDEX), &self.sub(layout::PACKS))
     }
 
     /// Read a plain blob and check it against its id.
     pub fn read_blob(&self, id: &Hash, loc: &BlobLocation) -> Result<Vec<u8>> {
         let buf = self.read_stored(loc)?;
         if Hash::of(&buf) != *id {
-            let path = pack::pack_path(&self.sub("packs"), &loc.pack);
+            let path = pack::pack_path(&self.sub(layout::PACKS), &loc.pack);
             return Err(Error::corrupt(
                 "corrupt_blob",
                 &path,
@@ -257,7 +282,7 @@ impl Repository {
     /// Read a blob's stored bytes as they are (a sealed blob is checked by
     /// [`crate::secrets::Opener::open`] after decryption).
     pub fn read_stored(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let path = pack::pack_path(&self.sub("packs"), &loc.pack);
+        let path = pack::pack_path(&self.sub(layout::PACKS), &loc.pack);
         let (mut f, _) = open_object(&path, "pack", Some("missing_pack"), u64::MAX)?;
         f.seek(SeekFrom::Start(loc.offset))
             .ctx("seeking in pack", &path)?;
@@ -292,7 +317,7 @@ impl Repository {
 
     /// Load the files cache; `Ok(None)` when absent, `Err` text when damaged.
     pub fn load_cache(&self) -> std::result::Result<Option<FilesCache>, String> {
-        let path = self.sub("cache").join("files");
+        let path = self.sub(layout::CACHE).join(layout::FILES_CACHE);
         match read_object(&path, "files cache", None, MAX_CACHE_BYTES) {
             // An older version's cache is simply not used (no warning).
             Ok(bytes) if cache::is_older_format(&bytes) => Ok(None),
@@ -308,8 +333,8 @@ impl Repository {
     /// fsyncs: its safety does not depend on it being durable (`cache`
     /// module docs), and they were two of a checkpoint's 13.
     pub fn save_cache(&self, encoded: &[u8]) -> Result<()> {
-        let dir = Dir::open(&self.sub("cache"))?;
-        let mut file = dir.create_atomic(OsStr::new("files"), 0o600)?;
+        let dir = Dir::open(&self.sub(layout::CACHE))?;
+        let mut file = dir.create_atomic(OsStr::new(layout::FILES_CACHE), 0o600)?;
         file.write_all_ctx(encoded)?;
         file.apply_mode()?;
         file.rename_synced()
@@ -551,7 +576,7 @@ fn check_directory(root: &Path) -> Result<()> {
 }
 
 fn read_config(root: &Path) -> Result<RepoConfig> {
-    let path = root.join("config.json");
+    let path = root.join(layout::CONFIG);
     let bytes = std::fs::read(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::new(
@@ -658,7 +683,7 @@ fn write_new_config(root: &Path) -> Result<()> {
     };
     let mut bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
     bytes.push(b'\n');
-    Dir::open(root)?.write_atomic(OsStr::new("config.json"), &bytes, 0o600)
+    Dir::open(root)?.write_atomic(OsStr::new(layout::CONFIG), &bytes, 0o600)
 }
 
 #[cfg(test)]

@@ -461,6 +461,35 @@ pub fn invalid_name(name: &str) -> Option<String> {
     None
 }
 
+/// The report's view of a snapshot lives here, beside the snapshot, so
+/// that `report` (a lower layer) does not import the repository.
+impl crate::report::SnapshotInfo {
+    /// From a stored snapshot.
+    pub fn from_snapshot(s: &Snapshot, reused: bool) -> Self {
+        let r = &s.record;
+        crate::report::SnapshotInfo {
+            id: s.id.to_hex(),
+            short_id: s.id.short(),
+            kind: r.kind.as_str().into(),
+            label: r.label.clone(),
+            tags: r.tags.clone(),
+            created_at: r.created_at.clone(),
+            host: r.host.clone(),
+            home: r.home.as_ref().map(|h| h.lossy()),
+            tree: r.tree.to_hex(),
+            parent: r.parent.map(|p| p.to_hex()),
+            roots: r.roots.iter().map(|b| b.lossy()).collect(),
+            files: r.summary.files,
+            dirs: r.summary.dirs,
+            symlinks: r.summary.symlinks,
+            bytes: r.summary.bytes,
+            new_bytes: r.summary.new_bytes,
+            omitted: r.summary.omitted,
+            reused,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
