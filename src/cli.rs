@@ -186,6 +186,30 @@ pub fn run(
     op: impl FnOnce(&Settings, &mut Envelope) -> Result<()>,
     human: HumanRender,
 ) -> std::process::ExitCode {
+    run_with(command, common, over, op, human, true)
+}
+
+/// [`run`] for an operation that only reports settings
+/// (`backup-create --print-config`): it runs even when backups are
+/// disabled, which is one of the things it reports.
+pub fn run_read_only_settings(
+    command: &str,
+    common: &CommonArgs,
+    over: Overrides,
+    op: impl FnOnce(&Settings, &mut Envelope) -> Result<()>,
+    human: HumanRender,
+) -> std::process::ExitCode {
+    run_with(command, common, over, op, human, false)
+}
+
+fn run_with(
+    command: &str,
+    common: &CommonArgs,
+    over: Overrides,
+    op: impl FnOnce(&Settings, &mut Envelope) -> Result<()>,
+    human: HumanRender,
+    honour_disabled: bool,
+) -> std::process::ExitCode {
     let started = Instant::now();
     crate::retry::set_verbose(common.verbose);
     crate::repo::allow_foreign_owner(
@@ -212,7 +236,7 @@ pub fn run(
         if settings.local_only {
             env.degradation = Degradation::LocalOnly;
         }
-        if settings.disabled {
+        if settings.disabled && honour_disabled {
             env.degradation = Degradation::Disabled;
             env.skip("disabled");
             env.warnings.push(crate::report::Warning::new(
@@ -247,6 +271,10 @@ pub fn run(
         env.set_exit(ExitCode::Partial);
     }
     env.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(s) = settings.as_ref().filter(|_| honour_disabled) {
+        // After the operation (its lock is released) and with its duration.
+        crate::hooks::run_for(&s.hooks, &mut env);
+    }
     if let Some(s) = &settings {
         crate::runlog::record(&s.repo, &mut env);
     }

@@ -5,11 +5,11 @@
 //! Precedence, lowest to highest: built-in defaults → config file → environment → flags.
 //! Unknown keys and bad values are errors that name the key and the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::paths::{display_path, expand_tilde, home_dir, normalize_lexically};
@@ -150,6 +150,43 @@ struct FileConfig {
     packages: PackagesSection,
     #[serde(default)]
     health: HealthSection,
+    #[serde(default)]
+    hooks: HooksSection,
+}
+
+/// A hook command: an argv array run as is, or a string run by `/bin/sh -c`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum HookCommand {
+    /// `["notify-send", "backup failed"]`: no shell, no quoting.
+    Argv(Vec<String>),
+    /// `"jq -r .status | mail -s backup me@example.com"`: through `/bin/sh -c`.
+    Shell(String),
+}
+
+/// `[hooks]`: commands run after a writer command ends (`src/hooks.rs`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HooksSection {
+    /// After a run with status `success`.
+    pub on_success: Option<HookCommand>,
+    /// After a run with status `partial`.
+    pub on_partial: Option<HookCommand>,
+    /// After a run with status `failed`.
+    pub on_failure: Option<HookCommand>,
+    /// Seconds a hook may run before its process group is killed.
+    pub timeout_secs: u64,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            on_success: None,
+            on_partial: None,
+            on_failure: None,
+            timeout_secs: 10,
+        }
+    }
 }
 
 /// Names of the default package captures (`src/packages.rs` has their
@@ -157,7 +194,7 @@ struct FileConfig {
 pub const DEFAULT_PACKAGE_CAPTURES: &[&str] = &["brew", "brewfile", "apt", "pip", "code", "npm"];
 
 /// `[packages]`: package-manager lists recorded with checkpoints (`src/packages.rs`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PackagesSection {
     /// Capture at phase checkpoints (`backup-checkpoint auto PHASE`).
@@ -198,7 +235,7 @@ impl Default for PackagesSection {
 }
 
 /// `[health]`: thresholds of `backup-checkpoint --health-check` (`src/ops/health.rs`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthSection {
     /// A phase's newest checkpoint older than this many days is yellow.
@@ -345,7 +382,7 @@ pub struct SecretSettings {
 }
 
 /// `[space]`: the free-space guard and the repository quota (sizes in MiB).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpaceSection {
     /// Warn when free space is below this.
@@ -376,7 +413,7 @@ impl Default for SpaceSection {
 }
 
 /// `[retention]`: what `backup-prune` keeps. See `docs/retention.md`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSection {
     /// Backups: always keep the newest N.
@@ -546,8 +583,71 @@ pub struct Settings {
     pub packages: PackagesSection,
     /// Health-check thresholds.
     pub health: HealthSection,
-    /// Where each setting came from.
+    /// Commands run when a writer command ends.
+    pub hooks: HooksSection,
+    /// Where each setting came from, when it was a flag, the environment
+    /// or another file (see `effective_config` for every key's source).
     pub sources: BTreeMap<&'static str, String>,
+    /// Every `section.key` the config file set.
+    pub file_keys: BTreeSet<String>,
+    /// `[track]` lists as they apply to this run, before merging into roots and excludes.
+    pub track_lists: TrackLists,
+}
+
+/// The `[track]` lists as they apply (defaults filled in, flags added), for
+/// `--print-config`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrackLists {
+    /// `track.config` (or `--path`).
+    pub config: Vec<String>,
+    /// `track.data` (empty with `--config-only`).
+    pub data: Vec<String>,
+    /// `track.exclude` (or the default excludes).
+    pub exclude: Vec<String>,
+    /// `track.extra_exclude` plus `--exclude`.
+    pub extra_exclude: Vec<String>,
+}
+
+/// Every key the config file accepts (`section.key`), read from the serde
+/// definitions themselves: a probe key is deserialized into each section
+/// and serde's `unknown field` error lists the fields it expected. A new
+/// key is in this list the moment it is in the code (docs test, `--print-config`).
+pub fn known_keys() -> Vec<String> {
+    fn expected(doc: &str) -> Vec<String> {
+        match toml::from_str::<FileConfig>(doc) {
+            Ok(_) => Vec::new(),
+            // "unknown field `__probe__`, expected one of `a`, `b`": every
+            // other backticked word after the probe's own.
+            Err(e) => e
+                .message()
+                .split('`')
+                .skip(3)
+                .step_by(2)
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+    let mut keys = Vec::new();
+    for section in expected("__probe__ = 1") {
+        for key in expected(&format!("[{section}]\n__probe__ = 1")) {
+            keys.push(format!("{section}.{key}"));
+        }
+    }
+    keys
+}
+
+/// The `section.key` names a config file's text sets (two levels: a table
+/// under a section, such as `[external.targets]`, is one key).
+fn keys_set_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Ok(table) = text.parse::<toml::Table>() {
+        for (section, value) in &table {
+            if let Some(t) = value.as_table() {
+                out.extend(t.keys().map(|k| format!("{section}.{k}")));
+            }
+        }
+    }
+    out
 }
 
 /// Read environment variables through a function so tests need not touch the process env.
@@ -688,6 +788,7 @@ impl Settings {
         };
         let mut file = FileConfig::default();
         let mut config_file = None;
+        let mut file_keys = BTreeSet::new();
         if let Some(path) = &config_path {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
@@ -707,6 +808,7 @@ impl Settings {
                         })
                     })?;
                     config_file = Some(path.clone());
+                    file_keys = keys_set_in(&text);
                 }
                 // A default path that cannot exist: `~/.config` is a file, or a
                 // symlink (GNU Stow) whose target is one or is gone. Treated as
@@ -770,6 +872,7 @@ impl Settings {
         };
 
         // Tracked roots.
+        let mut track_lists = TrackLists::default();
         let configured: Vec<String> = if !over.paths.is_empty() {
             sources.insert("track", "flag --path".into());
             over.paths
@@ -787,11 +890,18 @@ impl Settings {
                     DEFAULT_CONFIG_ROOTS.iter().map(|s| s.to_string()).collect()
                 }
             };
+            track_lists.config = list.clone();
             if !over.config_only {
-                list.extend(file.track.data.clone().unwrap_or_default());
+                track_lists.data = file.track.data.clone().unwrap_or_default();
+                list.extend(track_lists.data.iter().cloned());
+            } else {
+                sources.insert("track.data", "flag --config-only".into());
             }
             list
         };
+        if !over.paths.is_empty() {
+            track_lists.config = configured.clone();
+        }
         let mut roots: Vec<TrackedRoot> = Vec::new();
         for (i, raw) in configured.iter().enumerate() {
             if raw.is_empty() {
@@ -837,8 +947,15 @@ impl Settings {
             Some(e) => e.clone(),
             None => DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect(),
         };
-        excludes.extend(file.track.extra_exclude.clone().unwrap_or_default());
-        excludes.extend(over.excludes.iter().cloned());
+        track_lists.exclude = excludes.clone();
+        track_lists.extra_exclude = file.track.extra_exclude.clone().unwrap_or_default();
+        track_lists
+            .extra_exclude
+            .extend(over.excludes.iter().cloned());
+        if !over.excludes.is_empty() {
+            sources.insert("track.extra_exclude", "flag --exclude".into());
+        }
+        excludes.extend(track_lists.extra_exclude.iter().cloned());
         let ignore_file = match &file.track.ignore_file {
             Some(p) => Some(expand(p, "track.ignore_file")?),
             None => expand_tilde(Path::new(DEFAULT_IGNORE_FILE), home.as_deref()),
@@ -875,12 +992,17 @@ impl Settings {
             None => file.general.disabled.unwrap_or(false),
         };
         let local_only = match env("BACKUP_LOCAL_ONLY") {
-            Some(v) => parse_bool("BACKUP_LOCAL_ONLY", &v)?,
+            Some(v) => {
+                sources.insert("general.local_only", "env BACKUP_LOCAL_ONLY".into());
+                parse_bool("BACKUP_LOCAL_ONLY", &v)?
+            }
             None => file.general.local_only.unwrap_or(false),
         };
         let wait = if let Some(w) = over.wait_secs {
+            sources.insert("repository.lock_wait_secs", "flag --wait".into());
             w
         } else if let Some(w) = env("BACKUP_LOCK_WAIT") {
+            sources.insert("repository.lock_wait_secs", "env BACKUP_LOCK_WAIT".into());
             w.parse::<f64>().map_err(|_| {
                 Error::usage(
                     "bad_environment",
@@ -976,6 +1098,7 @@ impl Settings {
                 )));
             }
         }
+        check_hooks(&file.hooks, &file_src())?;
         if packages.timeout_secs == 0 || file.health.min_free_mb > file.health.warn_free_mb {
             return Err(Error::usage(
                 "bad_config",
@@ -1011,9 +1134,44 @@ impl Settings {
             retry,
             packages,
             health: file.health.clone(),
+            hooks: file.hooks.clone(),
             sources,
+            file_keys,
+            track_lists,
         })
     }
+}
+
+/// An empty hook command or a time limit outside 1..=3600 s is a usage error.
+fn check_hooks(hooks: &HooksSection, file_src: &str) -> Result<()> {
+    for (key, hook) in [
+        ("hooks.on_success", &hooks.on_success),
+        ("hooks.on_partial", &hooks.on_partial),
+        ("hooks.on_failure", &hooks.on_failure),
+    ] {
+        let empty = match hook {
+            Some(HookCommand::Argv(a)) => a.first().is_none_or(|p| p.is_empty()),
+            Some(HookCommand::Shell(s)) => s.trim().is_empty(),
+            None => false,
+        };
+        if empty {
+            return Err(Error::usage(
+                "bad_config",
+                format!("{file_src}: {key} is empty; give a program and its arguments or a shell command"),
+            )
+            .with_hint(format!("e.g. {key} = [\"notify-send\", \"dotfiles-backup\"] (docs/config.md#hooks)")));
+        }
+    }
+    if !(1..=3600).contains(&hooks.timeout_secs) {
+        return Err(Error::usage(
+            "bad_config",
+            format!(
+                "{file_src}: hooks.timeout_secs = {} is out of range (1 to 3600)",
+                hooks.timeout_secs
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `[external]` + `BACKUP_EXTERNAL` (comma-separated `NAME=LOCATION` or
@@ -1290,6 +1448,53 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    /// The keys docs/config.md documents: `key = ...` lines under a
+    /// `[section]` header of its TOML examples (a `[section.sub]` header
+    /// documents `section.sub`), or a `section.key` mention in backticks.
+    fn documented_keys(doc: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut section = String::new();
+        for line in doc.lines() {
+            let t = line.trim_start();
+            if let Some(rest) = t.strip_prefix('[') {
+                if let Some((name, _)) = rest.split_once(']') {
+                    section = name.to_string();
+                    out.insert(name.to_string());
+                    continue;
+                }
+            }
+            if let Some((key, _)) = t.split_once('=') {
+                let key = key.trim();
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    out.insert(format!("{section}.{key}"));
+                }
+            }
+            for (i, word) in line.split('`').enumerate() {
+                if i % 2 == 1 {
+                    out.insert(word.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_config_key_is_documented_in_docs_config_md() {
+        let doc =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.md"))
+                .unwrap();
+        let documented = documented_keys(&doc);
+        let keys = known_keys();
+        assert!(keys.len() > 40, "{keys:?}");
+        let missing: Vec<&String> = keys.iter().filter(|k| !documented.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "docs/config.md does not document {missing:?} (add each under its [section] in a TOML example)"
+        );
+        // The check itself can fail.
+        assert!(!documented_keys("[space]\nwarn_below_mb = 1\n").contains("space.max_repo_mb"));
     }
 
     #[test]

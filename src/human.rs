@@ -319,6 +319,7 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
                 );
             }
         }
+        out.push_str(&largest(env));
         if let Some(Value::Array(ex)) = env.extra.get("excluded") {
             for e in ex.iter().take(20) {
                 let _ = writeln!(
@@ -334,6 +335,48 @@ pub fn snapshot_taken(env: &Envelope, _s: &Settings) -> String {
         }
     }
     out.push_str(&completion(env));
+    out
+}
+
+/// `--sizes`: the largest directories and files, and suggested excludes.
+fn largest(env: &Envelope) -> String {
+    let mut out = String::new();
+    let Some(l) = env.extra.get("largest") else {
+        return out;
+    };
+    for (key, title) in [("dirs", "largest directories"), ("files", "largest files")] {
+        let items = l[key].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {title}:");
+        for d in items {
+            let _ = writeln!(
+                out,
+                "    {:>10}  {}",
+                human_bytes(d["bytes"].as_u64().unwrap_or(0)),
+                esc(d["path"].as_str().unwrap_or("?"))
+            );
+        }
+    }
+    let suggestions = l["suggestions"].as_array().cloned().unwrap_or_default();
+    if !suggestions.is_empty() {
+        let _ = writeln!(
+            out,
+            "  suggested excludes (add to [track] extra_exclude, or pass --exclude PATTERN):"
+        );
+        for s in suggestions {
+            let _ = writeln!(
+                out,
+                "    {:<16} {} in {} dir(s), e.g. {}: {}",
+                esc(s["pattern"].as_str().unwrap_or("?")),
+                human_bytes(s["bytes"].as_u64().unwrap_or(0)),
+                s["dirs"],
+                esc(s["example"].as_str().unwrap_or("?")),
+                esc(s["why"].as_str().unwrap_or(""))
+            );
+        }
+    }
     out
 }
 

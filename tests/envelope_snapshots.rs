@@ -167,6 +167,60 @@ fn health_check_envelope() {
 }
 
 #[test]
+fn print_config_envelope() {
+    let e = fixture();
+    let cfg = e.write(
+        ".config/dotfiles-backup/config.toml",
+        b"[retention]\nkeep_last = 9\n[space]\nlarge_file_warn_mb = 20\n",
+        0o644,
+    );
+    let (rc, v, _) = e.run(
+        "backup-create",
+        &["--print-config", "--wait", "2", "--exclude", "*.log"],
+        &[("BACKUP_RETRIES", "5")],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert!(
+        !e.repo.exists(),
+        "--print-config reads nothing and writes nothing"
+    );
+    let items = v["config"].as_array().unwrap();
+    let get = |k: &str| items.iter().find(|i| i["key"] == k).unwrap();
+    let file_src =
+        format!("config {}", cfg.display()).replace(&e.home.to_string_lossy().into_owned(), "~");
+    assert_eq!(get("retention.keep_last")["value"], 9);
+    assert_eq!(get("retention.keep_last")["source"], file_src.as_str());
+    assert_eq!(get("space.large_file_warn_mb")["value"], 20);
+    assert_eq!(get("retention.keep_daily")["source"], "default");
+    assert_eq!(get("retry.attempts")["source"], "env BACKUP_RETRIES");
+    assert_eq!(get("repository.lock_wait_secs")["source"], "flag --wait");
+    assert_eq!(get("track.extra_exclude")["source"], "flag --exclude");
+    assert_eq!(get("repository.path")["source"], "env BACKUP_REPO");
+    snap!("print_config", normalize(&v, &e));
+
+    // Human: one line per key with its source; also when backups are disabled.
+    let out = e.output(
+        "backup-create",
+        &["--print-config"],
+        &[("BACKUP_DISABLED", "1")],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[retention]\nauto = true  # default\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keep_last = 9  # config ~/.config/dotfiles-backup/config.toml"),
+        "{text}"
+    );
+    assert!(
+        text.contains("disabled = true  # env BACKUP_DISABLED"),
+        "{text}"
+    );
+}
+
+#[test]
 fn error_envelopes() {
     let e = fixture();
     let (rc, usage) = e.json("backup-list", &["--no-such-flag"]);
@@ -211,6 +265,8 @@ fn schema_is_a_valid_draft_2020_12_schema() {
         "source",
         "can_retry",
         "decisions",
+        "config",
+        "config_file",
     ] {
         assert!(
             s["properties"].get(key).is_some(),

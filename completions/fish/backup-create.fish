@@ -16,6 +16,7 @@ complete -c backup-create -l config-only -d 'Only the configuration class (`trac
 complete -c backup-create -l dry-run -d 'Show what would be stored; write nothing'
 complete -c backup-create -l sizes -d 'Report per-root sizes, large files and exclusions'
 complete -c backup-create -l init-secrets -d 'Create an age identity (if there is none) and add its public key to the recipients file, so secret-class files are stored encrypted; no backup is taken'
+complete -c backup-create -l print-config -d 'Print the effective configuration, each value with its source (default, config file, env, flag); no backup is taken'
 complete -c backup-create -l json -d 'Print exactly one JSON document (the envelope) on stdout'
 complete -c backup-create -s q -l quiet -d 'No human summary on stdout (errors still go to stderr)'
 complete -c backup-create -s v -l verbose -d 'More detail on stderr'

@@ -1,6 +1,7 @@
 complete -c backup-prune -l pin -d 'Pin a snapshot (id, prefix, label): kept forever (repeatable)' -r
 complete -c backup-prune -l unpin -d 'Unpin a snapshot (repeatable)' -r
 complete -c backup-prune -l forget -d 'Remove this snapshot whatever the policy says (repeatable; pinned ones are refused)' -r
+complete -c backup-prune -l external -d 'Apply the policy to the external copies (all, or the one named) instead of the local repository' -r
 complete -c backup-prune -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-prune -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
 complete -c backup-prune -l path -d 'Track this path instead of the configured set (repeatable)' -r -F

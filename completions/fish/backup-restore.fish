@@ -1,7 +1,9 @@
 complete -c backup-restore -l target -d 'Restore under this directory instead of the original place (`~/x` → DIR/x, `/etc/x` → DIR/etc/x)' -r -F
-complete -c backup-restore -l overwrite -d 'What to do with existing paths that differ' -r -f -a "never\t''
-if-changed\t''
-always\t''"
+complete -c backup-restore -l overwrite -d 'What to do with existing paths that differ' -r -f -a "never\t'Refuse when any existing path differs (exit 5); change nothing'
+if-changed\t'Replace paths that differ'
+always\t'Rewrite every path, even identical ones'
+skip\t'Leave each path that differs, restore the rest, report each left path (exit 3)'
+rename\t'Keep each file or symlink that differs beside it as NAME.dotfiles-backup-<ID>~, then restore'"
 complete -c backup-restore -l from-external -d 'Fetch the external copy (the only target, or the one named) into the local repository first (a new machine)' -r
 complete -c backup-restore -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-restore -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F

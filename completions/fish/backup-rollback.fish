@@ -1,3 +1,6 @@
+complete -c backup-rollback -l overwrite -d 'Changed paths: skip or rename them; with --phase-only, a bare --overwrite also reverts paths changed again after the phase' -r -f -a "always\t'Replace paths that differ (what a rollback does anyway; with --phase-only: also those changed again since)'
+skip\t'Leave each file or symlink that differs, roll back the rest, report each left path (exit 3)'
+rename\t'Keep each file or symlink that differs beside it as NAME.dotfiles-backup-<ID>~, then roll back'"
 complete -c backup-rollback -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-rollback -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
 complete -c backup-rollback -l path -d 'Track this path instead of the configured set (repeatable)' -r -F
@@ -11,7 +14,6 @@ false\t''"
 complete -c backup-rollback -l undo -d 'Go back to the state before the last rollback or restore (before the first of consecutive ones); again: redo'
 complete -c backup-rollback -l keep-new -d 'Leave files created since the checkpoint in place'
 complete -c backup-rollback -l phase-only -d 'Revert only the paths the phase changed (up to the next checkpoint of its run)'
-complete -c backup-rollback -l overwrite -d 'With --phase-only: also revert paths changed again after the phase'
 complete -c backup-rollback -l dry-run -d 'Print the plan; change nothing'
 complete -c backup-rollback -l force -d 'With --undo: undo even when a checkpoint or backup was taken after the last rollback'
 complete -c backup-rollback -l all-homes -d 'Select among the snapshots of every home sharing the repository, not only $HOME\'s'

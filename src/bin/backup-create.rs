@@ -10,7 +10,7 @@ use dotfiles_backup::ops::checkpoint;
     name = "backup-create",
     version,
     about,
-    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop\n  backup-create --init-secrets   # then secret files (~/.ssh/id_*, tokens) are stored encrypted\n  backup-create --sync-external  # copy what the external drive or remote missed"
+    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop\n  backup-create --init-secrets   # then secret files (~/.ssh/id_*, tokens) are stored encrypted\n  backup-create --sync-external  # copy what the external drive or remote missed\n  backup-create --print-config   # every setting, its value and where it came from"
 )]
 struct Args {
     /// Only the configuration class (`track.config`), not `track.data`
@@ -38,6 +38,9 @@ struct Args {
     /// Copy what the external targets (or the one named) lack; no backup is taken
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     sync_external: Option<dotfiles_backup::external::TargetChoice>,
+    /// Print the effective configuration, each value with its source (default, config file, env, flag); no backup is taken
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -56,6 +59,15 @@ fn main() -> std::process::ExitCode {
             over,
             |s, env| dotfiles_backup::ops::sync::sync_command(s, name, env),
             dotfiles_backup::ops::sync::human,
+        );
+    }
+    if args.print_config {
+        return cli::run_read_only_settings(
+            "backup-create",
+            &args.common,
+            over,
+            dotfiles_backup::effective::print_config,
+            dotfiles_backup::effective::human,
         );
     }
     if args.init_secrets {

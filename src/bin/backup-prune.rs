@@ -10,7 +10,7 @@ use dotfiles_backup::ops::prune::{self, PruneOptions};
     name = "backup-prune",
     version,
     about,
-    after_help = "Examples:\n  backup-prune --dry-run          # every snapshot with keep/remove and why\n  backup-prune\n  backup-prune --pin pre-dotfiles  # keep forever\n  backup-prune --forget before-experiment\n\nPolicy: [retention] in the config; see docs/retention.md."
+    after_help = "Examples:\n  backup-prune --dry-run          # every snapshot with keep/remove and why\n  backup-prune\n  backup-prune --pin pre-dotfiles  # keep forever\n  backup-prune --forget before-experiment\n  backup-prune --external          # the same policy on the external copies\n\nPolicy: [retention] in the config; see docs/retention.md."
 )]
 struct Args {
     /// Show what would be kept and removed; change nothing
@@ -25,6 +25,9 @@ struct Args {
     /// Remove this snapshot whatever the policy says (repeatable; pinned ones are refused)
     #[arg(long, value_name = "SNAPSHOT")]
     forget: Vec<String>,
+    /// Apply the policy to the external copies (all, or the one named) instead of the local repository
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "", conflicts_with_all = ["pin", "unpin", "forget"])]
+    external: Option<String>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -37,6 +40,16 @@ fn main() -> std::process::ExitCode {
         unpin: args.unpin.clone(),
         forget: args.forget.clone(),
     };
+    if let Some(name) = &args.external {
+        let name = Some(name.as_str()).filter(|n| !n.is_empty());
+        return cli::run(
+            "backup-prune",
+            &args.common,
+            args.common.overrides(),
+            |s, env| dotfiles_backup::ops::external_prune::run(s, name, args.dry_run, env),
+            dotfiles_backup::ops::external_prune::human,
+        );
+    }
     cli::run(
         "backup-prune",
         &args.common,

@@ -4,13 +4,20 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use dotfiles_backup::cli::{self, CommonArgs};
-use dotfiles_backup::ops::restore::{self, Mode2, Overwrite, RestoreOptions};
+use dotfiles_backup::ops::restore::{self, Existing, Mode2, Overwrite, RestoreOptions};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum OverwriteArg {
+    /// Refuse when any existing path differs (exit 5); change nothing
     Never,
+    /// Replace paths that differ
     IfChanged,
+    /// Rewrite every path, even identical ones
     Always,
+    /// Leave each path that differs, restore the rest, report each left path (exit 3)
+    Skip,
+    /// Keep each file or symlink that differs beside it as NAME.dotfiles-backup-<ID>~, then restore
+    Rename,
 }
 
 /// Restore files from a snapshot onto their original place or under --target.
@@ -19,7 +26,7 @@ enum OverwriteArg {
     name = "backup-restore",
     version,
     about,
-    after_help = "Examples:\n  backup-restore pre-dotfiles --dry-run\n  backup-restore latest --path ~/.zshrc --overwrite if-changed\n  backup-restore 8c5115f2 --target /tmp/restored\n  backup-restore latest --from-external   # new machine: fetch the external copy, then restore\n\nA safety snapshot of everything the restore touches is taken first; `backup-rollback --undo` takes the restore back."
+    after_help = "Examples:\n  backup-restore pre-dotfiles --dry-run\n  backup-restore latest --path ~/.zshrc --overwrite if-changed\n  backup-restore latest --overwrite rename   # keep changed files beside as NAME.dotfiles-backup-<ID>~\n  backup-restore 8c5115f2 --target /tmp/restored\n  backup-restore latest --from-external   # new machine: fetch the external copy, then restore\n\nA safety snapshot of everything the restore touches is taken first; `backup-rollback --undo` takes the restore back."
 )]
 struct Args {
     /// Snapshot id (or prefix), label, or `latest`
@@ -48,10 +55,12 @@ fn main() -> std::process::ExitCode {
     let mut over = args.common.overrides();
     // --path selects what to restore; the tracked set stays as configured.
     let only_raw = std::mem::take(&mut over.paths);
-    let overwrite = match args.overwrite {
-        OverwriteArg::Never => Overwrite::Never,
-        OverwriteArg::IfChanged => Overwrite::IfChanged,
-        OverwriteArg::Always => Overwrite::Always,
+    let (overwrite, existing) = match args.overwrite {
+        OverwriteArg::Never => (Overwrite::Never, Existing::Replace),
+        OverwriteArg::IfChanged => (Overwrite::IfChanged, Existing::Replace),
+        OverwriteArg::Always => (Overwrite::Always, Existing::Replace),
+        OverwriteArg::Skip => (Overwrite::IfChanged, Existing::Skip),
+        OverwriteArg::Rename => (Overwrite::IfChanged, Existing::Rename),
     };
     cli::run(
         "backup-restore",
@@ -83,6 +92,7 @@ fn main() -> std::process::ExitCode {
                 dry_run: args.dry_run,
                 all_homes: args.all_homes,
                 force: false,
+                existing,
                 command: "backup-restore".into(),
             };
             restore::run(s, &opts, env)

@@ -1,9 +1,20 @@
 //! `backup-rollback`: make the tracked paths exactly as in a checkpoint, undo
 //! one bootstrap phase, or undo the last rollback.
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use dotfiles_backup::cli::{self, CommonArgs};
-use dotfiles_backup::ops::restore::{self, Mode2, RestoreOptions};
+use dotfiles_backup::error::Error;
+use dotfiles_backup::ops::restore::{self, Existing, Mode2, RestoreOptions};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OverwriteArg {
+    /// Replace paths that differ (what a rollback does anyway; with --phase-only: also those changed again since)
+    Always,
+    /// Leave each file or symlink that differs, roll back the rest, report each left path (exit 3)
+    Skip,
+    /// Keep each file or symlink that differs beside it as NAME.dotfiles-backup-<ID>~, then roll back
+    Rename,
+}
 use dotfiles_backup::ops::{phases, undo};
 
 /// Put every tracked path back exactly as it was at a checkpoint.
@@ -27,9 +38,9 @@ struct Args {
     /// Revert only the paths the phase changed (up to the next checkpoint of its run)
     #[arg(long, conflicts_with = "keep_new")]
     phase_only: bool,
-    /// With --phase-only: also revert paths changed again after the phase
-    #[arg(long, requires = "phase_only")]
-    overwrite: bool,
+    /// Changed paths: skip or rename them; with --phase-only, a bare --overwrite also reverts paths changed again after the phase
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "always", value_name = "WHAT")]
+    overwrite: Option<OverwriteArg>,
     /// Print the plan; change nothing
     #[arg(long)]
     dry_run: bool,
@@ -52,11 +63,24 @@ fn main() -> std::process::ExitCode {
         &args.common,
         over,
         |s, env| {
+            let existing = match (args.overwrite, args.phase_only) {
+                (Some(OverwriteArg::Always), false) => return Err(Error::usage(
+                    "overwrite_needs_value",
+                    "a rollback already replaces paths that differ; --overwrite alone belongs to --phase-only",
+                ).with_hint("pass --overwrite skip or --overwrite rename, or add --phase-only")),
+                (Some(OverwriteArg::Rename), true) => return Err(Error::usage(
+                    "overwrite_rename_phase_only",
+                    "--overwrite rename is not available with --phase-only",
+                ).with_hint("without --overwrite, --phase-only already leaves paths changed again since the phase")),
+                (Some(OverwriteArg::Skip), _) => Existing::Skip,
+                (Some(OverwriteArg::Rename), _) => Existing::Rename,
+                _ => Existing::Replace,
+            };
             let only = restore::selected_paths(s, &only_raw, None)?;
             if args.phase_only {
                 let opts = undo::UndoOptions {
                     selector: args.snapshot.clone().unwrap_or_default(),
-                    overwrite: args.overwrite,
+                    overwrite: args.overwrite == Some(OverwriteArg::Always),
                     only,
                     dry_run: args.dry_run,
                     all_homes: args.all_homes,
@@ -77,6 +101,7 @@ fn main() -> std::process::ExitCode {
                 dry_run: args.dry_run,
                 all_homes: args.all_homes,
                 force: args.force,
+                existing,
                 command: "backup-rollback".into(),
             };
             restore::run(s, &opts, env)

@@ -240,4 +240,13 @@ impl Store for DirStore {
         }
         Ok(())
     }
+
+    fn remove(&self, rel: &str) -> Result<()> {
+        let path = self.root.join(rel);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", &path, &e)),
+        }
+    }
 }

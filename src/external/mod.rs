@@ -198,6 +198,8 @@ pub trait Store: Sync {
     fn put(&self, rel: &str, src: &dyn Store, want: &Want) -> Result<u64>;
     /// Make the objects copied into `dir` durable before anything refers to them.
     fn flush(&self, dir: &str) -> Result<()>;
+    /// Delete an object (external prune). One that is already gone is not an error.
+    fn remove(&self, rel: &str) -> Result<()>;
 }
 
 /// Open the store of a configured target.

@@ -376,6 +376,14 @@ impl Store for RcloneStore {
         // Each rclone call has completed (and the object was read back) before it returns.
         Ok(())
     }
+
+    fn remove(&self, rel: &str) -> Result<()> {
+        match self.run("deletefile", &["deletefile", &self.path(rel)], None) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == "rclone_not_found" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -282,6 +282,9 @@ pub fn fill(env: &mut Envelope, report: BackupReport, dry_run: bool, settings: &
             .collect();
         env.put("roots", roots);
     }
+    if settings.report_sizes {
+        env.put("largest", super::sizes::largest(&report.tree));
+    }
     if !report.errors.is_empty() {
         for e in &report.errors {
             env.errors.push(e.into());

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod checkpoint;
+pub mod external_prune;
 pub mod health;
 pub mod list;
 pub mod names;
@@ -14,6 +15,7 @@ pub mod repair;
 pub mod report;
 pub mod restore;
 pub mod select;
+pub mod sizes;
 pub mod sync;
 pub mod undo;
 pub mod verify;

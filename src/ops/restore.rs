@@ -56,6 +56,21 @@ pub enum Overwrite {
     Always,
 }
 
+/// What happens to an existing file or symlink whose content differs from
+/// the snapshot (a *conflict*), for restore (`--overwrite`) and rollback
+/// (`--overwrite skip|rename`). Restore plans these as `if-changed`; the
+/// conflicts are then turned into skips or kept copies by [`set_aside`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Replace it (the safety snapshot keeps it): the plan as it is.
+    #[default]
+    Replace,
+    /// Leave it and report it (exit 3).
+    Skip,
+    /// Keep it beside under a new name, then restore ours.
+    Rename,
+}
+
 /// Rollback (make roots equal to the snapshot) or restore (copy, never delete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode2 {
@@ -114,6 +129,15 @@ pub struct Action {
     /// reports it as an error (exit 3), never as success.
     #[serde(skip)]
     pub blocked: bool,
+    /// `--overwrite skip`: a conflict left as it is; reported as an error (exit 3).
+    #[serde(skip)]
+    pub conflict_skipped: bool,
+    /// `--overwrite rename`: where the existing path is kept (absolute).
+    #[serde(skip)]
+    pub keep_as: Option<Vec<u8>>,
+    /// [`Action::keep_as`] as shown (`~`-relative under home).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_as: Option<String>,
 }
 
 /// `omitted` value of an entry whose content could not be read.
@@ -151,6 +175,9 @@ pub fn plan_keeping(
             desired: Some(want.clone()),
             current: have.map(|h| h.kind),
             blocked: false,
+            conflict_skipped: false,
+            keep_as: None,
+            kept_as: None,
         };
         if want.omitted.is_some() {
             out.push(mk(
@@ -308,6 +335,9 @@ pub fn plan_keeping(
                             current: Some(have.kind),
                             blocked: (!keep_new || desired.contains_key(abs))
                                 && have.omitted.as_deref() == Some(UNREADABLE),
+                            conflict_skipped: false,
+                            keep_as: None,
+                            kept_as: None,
                         });
                     }
                 }
@@ -322,6 +352,9 @@ pub fn plan_keeping(
                     desired: None,
                     current: Some(have.kind),
                     blocked: false,
+                    conflict_skipped: false,
+                    keep_as: None,
+                    kept_as: None,
                 }),
             }
         }
@@ -348,6 +381,86 @@ pub fn plan_keeping(
         "is a non-empty directory now and restore never deletes; use backup-rollback to replace it",
     );
     out
+}
+
+/// The name an existing path is kept under with `--overwrite rename`:
+/// `NAME.dotfiles-backup-<SNAPID>~` beside it, or `...-<SNAPID>.N~` (N = 2,
+/// 3, ...) when that is `taken` (exists, or the plan writes it).
+/// A name too long for that (over 255 bytes) is shortened first, keeping
+/// the suffix whole (and UTF-8 whole, for file systems that require it).
+pub fn kept_name(abs: &[u8], snap: &str, taken: &dyn Fn(&[u8]) -> bool) -> Vec<u8> {
+    const NAME_MAX: usize = 255;
+    let name_at = abs.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
+    let mut n = 1u32;
+    loop {
+        let mut suffix = format!(".dotfiles-backup-{snap}");
+        if n > 1 {
+            suffix.push_str(&format!(".{n}"));
+        }
+        suffix.push('~');
+        let mut keep = abs.len() - name_at;
+        if keep + suffix.len() > NAME_MAX {
+            keep = NAME_MAX.saturating_sub(suffix.len());
+            let name = &abs[name_at..];
+            if std::str::from_utf8(name).is_ok() {
+                while keep > 0 && std::str::from_utf8(&name[..keep]).is_err() {
+                    keep -= 1;
+                }
+            }
+        }
+        let mut cand = abs[..name_at + keep].to_vec();
+        cand.extend_from_slice(suffix.as_bytes());
+        if !taken(&cand) {
+            return cand;
+        }
+        n += 1;
+    }
+}
+
+/// Apply `--overwrite skip|rename` to a plan: each conflict (an existing
+/// file or symlink the plan would replace) is left and flagged
+/// ([`Action::conflict_skipped`]), or gets the name it is kept under
+/// ([`Action::keep_as`]): `named` for the roots that were named before the
+/// safety scan, [`kept_name`] for the rest. Pure apart from `taken`.
+pub fn set_aside(
+    actions: &mut [Action],
+    existing: Existing,
+    snap: &str,
+    named: &BTreeMap<Vec<u8>, Vec<u8>>,
+    taken: &dyn Fn(&[u8]) -> bool,
+) {
+    let shown = |abs: &[u8]| display_path(Path::new(OsStr::from_bytes(abs)));
+    let mut assigned: BTreeSet<Vec<u8>> = named.values().cloned().collect();
+    for a in actions.iter_mut() {
+        let conflict = a.action == ActionKind::Update
+            && matches!(a.current, Some(EntryType::File | EntryType::Symlink));
+        if !conflict {
+            continue;
+        }
+        match existing {
+            Existing::Replace => {}
+            Existing::Skip => {
+                a.action = ActionKind::Skip;
+                a.reason = format!("{}; left as it is (--overwrite skip)", a.reason);
+                a.bytes = 0;
+                a.conflict_skipped = true;
+            }
+            Existing::Rename => {
+                let keep = named.get(&a.abs).cloned().unwrap_or_else(|| {
+                    kept_name(&a.abs, snap, &|p| taken(p) || assigned.contains(p))
+                });
+                assigned.insert(keep.clone());
+                let what = a.current.map(|c| c.as_str()).unwrap_or("path");
+                a.reason = format!(
+                    "{}; the existing {what} is kept as {}",
+                    a.reason,
+                    shown(&keep)
+                );
+                a.kept_as = Some(shown(&keep));
+                a.keep_as = Some(keep);
+            }
+        }
+    }
 }
 
 fn demote_kept_dirs(actions: &mut [Action], keep: &BTreeSet<Vec<u8>>, reason: &str) {
@@ -519,6 +632,8 @@ pub struct RestoreOptions {
     pub all_homes: bool,
     /// `--undo` even when a newer checkpoint or backup would be replaced.
     pub force: bool,
+    /// What happens to conflicts (existing files and symlinks that differ).
+    pub existing: Existing,
 }
 
 /// Counters reported in `stats`.
@@ -548,6 +663,8 @@ pub struct ApplyStats {
     /// with what happened (reported as warnings: the content is back).
     #[serde(skip)]
     pub unrestored: Vec<(PathBuf, String)>,
+    /// Existing paths kept beside under a new name (`--overwrite rename`).
+    pub kept_aside: u64,
 }
 
 /// The identity for sealed content, or why there is none (each sealed file
@@ -710,13 +827,37 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         roots = mapped;
     }
     // Current state = a safety snapshot of the same roots (committed unless dry run).
-    let tracked: Vec<TrackedRoot> = roots
+    let mut tracked: Vec<TrackedRoot> = roots
         .iter()
         .map(|abs| TrackedRoot {
             shown: tilde_form(abs, settings.home.as_deref()),
             abs: abs.clone(),
         })
         .collect();
+    let snap_short = chosen.id.short();
+    let on_disk = |p: &[u8]| std::fs::symlink_metadata(OsStr::from_bytes(p)).is_ok();
+    // A root that is itself a file may be kept beside it, outside every
+    // root: its kept name becomes a root of the safety snapshot too (absent
+    // there), so that `--undo` removes the kept copy again.
+    let mut named: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    if opts.existing == Existing::Rename {
+        for r in &roots {
+            let is_dir = std::fs::symlink_metadata(r).is_ok_and(|m| m.is_dir());
+            if is_dir {
+                continue;
+            }
+            let abs = r.as_os_str().as_bytes();
+            let keep = kept_name(abs, &snap_short, &|p| {
+                on_disk(p) || desired.contains_key(p) || named.values().any(|v| v == p)
+            });
+            let keep_path = PathBuf::from(OsStr::from_bytes(&keep));
+            tracked.push(TrackedRoot {
+                shown: tilde_form(&keep_path, settings.home.as_deref()),
+                abs: keep_path,
+            });
+            named.insert(abs.to_vec(), keep);
+        }
+    }
     let mut rules = Rules::new(settings)?;
     // The snapshot's roots include the content its links led to, resolved
     // when it was taken: the current state is those same paths, never where
@@ -791,6 +932,9 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         }
     }
     let mut actions = plan_keeping(&desired, &current, opts.mode, &excluded);
+    set_aside(&mut actions, opts.existing, &snap_short, &named, &|p| {
+        on_disk(p) || desired.contains_key(p) || current.contains_key(p) || excluded.contains_key(p)
+    });
     actions.extend(tool_state.into_iter().map(|(abs, want)| Action {
         action: ActionKind::Skip,
         path: display_path(Path::new(OsStr::from_bytes(&abs))),
@@ -801,6 +945,9 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         desired: None,
         current: None,
         blocked: false,
+        conflict_skipped: false,
+        keep_as: None,
+        kept_as: None,
     }));
     // Names a folding file system (macOS, `chattr +F`) takes for one: refuse before any change.
     let written = actions
@@ -1130,13 +1277,23 @@ fn report_errors(env: &mut Envelope, errors: &[Error]) {
     env.put("can_retry", errors.iter().any(|e| e.retryable));
 }
 
-/// One error per path the plan cannot put back (see [`Action::blocked`]).
+/// One error per path the plan cannot put back (see [`Action::blocked`])
+/// or leaves on request (`--overwrite skip`, [`Action::conflict_skipped`]).
 fn blocked_errors(actions: &[Action]) -> Vec<Error> {
     actions
         .iter()
-        .filter(|a| a.blocked)
+        .filter(|a| a.blocked || a.conflict_skipped)
         .map(|a| {
             let p = Path::new(OsStr::from_bytes(&a.abs));
+            if a.conflict_skipped {
+                return Error::new(
+                    ExitCode::Partial,
+                    "conflict_skipped",
+                    format!("{}: left as it is: {}", a.path, a.reason),
+                )
+                .with_path(p)
+                .with_hint("compare with `backup-list --diff SNAPSHOT`; restore it with --overwrite if-changed, or --overwrite rename to keep it beside");
+            }
             Error::new(
                 ExitCode::Partial,
                 "not_restored",
@@ -1373,6 +1530,10 @@ pub fn apply(
                         {
                             return Err(Error::new(ExitCode::Refused, "exists_unscanned", format!("{} exists but was not in the safety snapshot (excluded?); left as it is", display_path(&shown_path))).with_path(&shown_path));
                         }
+                    }
+                    if let Some(keep) = &a.keep_as {
+                        keep_beside(&parent, name, split_name(keep).1, &shown_path)?;
+                        stats.kept_aside += 1;
                     }
                     if a.action == ActionKind::Update && a.current.is_some_and(|c| c != want.kind) {
                         remove_path(&parent, name, a.current == Some(EntryType::Dir))?;
@@ -1979,6 +2140,42 @@ fn set_meta_at(
     Ok(lost)
 }
 
+/// `--overwrite rename`: give the existing file or symlink `name` a second
+/// name `keep` in the same directory (a hard link: the original stays in
+/// place until the restored one replaces it atomically, so the path is never
+/// missing, and the kept one is the very inode, times and all). A `keep`
+/// that appeared since the plan is never replaced.
+fn keep_beside(parent: &Dir, name: &OsStr, keep: &[u8], shown: &Path) -> Result<()> {
+    let keep = OsStr::from_bytes(keep);
+    let kept = parent.path().join(keep);
+    match rustix::fs::linkat(parent.fd(), name, parent.fd(), keep, AtFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(Error::new(
+            ExitCode::Partial,
+            "kept_name_taken",
+            format!(
+                "{}: not restored: {} appeared while restoring, so the existing one cannot be kept under that name",
+                display_path(shown),
+                display_path(&kept)
+            ),
+        )
+        .with_path(shown)
+        .with_hint("run the same command again: a free name is chosen")),
+        Err(e) => Err(Error::new(
+            ExitCode::Partial,
+            "cannot_keep_existing",
+            format!(
+                "{}: not restored: keeping the existing one as {} failed: {}",
+                display_path(shown),
+                display_path(&kept),
+                std::io::Error::from(e)
+            ),
+        )
+        .with_path(shown)
+        .with_hint("this file system may not allow hard links; copy the file aside yourself and restore with --overwrite if-changed")),
+    }
+}
+
 /// Remove a file, symlink, or (empty, or emptied by earlier deletes) directory.
 fn remove_path(parent: &Dir, name: &OsStr, is_dir: bool) -> Result<()> {
     let path = parent.path().join(name);
@@ -2029,6 +2226,26 @@ pub fn selected_paths(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kept_names_fit_the_name_limit_and_avoid_taken_ones() {
+        let none = |_: &[u8]| false;
+        assert_eq!(
+            kept_name(b"/h/.zshrc", "ab12", &none),
+            b"/h/.zshrc.dotfiles-backup-ab12~"
+        );
+        let taken = |p: &[u8]| p == b"/h/x.dotfiles-backup-ab12~";
+        assert_eq!(
+            kept_name(b"/h/x", "ab12", &taken),
+            b"/h/x.dotfiles-backup-ab12.2~"
+        );
+        let long = format!("/h/{}", "é".repeat(200));
+        let k = kept_name(long.as_bytes(), "ab12", &none);
+        let name = &k[3..];
+        assert!(name.len() <= 255, "{}", name.len());
+        assert!(std::str::from_utf8(name).is_ok());
+        assert!(name.ends_with(b".dotfiles-backup-ab12~"));
+    }
+
     use super::*;
     use crate::hash::Hash;
     use crate::paths::ByteName;

@@ -505,7 +505,7 @@ impl TargetResult {
 }
 
 /// Codes that mean "not there right now" rather than "broken".
-fn unreachable_code(code: &str) -> bool {
+pub(crate) fn unreachable_code(code: &str) -> bool {
     matches!(
         code,
         "external_unreachable"
@@ -517,7 +517,7 @@ fn unreachable_code(code: &str) -> bool {
 }
 
 /// Refuse a directory that holds something else than a repository copy.
-fn check_dir_target(store: &DirStore) -> Result<()> {
+pub(crate) fn check_dir_target(store: &DirStore) -> Result<()> {
     let root = store.root();
     if root.join(layout::CONFIG).exists() {
         return Ok(());
@@ -552,7 +552,7 @@ fn check_dir_target(store: &DirStore) -> Result<()> {
 }
 
 /// Create the directories a repository reader expects (an empty copy is still a repository).
-fn ensure_layout(root: &Path) -> Result<()> {
+pub(crate) fn ensure_layout(root: &Path) -> Result<()> {
     for sub in [
         layout::PACKS,
         layout::INDEX,
@@ -595,8 +595,31 @@ fn sync_once(
                 }
             })
         }
-        TargetLocation::Rclone(_) => transfer(&local, open_target(target, settings)?.as_ref()),
+        TargetLocation::Rclone(_) => {
+            let _lock = rclone_lock(settings, target, command)?;
+            transfer(&local, open_target(target, settings)?.as_ref())
+        }
     }
+}
+
+/// The lock that keeps this machine's syncs to an rclone target and its
+/// external prune apart (rclone has no locks; a prune deleting a pack while
+/// a sync copies a snapshot record that needs it would break the copy): the
+/// lock of the target's cache copy, `<cache_dir>/<NAME>/lock`. Without a
+/// usable cache directory a sync goes on unlocked, as before (a prune needs one).
+pub(crate) fn rclone_lock(
+    settings: &Settings,
+    target: &ExternalTarget,
+    command: &str,
+) -> Result<Option<crate::repo::lock::LockGuard>> {
+    let Some(base) = &settings.external.cache_dir else {
+        return Ok(None);
+    };
+    let dir = base.join(&target.name);
+    if make_private_dir(&dir).is_err() {
+        return Ok(None);
+    }
+    crate::repo::lock::acquire(&dir.join("lock"), command, settings.lock_wait).map(Some)
 }
 
 /// Sync the local repository to one target, with retries.
@@ -749,7 +772,7 @@ pub fn after_write(settings: &Settings, env: &mut Envelope) {
 }
 
 /// The targets a command names: all, or the one called `name`.
-fn chosen<'a>(
+pub(crate) fn chosen<'a>(
     settings: &'a Settings,
     name: Option<&str>,
     flag: &str,
@@ -867,7 +890,7 @@ pub fn sync_command(settings: &Settings, name: Option<&str>, env: &mut Envelope)
     Ok(())
 }
 
-fn exit_for(code: &str) -> ExitCode {
+pub(crate) fn exit_for(code: &str) -> ExitCode {
     match code {
         "external_copy_mismatch" | "corrupt_config" | "corrupt_index" | "unsupported_format" => {
             ExitCode::Corrupt
@@ -880,7 +903,7 @@ fn exit_for(code: &str) -> ExitCode {
     }
 }
 
-fn make_private_dir(path: &Path) -> Result<()> {
+pub(crate) fn make_private_dir(path: &Path) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -1162,6 +1185,9 @@ mod tests {
         }
         fn flush(&self, dir: &str) -> Result<()> {
             self.inner.flush(dir)
+        }
+        fn remove(&self, rel: &str) -> Result<()> {
+            self.inner.remove(rel)
         }
     }
 

@@ -299,6 +299,7 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
             command: "backup-rollback".into(),
             all_homes: false,
             force: false,
+            existing: restore::Existing::Replace,
         },
         env,
     )
