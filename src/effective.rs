@@ -91,6 +91,10 @@ fn values(s: &Settings) -> Vec<(String, Value)> {
             "repository.lock_wait_secs".into(),
             json!(s.lock_wait.as_secs_f64()),
         ),
+        (
+            "repository.verify_after_write".into(),
+            json!(s.verify_after_write),
+        ),
         ("track.config".into(), json!(t.config)),
         ("track.data".into(), json!(t.data)),
         ("track.exclude".into(), json!(t.exclude)),

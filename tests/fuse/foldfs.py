@@ -23,7 +23,12 @@ import os
 import sys
 import unicodedata
 
-import mfusepy as fuse
+# mfusepy looks for libfuse 2 first; where both are installed that one's
+# fusermount refuses a non-empty mount point (the tests mount over a home
+# that has files). libfuse3 is what scripts/fuse-tools and .ci/run provide.
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+import mfusepy as fuse  # noqa: E402  (after choosing the library)
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
