@@ -895,13 +895,10 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     // Packed now, committed below only if something is going to change
     // (dropped on every other way out, which removes its packs).
     let safety = prepare_snapshot(Some(&repo), &tracked, &rules, &safety_opts, None)?;
-    let clean_temps = safety
-        .excluded()
-        .iter()
-        .any(|e| e.reason == crate::scan::INTERRUPTED_WRITE);
-    if clean_temps && !opts.dry_run {
+    if !opts.dry_run {
         // A killed rollback leaves whole temp copies (possibly a decrypted
-        // key) in directories this plan may not touch: remove them all.
+        // key), also in directories this plan does not touch: the one place
+        // they are removed, before anything is applied.
         remove_interrupted_writes(settings.home.as_deref(), safety.excluded());
     }
     let (current, _) = flatten(safety.tree(), &|root: &Path| {
@@ -1041,7 +1038,6 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         ApplyTarget {
             home: settings.home.as_deref(),
             target: anchor.as_deref(),
-            clean_temps,
             desired: Some(&desired),
         },
         &secret_access(settings, &actions),
@@ -1173,6 +1169,9 @@ fn remove_interrupted_writes(home: Option<&Path>, excluded: &[crate::scan::Exclu
         .filter(|e| e.reason == crate::scan::INTERRUPTED_WRITE)
         .filter_map(|e| e.abs.parent())
         .collect();
+    if dirs.is_empty() {
+        return;
+    }
     let Ok(base) = Dir::open(home) else { return };
     for dir in dirs {
         let Ok(rel) = dir.strip_prefix(home) else {
@@ -1391,10 +1390,6 @@ pub struct ApplyTarget<'a> {
     pub home: Option<&'a Path>,
     /// `--target`: everything goes beneath it.
     pub target: Option<&'a Path>,
-    /// The safety scan saw temp files of an interrupted write: look for
-    /// stale ones in every directory changed (otherwise none can be there,
-    /// and the listing of each directory is saved).
-    pub clean_temps: bool,
     /// The snapshot's entries: a directory whose entries change gets its
     /// stored time back afterwards even when the plan has no action for it
     /// (a rename into it moved its mtime).
@@ -1418,7 +1413,6 @@ pub fn apply(
     let ApplyTarget {
         home,
         target,
-        clean_temps,
         desired,
     } = place;
     if let Some(t) = target {
@@ -1776,21 +1770,11 @@ pub fn apply(
             .iter()
             .all(|(_, d)| d.sync_file_system_since_open());
     for ((anchor, rel), changed) in dirs_to_sync {
-        if all_durable && !clean_temps {
+        if all_durable {
             continue;
         }
         let synced = match Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
-            Ok(d) => {
-                if clean_temps {
-                    // Temp files of an earlier run that was killed mid-write
-                    // (the safety scan saw at least one).
-                    let _ = d.remove_stale_temps();
-                }
-                if all_durable {
-                    continue;
-                }
-                d.sync()
-            }
+            Ok(d) => d.sync(),
             Err(e) => {
                 // Removed or replaced by a later action of this plan: the sync
                 // of its parent (also in this map) makes that durable.
