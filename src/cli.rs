@@ -278,8 +278,24 @@ fn run_with(
     if let Some(s) = &settings {
         crate::runlog::record(&s.repo, &mut env);
     }
-    emit(&env, common, settings.as_ref(), human);
-    env.exit().into()
+    let outcome = env.exit();
+    match emit(&env, common, settings.as_ref(), human) {
+        Ok(()) => outcome.into(),
+        Err(e) => {
+            eprintln!(
+                "error: the result could not be written to standard output: {e}; the run itself ended with exit code {}. \
+                 Free space where standard output goes (or drop the redirection), then see `backup-list` and the run log for what it did",
+                outcome.code(),
+            );
+            // A failed run keeps its own, more telling, code.
+            if outcome == ExitCode::Success {
+                ExitCode::OutputLost
+            } else {
+                outcome
+            }
+            .into()
+        }
+    }
 }
 
 fn install_quiet_panic_hook() {
@@ -291,12 +307,38 @@ fn install_quiet_panic_hook() {
 }
 
 /// Print the envelope as JSON, or the human rendering plus errors on stderr.
-pub fn emit(env: &Envelope, common: &CommonArgs, settings: Option<&Settings>, human: HumanRender) {
+///
+/// `Err` when standard output could not be written (a full disk or an I/O
+/// error on the file it is redirected to); a reader that went away (`| head`)
+/// is not an error.
+pub fn emit(
+    env: &Envelope,
+    common: &CommonArgs,
+    settings: Option<&Settings>,
+    human: HumanRender,
+) -> std::io::Result<()> {
+    let written = write_stdout(env, common, settings, human);
+    if !common.json {
+        write_stderr(env, common);
+    }
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// The envelope as JSON, or its human rendering, on standard output.
+fn write_stdout(
+    env: &Envelope,
+    common: &CommonArgs,
+    settings: Option<&Settings>,
+    human: HumanRender,
+) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if common.json {
-        let _ = writeln!(out, "{}", env.to_json());
-        return;
+        writeln!(out, "{}", env.to_json())?;
+        return out.flush();
     }
     use std::io::IsTerminal;
     crate::human::set_color(crate::human::color_wanted(
@@ -307,13 +349,19 @@ pub fn emit(env: &Envelope, common: &CommonArgs, settings: Option<&Settings>, hu
         if let Some(s) = settings {
             let text = human(env, s);
             if !text.is_empty() {
-                let _ = write!(out, "{text}");
+                write!(out, "{text}")?;
                 if !text.ends_with('\n') {
-                    let _ = writeln!(out);
+                    writeln!(out)?;
                 }
             }
         }
     }
+    out.flush()
+}
+
+/// Warnings and errors (and with `--verbose` the counters) on standard error.
+fn write_stderr(env: &Envelope, common: &CommonArgs) {
+    use std::io::IsTerminal;
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
     let color = crate::human::color_wanted(common.color, std::io::stderr().is_terminal());

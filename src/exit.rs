@@ -30,6 +30,10 @@ pub enum ExitCode {
     /// A writer met a repository it cannot write (a read-only mount, or no
     /// write permission); nothing was changed.
     ReadOnly,
+    /// The operation finished, but its result could not be written to
+    /// standard output (a full disk or an I/O error on the file it was
+    /// redirected to). What the run did is in the run log and `backup-list`.
+    OutputLost,
     /// A bug: a panic was caught. Nothing half-written is visible.
     Internal,
 }
@@ -47,12 +51,13 @@ impl ExitCode {
             ExitCode::Corrupt => 6,
             ExitCode::NoSpace => 7,
             ExitCode::ReadOnly => 8,
+            ExitCode::OutputLost => 9,
             ExitCode::Internal => 70,
         }
     }
 
     /// All variants, for documentation and tests.
-    pub const ALL: [ExitCode; 10] = [
+    pub const ALL: [ExitCode; 11] = [
         ExitCode::Success,
         ExitCode::Failed,
         ExitCode::Usage,
@@ -62,6 +67,7 @@ impl ExitCode {
         ExitCode::Corrupt,
         ExitCode::NoSpace,
         ExitCode::ReadOnly,
+        ExitCode::OutputLost,
         ExitCode::Internal,
     ];
 }

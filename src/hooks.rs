@@ -55,7 +55,7 @@ pub fn run_for(hooks: &HooksSection, env: &mut Envelope) {
         Status::Skipped => return,
     };
     let Some(hook) = hook else { return };
-    let input = env.to_json();
+    let input = env.to_json_line();
     let timeout = Duration::from_secs(hooks.timeout_secs.max(1));
     if let Err(why) = run_one(hook, event, &env.command, input, timeout) {
         env.warnings.push(Warning::new(
@@ -110,6 +110,7 @@ fn run_one(
         .env("BACKUP_HOOK_EVENT", event)
         .env("BACKUP_HOOK_COMMAND", command)
         .process_group(0);
+    crate::secrets::withhold_from(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("could not be started: {e}"))?;

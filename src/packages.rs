@@ -32,7 +32,11 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long after a command ended its output pipes may take to close.
+const PIPE_GRACE: Duration = Duration::from_millis(500);
 
 use serde::Serialize;
 
@@ -333,12 +337,48 @@ fn find(programs: &[String]) -> Option<PathBuf> {
 }
 
 /// Read a pipe to the end, keeping at most `max + 1` bytes (one more reveals "too large").
-fn drain(mut r: impl Read, max: u64) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let _ = (&mut r).take(max + 1).read_to_end(&mut kept);
-    // Keep reading so the child never blocks on a full pipe.
-    let _ = std::io::copy(&mut r, &mut std::io::sink());
-    kept
+/// Read `r` on a thread into a shared buffer (at most `max + 1` bytes kept,
+/// the rest read and dropped so the child never blocks on a full pipe).
+fn drain(mut r: impl Read + Send + 'static, max: u64) -> Drained {
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, done) = mpsc::channel();
+    let sink = Arc::clone(&kept);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let mut kept = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    let room = (max + 1).saturating_sub(kept.len() as u64) as usize;
+                    kept.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    Drained { kept, done }
+}
+
+/// A pipe being read by [`drain`].
+struct Drained {
+    kept: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Drained {
+    /// What was read once the pipe closed, or by `until` at the latest: a
+    /// detached grandchild (an update notifier started with `setsid`) can hold
+    /// the pipe open forever, and the command's own output is already in it
+    /// once the command has exited.
+    fn take(self, until: Instant) -> Vec<u8> {
+        let _ = self
+            .done
+            .recv_timeout(until.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Learn the witnesses a rule has to ask for, then compute the key (before
@@ -512,6 +552,7 @@ fn exec(
         .env("NO_COLOR", "1")
         // Its own process group, so a timeout kills the command's children too.
         .process_group(0);
+    crate::secrets::withhold_from(&mut cmd);
     if let Some(dir) = scratch {
         cmd.envs(SCRATCH_ENV.iter().map(|(k, sub)| (k, dir.join(sub))));
         cmd.envs(QUIET_ENV.iter().copied());
@@ -524,8 +565,8 @@ fn exec(
         let _ = child.wait();
         return Err(Failure::Failed("its output could not be captured".into()));
     };
-    let out_reader = std::thread::spawn(move || drain(stdout, max));
-    let err_reader = std::thread::spawn(move || drain(stderr, 4096));
+    let out_reader = drain(stdout, max);
+    let err_reader = drain(stderr, 4096);
     let status = match child.wait_timeout(timeout) {
         Ok(Some(st)) => Some(st),
         Ok(None) | Err(_) => None,
@@ -537,9 +578,12 @@ fn exec(
         let _ = child.kill();
         let _ = child.wait();
     }
-    // The group is dead, so the pipes close and the readers end.
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    // The group is dead, so the pipes close and the readers end, unless a
+    // child that left the group holds them: the command's own output is in
+    // the pipe by now, and a moment collects it.
+    let until = Instant::now() + PIPE_GRACE;
+    let stdout = out_reader.take(until);
+    let stderr = err_reader.take(until);
     let Some(status) = status else {
         return Err(Failure::Timeout);
     };

@@ -242,9 +242,15 @@ impl Envelope {
             .unwrap_or(ExitCode::Internal)
     }
 
-    /// Serialize as one line of JSON.
+    /// Serialize as indented JSON (what `--json` prints).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("envelope serializes")
+    }
+
+    /// Serialize as one line of JSON (what hooks read on standard input, so
+    /// that a line-based reader gets the whole envelope).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("envelope serializes")
     }
 }
 

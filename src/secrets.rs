@@ -52,6 +52,12 @@ pub use crate::repo::pack::FLAG_AGE;
 /// Environment variable holding the passphrase of a passphrase-protected identity file.
 pub const PASSPHRASE_ENV: &str = "BACKUP_AGE_PASSPHRASE";
 
+/// Keep the identity's passphrase out of a child's environment: it unlocks
+/// every stored secret, and no hook, package manager or rclone needs it.
+pub fn withhold_from(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env_remove(PASSPHRASE_ENV)
+}
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Which secret-id key a recipient set uses.

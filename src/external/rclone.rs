@@ -105,6 +105,7 @@ impl RcloneStore {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        crate::secrets::withhold_from(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| {
             Error::io("running", &self.bin, &e)
                 .with_hint("check that rclone is installed and executable")

@@ -10,8 +10,11 @@
 //! B u32, then B records { blob id[32] flags u8 pack u32 offset u64 length u64 }
 //! ```
 //!
-//! Loading reads every file in `index/`; a blob listed twice (after a crash
-//! and a rerun) resolves to the first location, which is as good as any.
+//! Loading reads every file in `index/`. A blob listed twice (after a crash
+//! and a rerun, or stored again because its first pack went missing)
+//! resolves to a location whose pack is in `packs/` when there is one: index
+//! files load in name order, which is random, so "first" alone would let a
+//! lost pack's entry hide the copy stored again after it.
 //!
 //! A writer deduplicates only against [`Index::load_for_reuse`], which leaves
 //! out every location whose pack is not a regular file in `packs/`: a blob is
@@ -57,22 +60,34 @@ pub struct Index {
     /// parseable): (path, why). Their packs' blobs were recovered from the
     /// pack trailers instead.
     pub damaged: Vec<(PathBuf, String)>,
+    /// Locations in packs that are not in `packs/`, kept apart until every
+    /// file is read so that they only fill in blobs stored nowhere else.
+    in_missing_packs: HashMap<Hash, BlobLocation>,
 }
 
 impl Index {
     /// Load every index file in `dir`, checking each against its name.
     pub fn load(dir: &Path) -> Result<Index> {
-        Index::load_filtered(dir, None)
+        let mut index = Index::load_filtered(dir, &dir.with_file_name(layout::PACKS))?;
+        // A reader still wants a lost pack's locations (verify names what
+        // they held, repair fetches them), but only where nothing better is.
+        for (id, loc) in std::mem::take(&mut index.in_missing_packs) {
+            index.blobs.entry(id).or_insert(loc);
+        }
+        index.missing_packs.clear();
+        Ok(index)
     }
 
     /// Load every index file in `dir`, leaving out locations in packs that
     /// are not a regular file in `packs_dir` (recorded in `missing_packs`).
     /// What a writer deduplicates against.
     pub fn load_for_reuse(dir: &Path, packs_dir: &Path) -> Result<Index> {
-        Index::load_filtered(dir, Some(packs_dir))
+        let mut index = Index::load_filtered(dir, packs_dir)?;
+        index.in_missing_packs.clear();
+        Ok(index)
     }
 
-    fn load_filtered(dir: &Path, packs_dir: Option<&Path>) -> Result<Index> {
+    fn load_filtered(dir: &Path, packs_dir: &Path) -> Result<Index> {
         let mut index = Index::default();
         // One lstat per pack named (packs are up to 32 MiB: few of them).
         let mut present: HashMap<Hash, bool> = HashMap::new();
@@ -91,13 +106,10 @@ impl Index {
             let path = dir.join(id.to_hex());
             let mut usable = |pack: &Hash| {
                 named.insert(*pack);
-                match packs_dir {
-                    None => true,
-                    Some(packs) => *present.entry(*pack).or_insert_with(|| {
-                        std::fs::symlink_metadata(packs.join(pack.to_hex()))
-                            .is_ok_and(|m| m.file_type().is_file())
-                    }),
-                }
+                *present.entry(*pack).or_insert_with(|| {
+                    std::fs::symlink_metadata(packs_dir.join(pack.to_hex()))
+                        .is_ok_and(|m| m.file_type().is_file())
+                })
             };
             match load_file(&path, id, &mut index, &mut usable) {
                 Ok(missing) => {
@@ -111,10 +123,7 @@ impl Index {
             }
         }
         if !index.damaged.is_empty() {
-            let packs = packs_dir
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| dir.with_file_name(layout::PACKS));
-            index.recover_from_trailers(&packs, &named)?;
+            index.recover_from_trailers(packs_dir, &named)?;
         }
         Ok(index)
     }
@@ -179,16 +188,18 @@ impl Index {
         })?;
         let ok: Vec<bool> = packs.iter().map(&mut *usable).collect();
         for (id, flags, pack_no, offset, length) in records {
-            if !ok[pack_no as usize] {
-                continue;
-            }
-            let pack = packs[pack_no as usize];
-            self.blobs.entry(id).or_insert(BlobLocation {
-                pack,
+            let location = BlobLocation {
+                pack: packs[pack_no as usize],
                 flags,
                 offset,
                 length,
-            });
+            };
+            let into = if ok[pack_no as usize] {
+                &mut self.blobs
+            } else {
+                &mut self.in_missing_packs
+            };
+            into.entry(id).or_insert(location);
         }
         Ok(packs
             .iter()
@@ -332,6 +343,9 @@ fn load_file(
     for (b, loc) in one.blobs {
         index.blobs.entry(b).or_insert(loc);
     }
+    for (b, loc) in one.in_missing_packs {
+        index.in_missing_packs.entry(b).or_insert(loc);
+    }
     Ok(missing)
 }
 
@@ -378,6 +392,54 @@ mod tests {
             (loc.pack, loc.offset, loc.length),
             (Hash::of(b"pack"), 9, 1)
         );
+    }
+
+    fn one_pack(pack: &[u8], blobs: &[&[u8]]) -> FinishedPack {
+        FinishedPack {
+            id: Hash::of(pack),
+            size: 100,
+            blobs: blobs
+                .iter()
+                .enumerate()
+                .map(|(i, b)| PackedBlob {
+                    id: Hash::of(b),
+                    flags: 0,
+                    offset: 8 + i as u64,
+                    length: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_blob_stored_again_resolves_to_the_pack_that_is_there_whatever_the_file_order() {
+        // Attack finding 09: a pack went missing, the next checkpoint stored
+        // its blob again in a new pack; a reader must find the new copy
+        // whichever of the two index files sorts first.
+        let mut orders = HashSet::new();
+        for variant in 0..16u8 {
+            let repo = tempfile::tempdir().unwrap();
+            let (index_dir, packs_dir) = (repo.path().join("index"), repo.path().join("packs"));
+            std::fs::create_dir_all(&index_dir).unwrap();
+            std::fs::create_dir_all(&packs_dir).unwrap();
+            let lost = one_pack(&[b'l', variant], &[b"data", &[b'x', variant]]);
+            let again = one_pack(b"again", &[b"data"]);
+            let (lost_id, lost_bytes) = encode(&[lost.clone()]);
+            let (again_id, again_bytes) = encode(&[again.clone()]);
+            std::fs::write(index_path(&index_dir, &lost_id), lost_bytes).unwrap();
+            std::fs::write(index_path(&index_dir, &again_id), again_bytes).unwrap();
+            std::fs::write(packs_dir.join(again.id.to_hex()), b"pack").unwrap();
+            orders.insert(lost_id < again_id);
+
+            let read = Index::load(&index_dir).unwrap();
+            assert_eq!(read.get(&Hash::of(b"data")).unwrap().pack, again.id);
+            // What only the lost pack held is still known to a reader.
+            assert_eq!(read.get(&Hash::of(&[b'x', variant])).unwrap().pack, lost.id);
+            let reuse = Index::load_for_reuse(&index_dir, &packs_dir).unwrap();
+            assert_eq!(reuse.get(&Hash::of(b"data")).unwrap().pack, again.id);
+            assert!(!reuse.contains(&Hash::of(&[b'x', variant])));
+        }
+        assert_eq!(orders.len(), 2, "both file orders were exercised");
     }
 
     #[test]
