@@ -547,6 +547,16 @@ pub fn verify(env: &Envelope, _s: &Settings) -> String {
                 p.as_str().unwrap_or("?")
             );
         }
+        for q in r["quarantined"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{} {} -> {} ({})",
+                paint("QUARANTINED", Style::Red),
+                q["record"].as_str().unwrap_or("?"),
+                q["moved_to"].as_str().unwrap_or("?"),
+                q["reason"].as_str().unwrap_or("?")
+            );
+        }
         for l in r["lost"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
