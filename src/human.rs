@@ -1059,19 +1059,6 @@ pub fn run_stats(env: &Envelope, _s: &Settings) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn control_characters_are_escaped_and_the_rest_kept() {
-        assert_eq!(super::esc("~/.zshrc"), "~/.zshrc");
-        assert_eq!(super::esc("café ✓"), "café ✓");
-        assert_eq!(
-            super::esc("a\nb\tc\rd\x1b[2Ke\u{9b}f\u{7f}"),
-            "a\\nb\\tc\\rd\\x1b[2Ke\\u{9b}f\\x7f"
-        );
-    }
-}
-
 /// `backup-create --schedule`.
 pub fn schedule(env: &Envelope, _s: &Settings) -> String {
     let mut out = String::new();
@@ -1099,4 +1086,17 @@ pub fn schedule(env: &Envelope, _s: &Settings) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(super::esc("~/.zshrc"), "~/.zshrc");
+        assert_eq!(super::esc("café ✓"), "café ✓");
+        assert_eq!(
+            super::esc("a\nb\tc\rd\x1b[2Ke\u{9b}f\u{7f}"),
+            "a\\nb\\tc\\rd\\x1b[2Ke\\u{9b}f\\x7f"
+        );
+    }
 }

@@ -308,7 +308,7 @@ pub fn run(settings: &Settings, interval: Interval, env: &mut Envelope) -> Resul
                 std::fs::create_dir_all(dir)
                     .ctx("creating the scheduler's directory", dir)
                     .and_then(|()| crate::atomic::write_file_atomic(path, w.as_bytes(), 0o644))
-                    .map_err(|e| e.with_hint(&format!(
+                    .map_err(|e| e.with_hint(format!(
                         "make {} writable for this user (or point XDG_CONFIG_HOME elsewhere on Linux) and run again; files already in place are complete",
                         display_path(dir)
                     )))?;
