@@ -547,6 +547,16 @@ pub fn verify(env: &Envelope, _s: &Settings) -> String {
                 p.as_str().unwrap_or("?")
             );
         }
+        for q in r["quarantined"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "{} {} -> {} ({})",
+                paint("QUARANTINED", Style::Red),
+                q["record"].as_str().unwrap_or("?"),
+                q["moved_to"].as_str().unwrap_or("?"),
+                q["reason"].as_str().unwrap_or("?")
+            );
+        }
         for l in r["lost"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
@@ -1045,6 +1055,35 @@ pub fn run_stats(env: &Envelope, _s: &Settings) -> String {
                 None => "never".into(),
             }
         );
+    }
+    out
+}
+
+/// `backup-create --schedule`.
+pub fn schedule(env: &Envelope, _s: &Settings) -> String {
+    let mut out = String::new();
+    let p = env.extra.get("schedule").cloned().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "schedule {} ({})",
+        p["interval"].as_str().unwrap_or("?"),
+        p["scheduler"].as_str().unwrap_or("?")
+    );
+    for f in p["files"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<9} {}",
+            f["action"].as_str().unwrap_or("?"),
+            f["path"].as_str().unwrap_or("?")
+        );
+        if let Some(copy) = f["edited_copy"].as_str() {
+            let _ = writeln!(out, "  kept your edited version as {copy}");
+        }
+    }
+    if p["activated"] == true {
+        for c in p["commands"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  ran: {}", c.as_str().unwrap_or("?"));
+        }
     }
     out
 }

@@ -395,3 +395,52 @@ fn a_pack_damaged_before_the_commit_fails_the_checkpoint_with_nothing_committed(
     assert_eq!(rc, 0, "{v:#}");
     common::assert_trees_equal(&e.home.join(".config"), &target.join(".config"));
 }
+
+/// Issue 16: a full disk while `backup-verify --repair` moves a damaged
+/// record to quarantine (the mkdir, the rename or a directory fsync fails)
+/// exits 7 naming the path and loses nothing: the record is in `snapshots/`
+/// or in `quarantine/snapshots/`, byte for byte, and the next repair ends
+/// the job (exit 6, repaired with loss) with the other snapshot restorable.
+#[test]
+fn a_full_disk_during_quarantine_loses_nothing_and_the_next_repair_finishes() {
+    if !strace_works() {
+        skip_unless_required("strace", "strace is not installed or cannot trace here");
+        return;
+    }
+    for syscall in ["mkdir", "/^rename", "fsync"] {
+        let e = TestEnv::new();
+        for label in ["c1", "c2"] {
+            e.write(".config/a", label.as_bytes(), 0o644);
+            let (rc, v) = e.json(
+                "backup-checkpoint",
+                &["manual", label, "--path", "~/.config"],
+            );
+            assert_eq!(rc, 0, "{v:#}");
+        }
+        let record = common::names_in(&e.repo, "snapshots")[0].clone();
+        std::fs::write(&record, b"damaged").unwrap();
+        let moved = e
+            .repo
+            .join("quarantine/snapshots")
+            .join(record.file_name().unwrap());
+        let plain = e.command("backup-verify", &["--json", "--repair"], &[]);
+        let inject = format!("inject={syscall}:error=ENOSPC");
+        let trace = format!("trace={syscall}");
+        let cmd = &mut under_strace(&plain, &["-e", &trace, "-e", &inject]);
+        let (rc, v) = parse_envelope(&cmd.output().unwrap());
+        assert_eq!(rc, 7, "{syscall}: {v:#}");
+        assert!(v["errors"][0]["path"].is_string(), "{syscall}: {v:#}");
+        let kept = std::fs::read(&record).or_else(|_| std::fs::read(&moved));
+        assert_eq!(kept.unwrap(), b"damaged", "{syscall}: the record is kept");
+        let (rc, v) = e.json("backup-verify", &["--repair"]);
+        assert!(rc == 6 || rc == 0, "{syscall}: {v:#}");
+        assert_eq!(std::fs::read(&moved).unwrap(), b"damaged", "{syscall}");
+        let (rc, v) = e.json("backup-list", &[]);
+        assert_eq!(rc, 0, "{syscall}: {v:#}");
+        assert_eq!(
+            v["snapshots"].as_array().unwrap().len(),
+            1,
+            "{syscall}: {v:#}"
+        );
+    }
+}

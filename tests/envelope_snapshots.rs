@@ -317,3 +317,17 @@ fn schema_rejects_malformed_envelopes() {
         );
     }
 }
+
+/// `backup-create --schedule daily` where no `systemctl` can be run: the
+/// files are written, `activated: false`, and the warning names the commands.
+#[test]
+fn schedule_envelope() {
+    let e = fixture();
+    let path = [("PATH", "/nonexistent")];
+    let (rc, v, _) = e.run("backup-create", &args(&["--schedule", "daily"]), &path);
+    assert_eq!(rc, 0, "{v:#}");
+    snap!("schedule_daily", normalize(&v, &e));
+    let (rc, v, _) = e.run("backup-create", &args(&["--schedule", "off"]), &path);
+    assert_eq!(rc, 0, "{v:#}");
+    snap!("schedule_off", normalize(&v, &e));
+}

@@ -830,3 +830,132 @@ fn repair_from_external_fetches_what_was_lost_locally() {
         "the damaged content is still named: {v:#}"
     );
 }
+
+/// Issue 16: a snapshot record damaged here and on the copy too no longer
+/// stops `--repair --from-external`: it is moved to `quarantine/snapshots/`
+/// (its bytes kept), reported in `repair.quarantined` and `repair.lost`,
+/// exit 6 ("repaired with loss"), and the rest is repaired: a deleted pack
+/// comes back from the copy and the other snapshots restore.
+#[test]
+fn a_record_damaged_here_and_on_the_copy_is_quarantined_and_the_rest_repaired() {
+    let e = TestEnv::with_dotfiles();
+    let ext = e.tmp.path().join("drive");
+    std::fs::create_dir(&ext).unwrap();
+    let env = target_env(&ext);
+    let mut records = Vec::new();
+    for (i, label) in ["c1", "c2", "c3"].iter().enumerate() {
+        e.write(".config/a", &noise(4000 + i, i as u64), 0o644);
+        let before = names_in(&e.repo, "snapshots");
+        let (rc, v, _) = run(&e, "backup-checkpoint", &["manual", label], &env);
+        assert_eq!(rc, 0, "{v:#}");
+        assert_eq!(v["external"][0]["status"], "synced", "{v:#}");
+        let new: Vec<PathBuf> = names_in(&e.repo, "snapshots")
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        records.push(new[0].clone());
+    }
+    let rel = |p: &Path| {
+        p.strip_prefix(&e.repo)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    // c2's record cut on both sides; a pack deleted locally only.
+    let damaged = std::fs::read(&records[1]).unwrap()[..20].to_vec();
+    std::fs::write(&records[1], &damaged).unwrap();
+    std::fs::write(ext.join(rel(&records[1])), &damaged).unwrap();
+    let packs = names_in(&e.repo, "packs");
+    std::fs::remove_file(&packs[0]).unwrap();
+    assert_eq!(e.json("backup-list", &[]).0, 6, "the damage stops readers");
+
+    let (rc, v, _) = run(&e, "backup-verify", &["--repair", "--from-external"], &env);
+    assert_eq!(rc, 6, "repaired with loss: {v:#}");
+    let q = &v["repair"]["quarantined"];
+    assert_eq!(q.as_array().unwrap().len(), 1, "{v:#}");
+    let moved = e.repo.join("quarantine").join(rel(&records[1]));
+    assert_eq!(std::fs::read(&moved).unwrap(), damaged, "kept, not deleted");
+    assert!(!records[1].exists());
+    assert!(
+        q[0]["moved_to"]
+            .as_str()
+            .unwrap()
+            .ends_with(&rel(&records[1])),
+        "{v:#}"
+    );
+    assert!(
+        v["repair"]["lost"].to_string().contains("damaged record"),
+        "{v:#}"
+    );
+    assert!(
+        v["repair"]["fetched"].to_string().contains(&rel(&packs[0])),
+        "{v:#}"
+    );
+    assert_eq!(v["errors"][0]["code"], "snapshot_lost", "{v:#}");
+    assert!(
+        v["warnings"].to_string().contains("snapshot_quarantined"),
+        "{v:#}"
+    );
+    // The others are intact and restore; the next verify is clean.
+    let (rc, v) = e.json("backup-list", &[]);
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 2, "{v:#}");
+    for label in ["c1", "c3"] {
+        let target = e.tmp.path().join(format!("r-{label}"));
+        let (rc, v) = e.json(
+            "backup-restore",
+            &[label, "--target", target.to_str().unwrap()],
+        );
+        assert_eq!(rc, 0, "{label}: {v:#}");
+    }
+    assert_eq!(e.json("backup-verify", &["--read-data"]).0, 0);
+}
+
+/// `backup-verify --repair --from-external` through an rclone target (a
+/// `local` remote): a pack deleted and a tree cut locally are fetched through
+/// the target's cache directory, checked by hash, and a full restore equals
+/// the home.
+#[test]
+fn repair_from_an_rclone_copy_fetches_what_was_lost_locally() {
+    if !rclone_available() {
+        return;
+    }
+    let e = TestEnv::with_dotfiles();
+    let remote: PathBuf = e.tmp.path().join("remote/dotfiles");
+    let env = rclone_env(&e, &remote);
+    e.write(".config/a", &noise(6000, 7), 0o644);
+    let (rc, v, stderr) = run(&e, "backup-checkpoint", &["manual", "c1"], &env);
+    assert_eq!(rc, 0, "{v:#}\n{stderr}");
+    assert_eq!(v["external"][0]["status"], "synced", "{v:#}");
+    let packs = names_in(&e.repo, "packs");
+    let trees = names_in(&e.repo, "trees");
+    for p in &packs {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::write(&trees[0], b"{").unwrap();
+    assert_eq!(e.json("backup-verify", &["--read-data"]).0, 6);
+    let (rc, v, stderr) = run(
+        &e,
+        "backup-verify",
+        &["--repair", "--from-external=cloud", "--read-data"],
+        &env,
+    );
+    assert_eq!(rc, 0, "{v:#}\n{stderr}");
+    let fetched = v["repair"]["fetched"].to_string();
+    for p in packs.iter().chain(&trees[..1]) {
+        let rel = p
+            .strip_prefix(&e.repo)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(fetched.contains(&rel), "{rel} fetched: {v:#}");
+    }
+    assert_eq!(v["repair"]["lost"], serde_json::json!([]), "{v:#}");
+    let target = e.tmp.path().join("restored");
+    let (rc, v) = e.json(
+        "backup-restore",
+        &["c1", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert_trees_equal(&e.home.join(".config"), &target.join(".config"));
+}

@@ -2,6 +2,9 @@ complete -c backup-create -l exclude -d 'Also exclude paths matching this gitign
 complete -c backup-create -l label -d 'Label (default `backup`)' -r
 complete -c backup-create -l tag -d 'Tag (repeatable)' -r
 complete -c backup-create -l sync-external -d 'Copy what the external targets (or the one named) lack; no backup is taken' -r
+complete -c backup-create -l schedule -d 'Install (daily, hourly) or remove (off) a systemd user timer / launchd agent that runs a checkpoint, the retention policy and the health check; no backup is taken' -r -f -a "daily\t'Once a day'
+hourly\t'Once an hour'
+off\t'Remove the schedule'"
 complete -c backup-create -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-create -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
 complete -c backup-create -l path -d 'Track this path instead of the configured set (repeatable)' -r -F

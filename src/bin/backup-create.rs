@@ -10,7 +10,7 @@ use dotfiles_backup::ops::checkpoint;
     name = "backup-create",
     version,
     about,
-    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop\n  backup-create --init-secrets   # then secret files (~/.ssh/id_*, tokens) are stored encrypted\n  backup-create --sync-external  # copy what the external drive or remote missed\n  backup-create --print-config   # every setting, its value and where it came from"
+    after_help = "Examples:\n  backup-create\n  backup-create --config-only --dry-run\n  backup-create --label weekly --tag laptop\n  backup-create --init-secrets   # then secret files (~/.ssh/id_*, tokens) are stored encrypted\n  backup-create --sync-external  # copy what the external drive or remote missed\n  backup-create --print-config   # every setting, its value and where it came from\n  backup-create --schedule daily # a checkpoint, prune and health check every day (systemd user timer / launchd agent); --schedule off removes it"
 )]
 struct Args {
     /// Only the configuration class (`track.config`), not `track.data`
@@ -38,6 +38,9 @@ struct Args {
     /// Copy what the external targets (or the one named) lack; no backup is taken
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     sync_external: Option<dotfiles_backup::external::TargetChoice>,
+    /// Install (daily, hourly) or remove (off) a systemd user timer / launchd agent that runs a checkpoint, the retention policy and the health check; no backup is taken
+    #[arg(long, value_name = "WHEN", value_enum)]
+    schedule: Option<dotfiles_backup::ops::schedule::Interval>,
     /// Print the effective configuration, each value with its source (default, config file, env, flag); no backup is taken
     #[arg(long)]
     print_config: bool,
@@ -59,6 +62,15 @@ fn main() -> std::process::ExitCode {
             over,
             |s, env| dotfiles_backup::ops::sync::sync_command(s, name, env),
             dotfiles_backup::ops::sync::human,
+        );
+    }
+    if let Some(interval) = args.schedule {
+        return cli::run_read_only_settings(
+            "backup-create",
+            &args.common,
+            over,
+            |s, env| dotfiles_backup::ops::schedule::run(s, interval, env),
+            dotfiles_backup::human::schedule,
         );
     }
     if args.print_config {

@@ -280,9 +280,74 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
             out.push(last);
         }
     }
+    out.push(schedule_check(repo_path));
     out.extend(external_checks(settings, snaps));
     out.extend(secrets_checks(settings, repo.as_ref(), snaps));
     out
+}
+
+/// The scheduled job (`backup-create --schedule`): off, or when it last
+/// ran (from the run log); yellow when more than two intervals have passed
+/// since then (or since it was installed, if it never ran).
+fn schedule_check(repo_path: &Path) -> Check {
+    use super::schedule;
+    let installed = crate::paths::home_dir().and_then(|h| schedule::installed(&h));
+    let Some((interval, path, installed_ago)) = installed else {
+        return check(
+            "schedule",
+            Level::Green,
+            "off: nothing runs between bootstraps (`backup-create --schedule daily` installs a timer)",
+        );
+    };
+    let due = interval.secs().saturating_mul(2);
+    let what = format!(
+        "{} ({})",
+        interval.as_str(),
+        crate::paths::display_path(&path)
+    );
+    let ago = |s: u64| crate::time::human_duration(s);
+    match last_scheduled_run(&crate::runlog::read_all(repo_path)) {
+        Some(last) if last > due => check(
+            "schedule",
+            Level::Yellow,
+            format!(
+                "{what}: overdue, the last scheduled run was {} ago; is the timer enabled and the machine awake? (`systemctl --user list-timers` / `launchctl print gui/$UID/{}`)",
+                ago(last),
+                schedule::LABEL
+            ),
+        ),
+        Some(last) => check(
+            "schedule",
+            Level::Green,
+            format!("{what}: last scheduled run {} ago", ago(last)),
+        ),
+        None if installed_ago > due => check(
+            "schedule",
+            Level::Yellow,
+            format!(
+                "{what}: installed {} ago and no scheduled run logged yet; is the timer enabled?",
+                ago(installed_ago)
+            ),
+        ),
+        None => check(
+            "schedule",
+            Level::Green,
+            format!("{what}: installed {} ago; first run pending", ago(installed_ago)),
+        ),
+    }
+}
+
+/// Seconds since the newest successful or partial scheduled backup
+/// (`backup-create --label scheduled`) in the run log.
+fn last_scheduled_run(lines: &[serde_json::Value]) -> Option<u64> {
+    lines
+        .iter()
+        .filter(|v| v["command"] == "backup-create")
+        .filter(|v| matches!(v["status"].as_str(), Some("success" | "partial")))
+        .filter(|v| v["snapshot"]["label"] == super::schedule::RUN_LABEL)
+        .filter_map(|v| crate::time::seconds_since(v["logged_at"].as_str()?))
+        .map(|s| s.max(0) as u64)
+        .min()
 }
 
 /// External copies: one row per target (`external_target NAME`): reachable,

@@ -14,6 +14,7 @@ pub mod refetch;
 pub mod repair;
 pub mod report;
 pub mod restore;
+pub mod schedule;
 pub mod select;
 pub mod sizes;
 pub mod sync;

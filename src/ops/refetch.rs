@@ -102,7 +102,8 @@ pub fn refetch(repo: &Repository, copy: &Path) -> Result<FetchReport> {
 
     // Trees of the local records, and the content they need.
     let mut needed: HashSet<Hash> = HashSet::new();
-    for s in repo.snapshots()? {
+    // A record the copy could not replace either is left to the repair's quarantine.
+    for s in repo.snapshots_and_damaged()?.0 {
         let tree = match repo.tree(&s.record.tree) {
             Ok(t) => Some(t),
             Err(_) => {

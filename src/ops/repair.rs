@@ -52,6 +52,35 @@ pub fn run_repair(
             ),
         ));
     }
+    if !repaired.quarantined.is_empty() {
+        env.warnings.push(crate::report::Warning::new(
+            "snapshot_quarantined",
+            format!(
+                "{} damaged snapshot record(s) moved to {}: those snapshots are lost, the others are intact; see `repair.quarantined`",
+                repaired.quarantined.len(),
+                crate::paths::display_path(&repo.sub(crate::repo::layout::QUARANTINE)),
+            ),
+        ));
+    }
     env.put("repair", &repaired);
-    verify::run(settings, read_data, env)
+    verify::run(settings, read_data, env)?;
+    // The verify that follows no longer sees a quarantined record: what it
+    // lost must still end the run with exit 6, as lost paths do.
+    if !repaired.quarantined.is_empty() && env.errors.is_empty() {
+        env.status = crate::report::Status::Failed;
+        env.set_exit(crate::exit::ExitCode::Corrupt);
+        let e = crate::error::Error::new(
+            crate::exit::ExitCode::Corrupt,
+            "snapshot_lost",
+            format!(
+                "repaired with loss: {} snapshot record(s) were damaged beyond repair and moved aside, e.g. {}",
+                repaired.quarantined.len(),
+                repaired.quarantined[0].moved_to
+            ),
+        )
+        .with_path(&repo.sub(crate::repo::layout::QUARANTINE))
+        .with_hint("every other snapshot is intact and restorable; take a new checkpoint to protect the current state; the moved files are kept for inspection and can be deleted");
+        env.errors.push((&e).into());
+    }
+    Ok(())
 }

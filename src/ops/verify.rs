@@ -560,12 +560,26 @@ pub struct RepairReport {
     pub unreadable_packs: Vec<String>,
     /// Per snapshot ("<short id> <kind> <label>"), every path whose content is gone.
     pub lost: Vec<LostPaths>,
+    /// Snapshot records damaged beyond repair, moved to `quarantine/snapshots/`:
+    /// those snapshots are lost (the others are not touched).
+    pub quarantined: Vec<Quarantined>,
     /// With `--from-external`: objects fetched from the copy before the rebuild.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetched: Option<Vec<String>>,
     /// With `--from-external`: objects the copy could not give intact, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch_failed: Option<Vec<super::refetch::FetchFailure>>,
+}
+
+/// A damaged snapshot record moved aside by the repair.
+#[derive(Debug, Serialize)]
+pub struct Quarantined {
+    /// Where the record was (`<repo>/snapshots/<hex>.json`).
+    pub record: String,
+    /// Where it is now (`<repo>/quarantine/snapshots/<hex>.json[.N]`).
+    pub moved_to: String,
+    /// Why it could not be used.
+    pub reason: String,
 }
 
 /// The paths of one snapshot whose content no pack holds any more.
@@ -597,6 +611,16 @@ pub fn repair(
         let fetched = super::refetch::refetch(repo, copy)?;
         report.fetched = Some(fetched.fetched);
         report.fetch_failed = Some(fetched.failed);
+    }
+    // A record damaged beyond what the copy gave back would stop every
+    // command: move it aside (never delete it) and count it as lost.
+    for (path, why) in repo.snapshots_and_damaged()?.1 {
+        let moved = repo.quarantine(&path)?;
+        report.quarantined.push(Quarantined {
+            record: display_path(&path),
+            moved_to: display_path(&moved),
+            reason: why.message,
+        });
     }
     let packs_dir = repo.sub(layout::PACKS);
     let mut packs = Vec::new();
@@ -643,6 +667,15 @@ pub fn repair(
     report.packs_indexed = packs.len() as u64;
     report.blobs_indexed = index.blobs.len() as u64;
     report.lost = lost_paths(repo, &index)?;
+    for q in &report.quarantined {
+        report.lost.push(LostPaths {
+            snapshot: format!("(damaged record {})", q.record),
+            paths: vec![format!(
+                "(every path: the record was moved to {})",
+                q.moved_to
+            )],
+        });
+    }
     Ok(report)
 }
 

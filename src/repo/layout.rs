@@ -26,5 +26,9 @@ pub const FILES_CACHE: &str = "files";
 /// The run log, `logs/runs.jsonl` and its rotations.
 pub const LOGS: &str = "logs";
 
+/// Damaged objects moved aside by `backup-verify --repair`,
+/// `quarantine/snapshots/<name>` (never read, never synced, never deleted by the tool).
+pub const QUARANTINE: &str = "quarantine";
+
 /// Subdirectories, created on first use.
 pub const SUBDIRS: [&str; 6] = [PACKS, INDEX, TREES, SNAPSHOTS, CACHE, LOGS];

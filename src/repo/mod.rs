@@ -47,6 +47,9 @@ use self::cache::FilesCache;
 use self::index::{BlobLocation, Index};
 use self::snapshot::{Snapshot, SnapshotRecord, Tree, OBJECT_VERSION};
 
+/// A repository object that cannot be used, and why.
+pub type Damaged = (PathBuf, Error);
+
 /// Name in `config.json` that marks a directory as ours.
 pub const FORMAT_NAME: &str = "dotfiles-backup-repository";
 /// The repository format this build reads and writes.
@@ -204,11 +207,24 @@ impl Repository {
     /// Load all snapshot records, oldest first. A record that does not match
     /// its checksum or does not parse is an error naming the file.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let (out, damaged) = self.snapshots_and_damaged()?;
+        match damaged.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Every snapshot record that loads (oldest first), and apart from them
+    /// every damaged one (not a regular file, too large, checksum or decode
+    /// failure: an error with exit 6) with why. Other I/O errors still end
+    /// the listing: a record that cannot be read now is not damaged.
+    pub fn snapshots_and_damaged(&self) -> Result<(Vec<Snapshot>, Vec<Damaged>)> {
         let dir = self.sub(layout::SNAPSHOTS);
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         let listing = match std::fs::read_dir(&dir) {
             Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((out, damaged)),
             Err(e) => return Err(Error::io("listing", &dir, &e)),
         };
         for entry in listing {
@@ -218,9 +234,13 @@ impl Repository {
                 continue;
             };
             let path = entry.path();
-            let bytes = read_object(&path, "snapshot record", None, MAX_RECORD_BYTES)?;
-            let record = decode_record(&bytes, &id, &path)?;
-            out.push(Snapshot { id, record });
+            let loaded = read_object(&path, "snapshot record", None, MAX_RECORD_BYTES)
+                .and_then(|bytes| decode_record(&bytes, &id, &path));
+            match loaded {
+                Ok(record) => out.push(Snapshot { id, record }),
+                Err(e) if e.exit == crate::exit::ExitCode::Corrupt => damaged.push((path, e)),
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| {
             a.record
@@ -228,7 +248,36 @@ impl Repository {
                 .cmp(&b.record.created_at)
                 .then(a.id.cmp(&b.id))
         });
-        Ok(out)
+        damaged.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((out, damaged))
+    }
+
+    /// Move a damaged object (`snapshots/<name>`, whatever its file type) to
+    /// `quarantine/snapshots/<name>` (`<name>.1`, `.2`, ... when that is
+    /// taken), syncing both directories: nothing is deleted, and readers never
+    /// see it again. Returns where it went. The caller holds the writer lock.
+    pub fn quarantine(&self, path: &Path) -> Result<PathBuf> {
+        let (parent, name) = crate::atomic::split_parent(path)?;
+        let kind = parent.file_name().unwrap_or_default();
+        let qdir = self.sub(layout::QUARANTINE).join(kind);
+        let created = !qdir.is_dir();
+        std::fs::create_dir_all(&qdir).ctx("creating the quarantine directory", &qdir)?;
+        if created {
+            crate::atomic::Dir::open(&self.sub(layout::QUARANTINE))?.sync()?;
+            crate::atomic::Dir::open(self.root())?.sync()?;
+        }
+        let mut dest = qdir.join(name);
+        let mut n = 0;
+        while dest.symlink_metadata().is_ok() {
+            n += 1;
+            let mut alt = name.to_os_string();
+            alt.push(format!(".{n}"));
+            dest = qdir.join(alt);
+        }
+        std::fs::rename(path, &dest).ctx("moving a damaged object to quarantine", path)?;
+        crate::atomic::Dir::open(&qdir)?.sync()?;
+        crate::atomic::Dir::open(parent)?.sync()?;
+        Ok(dest)
     }
 
     /// Load a tree and check it against its id.

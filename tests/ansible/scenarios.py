@@ -528,6 +528,47 @@ def scenario_health_check(h):
            f"and the failure message names it too: {r['failures'][0]['msg']}", r)
 
 
+def scenario_schedule(h):
+    """backup_checkpoint_schedule: daily installs the systemd user units (once: the second
+    run is changed=false, byte-identical), an unquoted YAML off (false) removes them, and
+    off again changes nothing. No user bus here: the play goes on with a warning."""
+    book = "tests/ansible/playbooks/role-main.yml"
+    units = [h.path(f".config/systemd/user/dotfiles-backup-scheduled.{k}") for k in ("service", "timer")]
+    env = {"XDG_CONFIG_HOME": ""}
+    task = "Apply backup_checkpoint_schedule="
+
+    def applied(r):
+        t = ran(r, task)
+        expect(len(t) == 1, f"the schedule task ran once: {[x['task'] for x in r['tasks'] if x['task'].startswith(task)]}", r)
+        return t[0]
+
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", "-e", "backup_checkpoint_schedule=daily", env=env)
+    succeeded(r, "schedule daily")
+    expect(applied(r)["changed"], "installing the schedule is a change", r)
+    expect(all(os.path.isfile(u) for u in units), f"both units written: {units}", r)
+    with open(units[1]) as f:
+        expect("OnCalendar=daily" in f.read(), "the timer is daily", r)
+    first = [h.read(u) for u in units]
+
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", "-e", "backup_checkpoint_schedule=daily", env=env)
+    succeeded(r, "schedule daily again")
+    expect(not applied(r)["changed"], "the second run changes nothing", r)
+    expect([h.read(u) for u in units] == first, "byte-identical units", r)
+
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", "-e", '{"backup_checkpoint_schedule": false}', env=env)
+    succeeded(r, "schedule off (YAML false)")
+    expect(applied(r)["changed"], "removing the schedule is a change", r)
+    expect(not any(os.path.exists(u) for u in units), "both units removed", r)
+
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", env=env)
+    succeeded(r, "schedule off (default) again")
+    expect(not applied(r)["changed"], "off twice changes nothing", r)
+
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", "-e", "backup_checkpoint_schedule=weekly", env=env)
+    expect(r["rc"] != 0 and any("off, daily or hourly" in f["msg"] for f in r["failures"]),
+           f"an unknown interval is refused naming the choices: {r['failures']}", r)
+
+
 def scenario_role_entry_point_and_arguments(h):
     """roles: [backup_checkpoint] installs and checkpoints; argument_specs reject an unknown phase."""
     book = "tests/ansible/playbooks/role-main.yml"
@@ -969,6 +1010,7 @@ SCENARIOS = [
     scenario_check_mode_writes_nothing,
     scenario_health_check,
     scenario_role_entry_point_and_arguments,
+    scenario_schedule,
     scenario_lock_busy_is_retried,
     scenario_collection_by_fqcn_three_hosts_and_tags,
     scenario_check_diff_and_idempotent_undo,
