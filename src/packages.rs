@@ -26,6 +26,7 @@
 
 mod cache;
 pub mod key;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::io::Read;
