@@ -726,7 +726,10 @@ fn package_plan(env: &Envelope) -> String {
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
     let managers = list(&plan["managers"]);
     if managers.is_empty() {
-        let _ = writeln!(out, "packages: nothing to reverse (every list matches the checkpoint)");
+        let _ = writeln!(
+            out,
+            "packages: nothing to reverse (every list matches the checkpoint)"
+        );
     }
     for m in &managers {
         let name = m["name"].as_str().unwrap_or("?");
@@ -739,7 +742,11 @@ fn package_plan(env: &Envelope) -> String {
             );
             continue;
         }
-        let (inst, rem, up) = (list(&m["installed"]), list(&m["removed"]), list(&m["upgraded"]));
+        let (inst, rem, up) = (
+            list(&m["installed"]),
+            list(&m["removed"]),
+            list(&m["upgraded"]),
+        );
         let _ = writeln!(
             out,
             "packages {name}: {} installed, {} removed, {} upgraded since the checkpoint",
@@ -748,8 +755,16 @@ fn package_plan(env: &Envelope) -> String {
             up.len()
         );
         let pkg = |p: &Value| {
-            let (n, v) = (p["name"].as_str().unwrap_or("?"), p["version"].as_str().unwrap_or(""));
-            esc(&if v.is_empty() { n.to_string() } else { format!("{n} {v}") }).into_owned()
+            let (n, v) = (
+                p["name"].as_str().unwrap_or("?"),
+                p["version"].as_str().unwrap_or(""),
+            );
+            esc(&if v.is_empty() {
+                n.to_string()
+            } else {
+                format!("{n} {v}")
+            })
+            .into_owned()
         };
         for p in &inst {
             let _ = writeln!(out, "  {} {}", paint("+", Style::Green), pkg(p));

@@ -24,6 +24,7 @@
 //! (version) packages per manager. It is what `backup-list --diff` shows for
 //! packages.
 
+pub mod apply;
 mod cache;
 pub mod key;
 pub mod plan;
@@ -488,7 +489,7 @@ fn failed(
 }
 
 /// Why [`exec`] gave no output.
-enum Failure {
+pub(crate) enum Failure {
     /// Still running at the deadline (its process group was killed).
     Timeout,
     /// Could not start, exited non-zero, or its output could not be read.
@@ -497,7 +498,7 @@ enum Failure {
 
 /// Run `program args` in its own process group with stdin closed, the
 /// scratch environment and a timeout; its stdout (at most `max + 1` bytes).
-fn exec(
+pub(crate) fn exec(
     program: &Path,
     args: &[String],
     timeout: Duration,

@@ -145,11 +145,70 @@ pub fn rollback(
         PackagesMode::Off => None,
         _ => rollback_target(settings, opts.selector.as_deref(), opts.all_homes)?,
     };
-    let plan = target
-        .as_ref()
-        .and_then(|t| for_rollback(settings, t, env));
+    let plan = target.as_ref().and_then(|t| for_rollback(settings, t, env));
     if let Some(p) = &plan {
         show(p, mode, env)?;
     }
-    super::restore::run(settings, opts, env)
+    super::restore::run(settings, opts, env)?;
+    match (plan, target) {
+        (Some(p), Some(t)) if mode == PackagesMode::Apply && !opts.dry_run => {
+            run_plan(settings, &p, &t, env)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Run the plan after the files were rolled back; a failed command is a
+/// partial result (the files stay rolled back; `--undo` takes them back).
+fn run_plan(
+    settings: &Settings,
+    plan: &PackagePlan,
+    target: &Snapshot,
+    env: &mut Envelope,
+) -> Result<()> {
+    let opts = crate::packages::apply::ApplyOptions {
+        timeout: std::time::Duration::from_secs(settings.packages.apply_timeout_secs),
+        root: rustix::process::geteuid().is_root(),
+    };
+    let lists = target.record.packages.as_deref().unwrap_or_default();
+    let report = crate::packages::apply::apply(plan, lists, &opts);
+    env.stat("package_commands", report.ran.len() as u64);
+    for s in &report.skipped {
+        env.warnings.push(Warning::new(
+            "package_skipped",
+            format!(
+                "packages `{}`{}: {}",
+                s.manager,
+                s.package
+                    .as_deref()
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default(),
+                s.reason
+            ),
+        ));
+    }
+    env.put("package_apply", &report);
+    let Some(at) = &report.stopped_at else {
+        return Ok(());
+    };
+    let why = report
+        .ran
+        .last()
+        .filter(|r| &r.manager == at)
+        .map(|r| {
+            format!(
+                "`{}` {}: {}",
+                r.command.join(" "),
+                r.status,
+                r.message.as_deref().unwrap_or("")
+            )
+        })
+        .or_else(|| report.skipped.last().map(|s| s.reason.clone()))
+        .unwrap_or_default();
+    Err(Error::new(
+        ExitCode::Partial,
+        "package_apply_failed",
+        format!("the files were rolled back, but reversing the packages of `{at}` stopped: {why}; later commands did not run"),
+    )
+    .with_hint("fix the cause and run the remaining commands of package_plan by hand, or `backup-rollback --undo` to take the files back"))
 }

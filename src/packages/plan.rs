@@ -164,7 +164,8 @@ fn known<'a>(
     t: &BTreeMap<&str, &'a PackageList>,
     n: &BTreeMap<&str, &'a PackageList>,
 ) -> Result<(&'a PackageList, &'a PackageList), String> {
-    let side = |l: Option<&&'a PackageList>, when: &str| match l {
+    let side = |l: Option<&&'a PackageList>, when: &str| {
+        match l {
         None => Err(format!(
             "there is no `{name}` list {when} (the program was not on PATH, or the capture was not configured), so what was installed is unknown"
         )),
@@ -177,8 +178,12 @@ fn known<'a>(
             l.command.join(" ")
         )),
         Some(l) => Ok(*l),
+    }
     };
-    Ok((side(t.get(name), "at the checkpoint")?, side(n.get(name), "now")?))
+    Ok((
+        side(t.get(name), "at the checkpoint")?,
+        side(n.get(name), "now")?,
+    ))
 }
 
 /// Set difference of two parsed lists: (installed since, removed since, version changed).
@@ -190,8 +195,16 @@ fn delta(
         name: k.clone(),
         version: v.clone(),
     };
-    let installed = b.iter().filter(|(k, _)| !a.contains_key(*k)).map(pkg).collect();
-    let removed = a.iter().filter(|(k, _)| !b.contains_key(*k)).map(pkg).collect();
+    let installed = b
+        .iter()
+        .filter(|(k, _)| !a.contains_key(*k))
+        .map(pkg)
+        .collect();
+    let removed = a
+        .iter()
+        .filter(|(k, _)| !b.contains_key(*k))
+        .map(pkg)
+        .collect();
     let upgraded = b
         .iter()
         .filter_map(|(k, v)| {
@@ -574,7 +587,11 @@ mod tests {
     fn configured_captures_are_unknown() {
         let p = plan(&[list("mine", "a\n")], &[list("mine", "b\n")], &paths());
         assert_eq!(p.managers[0].status, "unknown");
-        assert!(p.managers[0].reason.as_deref().unwrap().contains("configured"));
+        assert!(p.managers[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("configured"));
     }
 
     fn names() -> impl Strategy<Value = BTreeMap<String, String>> {
