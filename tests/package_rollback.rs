@@ -172,9 +172,9 @@ fn plan_is_exact_and_apply_restores_the_checkpoints_packages_in_order() {
     assert_eq!(
         b["installed"],
         json!([
-            {"name": "brew fzf", "version": ""},
-            {"name": "brew jq", "version": ""},
-            {"name": "cask iterm2", "version": ""}
+            {"name": "brew fzf", "version": "0.50"},
+            {"name": "brew jq", "version": "1.7"},
+            {"name": "cask iterm2", "version": "3.5"}
         ])
     );
     assert_eq!(b["removed"], json!([]));
@@ -195,6 +195,14 @@ fn plan_is_exact_and_apply_restores_the_checkpoints_packages_in_order() {
         json!([[pip, "install", "requests==2.30.0"]])
     );
     assert_eq!(v["package_plan"]["managers"].as_array().unwrap().len(), 2);
+    let tmp = p(e.tmp.path());
+    let shown = serde_json::to_string(&v["package_plan"])
+        .unwrap()
+        .replace(&tmp, "[TMP]");
+    insta::assert_json_snapshot!(
+        "package_plan",
+        serde_json::from_str::<Value>(&shown).unwrap()
+    );
     assert!(
         f.changes().is_empty(),
         "a dry run changes nothing: {:?}",
@@ -221,6 +229,7 @@ fn plan_is_exact_and_apply_restores_the_checkpoints_packages_in_order() {
         text.contains("packages brew: 3 installed, 0 removed, 0 upgraded"),
         "{text}"
     );
+    assert!(text.contains("+ cask iterm2 3.5"), "{text}");
     assert!(
         text.contains(&format!("reverse: {brew} uninstall --cask iterm2")),
         "{text}"

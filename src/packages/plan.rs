@@ -373,7 +373,22 @@ fn brew(
     m.reason = None;
     let from_file = file.is_ok();
     let (pa, pb) = (parse(a), parse(b));
-    let (installed, removed, _) = delta(&pa, &pb);
+    let (mut installed, mut removed, _) = delta(&pa, &pb);
+    if from_file {
+        // Brewfile values are options; the versions are `brew list`'s.
+        let versions = |side: &BTreeMap<&str, &PackageList>| {
+            side.get("brew")
+                .filter(|l| l.is_known())
+                .map(|l| parse(l))
+                .unwrap_or_default()
+        };
+        for (pkgs, v) in [(&mut installed, versions(n)), (&mut removed, versions(t))] {
+            for p in pkgs.iter_mut() {
+                let bare = p.name.split_once(' ').map_or(p.name.as_str(), |x| x.1);
+                p.version = v.get(bare).cloned().unwrap_or_default();
+            }
+        }
+    }
     // Versions come from `brew list --versions` only (Brewfile values are options).
     let upgraded = match &list {
         Ok((la, lb)) => delta(&parse(la), &parse(lb)).2,
