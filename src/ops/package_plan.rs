@@ -85,6 +85,7 @@ pub fn for_rollback(
     env.stat("packages_ms", c.duration_ms);
     let paths = PlanPaths {
         brewfile: brewfile_path(settings, target),
+        later: "now".into(),
     };
     let now = limited(settings, Some(&c.lists)).unwrap_or_default();
     Some(plan::plan(&then, &now, &paths))
@@ -96,6 +97,7 @@ pub fn for_phase(settings: &Settings, pre: &Snapshot, next: &Snapshot) -> Option
     let after = limited(settings, next.record.packages.as_deref()).unwrap_or_default();
     let paths = PlanPaths {
         brewfile: brewfile_path(settings, pre),
+        later: format!("at the next checkpoint ({})", next.id.short()),
     };
     Some(plan::plan(&then, &after, &paths))
 }

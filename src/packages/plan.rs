@@ -3,7 +3,7 @@
 //! exact commands that would reverse it. Pure: two sets of captured lists in,
 //! a [`PackagePlan`] out; nothing is run here.
 //!
-//! Rules that make it safe to show (and, later, to run):
+//! Rules that make it safe to show and to run ([`super::apply`]):
 //!
 //! * A list that is absent, failed or timed out on either side makes that
 //!   manager's plan `unknown` with the reason; it is never read as "nothing
@@ -102,6 +102,8 @@ impl PackagePlan {
 pub struct PlanPaths {
     /// Path given to `brew bundle --file=`.
     pub brewfile: String,
+    /// What the later side is, in reasons (`now`, `at the next checkpoint`).
+    pub later: String,
 }
 
 /// Plan reversing the change from `target` (lists at the checkpoint) to
@@ -119,7 +121,7 @@ pub fn plan(target: &[PackageList], now: &[PackageList], paths: &PlanPaths) -> P
         let m = if name == "brew" {
             brew(&t, &n, paths)
         } else {
-            match known(name, &t, &n) {
+            match known(name, &paths.later, &t, &n) {
                 Err(reason) => unknown(name, reason),
                 Ok((a, b)) => simple(name, a, b),
             }
@@ -161,6 +163,7 @@ fn unknown(name: &str, reason: String) -> ManagerPlan {
 /// Both lists of `name`, or why the plan cannot use them.
 fn known<'a>(
     name: &str,
+    later: &str,
     t: &BTreeMap<&str, &'a PackageList>,
     n: &BTreeMap<&str, &'a PackageList>,
 ) -> Result<(&'a PackageList, &'a PackageList), String> {
@@ -182,7 +185,7 @@ fn known<'a>(
     };
     Ok((
         side(t.get(name), "at the checkpoint")?,
-        side(n.get(name), "now")?,
+        side(n.get(name), later)?,
     ))
 }
 
@@ -358,8 +361,8 @@ fn brew(
     n: &BTreeMap<&str, &PackageList>,
     paths: &PlanPaths,
 ) -> ManagerPlan {
-    let file = known("brewfile", t, n);
-    let list = known("brew", t, n);
+    let file = known("brewfile", &paths.later, t, n);
+    let list = known("brew", &paths.later, t, n);
     let (a, b) = match (&file, &list) {
         (Ok(f), _) => *f,
         (Err(_), Ok(l)) => *l,
@@ -479,6 +482,7 @@ mod tests {
     fn paths() -> PlanPaths {
         PlanPaths {
             brewfile: "/r/Brewfile".into(),
+            later: "now".into(),
         }
     }
 
