@@ -584,7 +584,11 @@ mod tests {
             assert!(m.commands.is_empty() && m.installed.is_empty() && m.removed.is_empty());
             assert!(m.reason.as_deref().unwrap().contains("unknown"), "{m:#?}");
         }
-        let p = plan(&[ok.clone()], &[ok], &paths());
+        let p = plan(
+            std::slice::from_ref(&ok),
+            std::slice::from_ref(&ok),
+            &paths(),
+        );
         assert_eq!(p.status, "nothing");
         assert!(p.managers.is_empty());
     }
@@ -600,6 +604,26 @@ mod tests {
             vec![s(&["/usr/bin/pip", "uninstall", "-y", ";rm -rf ~"])]
         );
         assert!(m.not_reversible[0].contains("--index-url"));
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_the_brewfile_plans_from_brew_list() {
+        // Older records have no `brewfile` list (and no `status` field: known).
+        let t = [list("brew", "git 2.43.0\n")];
+        let n = [
+            list("brew", "git 2.43.0\njq 1.7\n"),
+            list("brewfile", "brew \"git\"\nbrew \"jq\"\n"),
+        ];
+        let p = plan(&t, &n, &paths());
+        assert_eq!(p.managers.len(), 1, "{p:#?}");
+        let b = &p.managers[0];
+        assert_eq!(b.status, "planned");
+        assert_eq!(b.commands, vec![s(&["/usr/bin/brew", "uninstall", "jq"])]);
+        let old: PackageList = serde_json::from_str(
+            r#"{"name":"apt","command":["apt-mark"],"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","bytes":0,"output":""}"#,
+        )
+        .expect("a record without status reads");
+        assert!(old.is_known());
     }
 
     #[test]
