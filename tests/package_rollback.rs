@@ -446,3 +446,69 @@ fn phase_only_shows_what_the_phase_did_and_refuses_apply() {
     assert_eq!(rc, 2, "{v:#}");
     assert_eq!(v["errors"][0]["code"], "packages_apply_phase_only");
 }
+
+#[test]
+fn apt_runs_only_as_root_and_never_takes_a_kept_package_along() {
+    let e = TestEnv::with_dotfiles();
+    let f = Fake::new(&e);
+    let apt_mark = f.bin.join("apt-mark");
+    std::fs::write(&apt_mark, "#!/bin/sh\ncat \"$FAKE_STATE/apt\"\n").unwrap();
+    let apt_get = f.bin.join("apt-get");
+    std::fs::write(
+        &apt_get,
+        r#"#!/bin/sh
+echo "apt-get $*" >> "$FAKE_STATE/calls"
+if [ "$1" = -s ]; then shift 3; for n in "$@"; do echo "Remv $n [1.0]"; done
+  [ -f "$FAKE_STATE/extra" ] && echo "Remv libkept [2.0]"; exit 0; fi
+[ "$1" = remove ] && { shift 2; for n in "$@"; do grep -vx "$n" "$FAKE_STATE/apt" > "$FAKE_STATE/t"; mv "$FAKE_STATE/t" "$FAKE_STATE/apt"; done; }
+exit 0
+"#,
+    )
+    .unwrap();
+    for p in [&apt_mark, &apt_get] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    f.set("apt", "curl\ngit\n");
+    let path = format!("{}:/usr/bin:/bin", f.bin.display());
+    let state = p(&f.state);
+    let env = [
+        ("PATH", path.as_str()),
+        ("BACKUP_PACKAGES", "apt"),
+        ("FAKE_STATE", state.as_str()),
+    ];
+    let (rc, v, _) = e.run("backup-checkpoint", &["auto", "pre-homebrew"], &env);
+    assert_eq!(rc, 0, "{v:#}");
+    f.set("apt", "curl\ngit\nzsh\n");
+    f.set("extra", "");
+    f.set("calls", "");
+    let (rc, v, _) = e.run(
+        "backup-rollback",
+        &["pre-homebrew", "--packages", "apply"],
+        &env,
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    assert_eq!(
+        manager(&v, "apt")["commands"],
+        json!([["apt-get", "remove", "-y", "zsh"]])
+    );
+    let skipped = v["package_apply"]["skipped"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        assert!(skipped.contains("libkept"), "{v:#}");
+        assert_eq!(f.get("calls"), "apt-get -s remove -y zsh\n");
+        std::fs::remove_file(f.state.join("extra")).unwrap();
+        let (rc, v, _) = e.run(
+            "backup-rollback",
+            &["pre-homebrew", "--packages", "apply"],
+            &env,
+        );
+        assert_eq!(rc, 0, "{v:#}");
+        assert_eq!(f.sorted("apt"), vec!["curl", "git"]);
+    } else {
+        assert!(skipped.contains("needs root"), "{v:#}");
+        assert_eq!(f.get("calls"), "", "nothing of apt ran");
+    }
+}

@@ -75,11 +75,15 @@ fn limited(settings: &Settings, lists: Option<&[PackageList]>) -> Option<Vec<Pac
 pub fn for_rollback(
     settings: &Settings,
     target: &Snapshot,
+    mode: PackagesMode,
     env: &mut Envelope,
 ) -> Option<PackagePlan> {
     let then = limited(settings, target.record.packages.as_deref())?;
+    // A plan that will be run asks the managers themselves: the capture
+    // cache has known blind spots (docs/cli.md#package-lists).
     let cache_file = settings.repo.join("cache").join("packages");
-    let c = crate::packages::capture(&settings.packages, Some(&cache_file));
+    let cache_file = (mode != PackagesMode::Apply).then_some(cache_file.as_path());
+    let c = crate::packages::capture(&settings.packages, cache_file);
     crate::packages::store_cache(&c);
     env.warnings.extend(c.warnings);
     env.stat("packages_ms", c.duration_ms);
@@ -147,7 +151,9 @@ pub fn rollback(
         PackagesMode::Off => None,
         _ => rollback_target(settings, opts.selector.as_deref(), opts.all_homes)?,
     };
-    let plan = target.as_ref().and_then(|t| for_rollback(settings, t, env));
+    let plan = target
+        .as_ref()
+        .and_then(|t| for_rollback(settings, t, mode, env));
     if let Some(p) = &plan {
         show(p, mode, env)?;
     }
