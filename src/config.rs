@@ -203,6 +203,8 @@ pub struct PackagesSection {
     pub manual: bool,
     /// Seconds each command may run before it is killed (`BACKUP_PACKAGES_TIMEOUT`).
     pub timeout_secs: u64,
+    /// Seconds each command of `backup-rollback --packages apply` may run (installs take longer than lists).
+    pub apply_timeout_secs: u64,
     /// Largest output stored per command (KiB); more is a warning and nothing is stored for it.
     pub max_output_kb: u64,
     /// Commands by name (`brew = ["brew", "list", "--versions"]`); replaces the defaults when set.
@@ -225,6 +227,7 @@ impl Default for PackagesSection {
             auto: true,
             manual: false,
             timeout_secs: 10,
+            apply_timeout_secs: 900,
             max_output_kb: 1024,
             commands: None,
             managers: None,
@@ -1099,11 +1102,14 @@ impl Settings {
             }
         }
         check_hooks(&file.hooks, &file_src())?;
-        if packages.timeout_secs == 0 || file.health.min_free_mb > file.health.warn_free_mb {
+        if packages.timeout_secs == 0
+            || packages.apply_timeout_secs == 0
+            || file.health.min_free_mb > file.health.warn_free_mb
+        {
             return Err(Error::usage(
                 "bad_config",
                 format!(
-                    "{}: packages.timeout_secs must be at least 1 and health.min_free_mb at most health.warn_free_mb",
+                    "{}: packages.timeout_secs and packages.apply_timeout_secs must be at least 1 and health.min_free_mb at most health.warn_free_mb",
                     file_src()
                 ),
             ));

@@ -688,6 +688,7 @@ pub fn plan(env: &Envelope, settings: &Settings) -> String {
             );
         }
     }
+    out.push_str(&package_plan(env));
     if let Some(s) = &env.snapshot {
         let _ = writeln!(
             out,
@@ -708,6 +709,113 @@ pub fn plan(env: &Envelope, settings: &Settings) -> String {
             g("skipped"),
             g("failed")
         );
+    }
+    out
+}
+
+/// One argument as a POSIX shell would need it to be typed (shown only;
+/// commands are never run through a shell).
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// The package plan of a rollback (`package_plan`), and what ran of it (`package_apply`).
+fn package_plan(env: &Envelope) -> String {
+    let mut out = String::new();
+    let Some(plan) = env.extra.get("package_plan") else {
+        return out;
+    };
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let managers = list(&plan["managers"]);
+    if managers.is_empty() {
+        let _ = writeln!(
+            out,
+            "packages: nothing to reverse (every list matches the checkpoint)"
+        );
+    }
+    for m in &managers {
+        let name = m["name"].as_str().unwrap_or("?");
+        if m["status"] == "unknown" {
+            let _ = writeln!(
+                out,
+                "packages {name}: {} {}",
+                paint("unknown:", Style::Red),
+                esc(m["reason"].as_str().unwrap_or("?"))
+            );
+            continue;
+        }
+        let (inst, rem, up) = (
+            list(&m["installed"]),
+            list(&m["removed"]),
+            list(&m["upgraded"]),
+        );
+        let _ = writeln!(
+            out,
+            "packages {name}: {} installed, {} removed, {} upgraded since the checkpoint",
+            inst.len(),
+            rem.len(),
+            up.len()
+        );
+        let pkg = |p: &Value| {
+            let (n, v) = (
+                p["name"].as_str().unwrap_or("?"),
+                p["version"].as_str().unwrap_or(""),
+            );
+            esc(&if v.is_empty() {
+                n.to_string()
+            } else {
+                format!("{n} {v}")
+            })
+            .into_owned()
+        };
+        for p in &inst {
+            let _ = writeln!(out, "  {} {}", paint("+", Style::Green), pkg(p));
+        }
+        for p in &rem {
+            let _ = writeln!(out, "  {} {}", paint("-", Style::Red), pkg(p));
+        }
+        for c in &up {
+            let _ = writeln!(
+                out,
+                "  {} {} {} -> {}",
+                paint("~", Style::Yellow),
+                esc(c["name"].as_str().unwrap_or("?")),
+                esc(c["from"].as_str().unwrap_or("")),
+                esc(c["to"].as_str().unwrap_or(""))
+            );
+        }
+        for c in list(&m["commands"]) {
+            let words: Vec<String> = list(&c)
+                .iter()
+                .map(|w| shell_quote(w.as_str().unwrap_or("")))
+                .collect();
+            let _ = writeln!(out, "  reverse: {}", esc(&words.join(" ")));
+        }
+        for n in list(&m["not_reversible"]) {
+            let _ = writeln!(out, "  not reversible: {}", esc(n.as_str().unwrap_or("?")));
+        }
+    }
+    if let Some(Value::Array(ran)) = env.extra.get("package_apply").and_then(|a| a.get("ran")) {
+        for r in ran {
+            let words: Vec<String> = list(&r["command"])
+                .iter()
+                .map(|w| shell_quote(w.as_str().unwrap_or("")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  ran ({}): {}",
+                r["status"].as_str().unwrap_or("?"),
+                esc(&words.join(" "))
+            );
+        }
     }
     out
 }

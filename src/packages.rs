@@ -24,8 +24,10 @@
 //! (version) packages per manager. It is what `backup-list --diff` shows for
 //! packages.
 
+pub mod apply;
 mod cache;
 pub mod key;
+pub mod plan;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -527,7 +529,7 @@ fn failed(
 }
 
 /// Why [`exec`] gave no output.
-enum Failure {
+pub(crate) enum Failure {
     /// Still running at the deadline (its process group was killed).
     Timeout,
     /// Could not start, exited non-zero, or its output could not be read.
@@ -536,7 +538,7 @@ enum Failure {
 
 /// Run `program args` in its own process group with stdin closed, the
 /// scratch environment and a timeout; its stdout (at most `max + 1` bytes).
-fn exec(
+pub(crate) fn exec(
     program: &Path,
     args: &[String],
     timeout: Duration,

@@ -1,6 +1,9 @@
 complete -c backup-rollback -l overwrite -d 'Changed paths: skip or rename them; with --phase-only, a bare --overwrite also reverts paths changed again after the phase' -r -f -a "always\t'Replace paths that differ (what a rollback does anyway; with --phase-only: also those changed again since)'
 skip\t'Leave each file or symlink that differs, roll back the rest, report each left path (exit 3)'
 rename\t'Keep each file or symlink that differs beside it as NAME.dotfiles-backup-<ID>~, then roll back'"
+complete -c backup-rollback -l packages -d 'Package plan beside the file plan, when the checkpoint holds package lists' -r -f -a "plan\t'Show what the package managers changed since the checkpoint and the commands reversing it'
+apply\t'Also run those commands after the files are rolled back (not with --phase-only)'
+off\t'No package plan; the package managers are not asked'"
 complete -c backup-rollback -l repo -d 'Repository root [env: BACKUP_REPO] [default: ~/.dotfiles-backups]' -r -F
 complete -c backup-rollback -l config -d 'Config file [env: BACKUP_CONFIG] [default: ~/.config/dotfiles-backup/config.toml]' -r -F
 complete -c backup-rollback -l path -d 'Track this path instead of the configured set (repeatable)' -r -F

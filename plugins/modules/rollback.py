@@ -18,7 +18,9 @@ description:
     restore (not of an earlier undo), so running the same undo twice changes nothing the second
     time (C(backup-rollback --undo) would flip back and forth).
   - Check mode only plans. Diff mode shows every planned path with its state now (before) and
-    after the rollback.
+    after the rollback, and, when the checkpoint holds package lists, one entry per package
+    manager with what changed since the checkpoint (before) and the commands that would
+    reverse it (after). The module never runs those commands (C(backup-rollback --packages plan)).
 author: dotfiles-backup maintainers (@dotfiles-backup)
 attributes:
   check_mode:
@@ -120,6 +122,12 @@ actions:
   returned: always
   type: list
   elements: dict
+package_plan:
+  description:
+    - What the package managers changed since the checkpoint and the commands reversing it (the
+      tool's C(package_plan), docs/json.md); shown only, never run by this module.
+  returned: when the checkpoint holds package lists
+  type: dict
 applied:
   description: Whether the plan was applied (false in check mode and when there was nothing to do).
   returned: always
@@ -147,6 +155,7 @@ outcome:
 """
 
 import os
+import shlex
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
@@ -185,6 +194,27 @@ def plan_diff(module, actions, source):
     return [{"before_header": "%s (now)" % a.get("path"), "after_header": "%s (from %s)" % (a.get("path"), src),
              "before": live_state(module, a.get("path") or "") + "\n", "after": after_state(a) + "\n"}
             for a in actions]
+
+
+def package_diff(package_plan):
+    """One diff entry per package manager of the tool's package plan (nothing is run)."""
+    out = []
+    for m in (package_plan or {}).get("managers") or []:
+        name = m.get("name") or "?"
+        head = {"before_header": "packages %s (now)" % name, "after_header": "packages %s (reversal)" % name}
+        if m.get("status") == "unknown":
+            out.append(dict(head, before="unknown\n", after="nothing planned: %s\n" % m.get("reason")))
+            continue
+
+        def pkg(x):
+            return ("%s %s" % (x.get("name"), x.get("version"))).strip()
+        before = ["+ %s" % pkg(x) for x in m.get("installed") or []] \
+            + ["- %s" % pkg(x) for x in m.get("removed") or []] \
+            + ["~ %s %s -> %s" % (c.get("name"), c.get("from"), c.get("to")) for c in m.get("upgraded") or []]
+        after = ["$ %s" % " ".join(shlex.quote(a) for a in c) for c in m.get("commands") or []] \
+            + ["not reversible: %s" % n for n in m.get("not_reversible") or []]
+        out.append(dict(head, before="\n".join(before) + "\n", after="\n".join(after or ["(nothing to run)"]) + "\n"))
+    return out
 
 
 def undo_target(module):
@@ -240,10 +270,11 @@ def main():
         module.fail_json(msg="cannot roll back to %s: %s" % (label, errors_text(plan)), changed=False,
                          target=what, errors=plan.get("errors"), exit_code=rc)
     actions = (plan.get("plan") or {}).get("actions") or []
-    result = dict(target=what, source=plan.get("source"), actions=actions, applied=False,
+    result = dict(target=what, source=plan.get("source"), actions=actions, package_plan=plan.get("package_plan"),
+                  applied=False,
                   stats=plan.get("stats") or {}, safety_snapshot=None, safety_snapshot_id=None)
     if module._diff:
-        result["diff"] = plan_diff(module, actions, plan.get("source"))
+        result["diff"] = plan_diff(module, actions, plan.get("source")) + package_diff(plan.get("package_plan"))
     if not actions:
         module.exit_json(changed=False, message="nothing to change: the tracked paths already match %s" % label, **result)
     if module.check_mode:

@@ -15,7 +15,18 @@ enum OverwriteArg {
     /// Keep each file or symlink that differs beside it as NAME.dotfiles-backup-<ID>~, then roll back
     Rename,
 }
-use dotfiles_backup::ops::{phases, undo};
+use dotfiles_backup::ops::package_plan::PackagesMode;
+use dotfiles_backup::ops::{package_plan, phases, undo};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PackagesArg {
+    /// Show what the package managers changed since the checkpoint and the commands reversing it
+    Plan,
+    /// Also run those commands after the files are rolled back (not with --phase-only)
+    Apply,
+    /// No package plan; the package managers are not asked
+    Off,
+}
 
 /// Put every tracked path back exactly as it was at a checkpoint.
 #[derive(Parser)]
@@ -44,6 +55,9 @@ struct Args {
     /// Print the plan; change nothing
     #[arg(long)]
     dry_run: bool,
+    /// Package plan beside the file plan, when the checkpoint holds package lists
+    #[arg(long, value_enum, default_value = "plan", value_name = "WHAT")]
+    packages: PackagesArg,
     /// With --undo: undo even when a checkpoint or backup was taken after the last rollback
     #[arg(long, requires = "undo")]
     force: bool,
@@ -77,6 +91,18 @@ fn main() -> std::process::ExitCode {
                 _ => Existing::Replace,
             };
             let only = restore::selected_paths(s, &only_raw, None)?;
+            let packages = match args.packages {
+                PackagesArg::Plan => PackagesMode::Plan,
+                PackagesArg::Apply => PackagesMode::Apply,
+                PackagesArg::Off => PackagesMode::Off,
+            };
+            if args.phase_only && packages == PackagesMode::Apply {
+                return Err(Error::usage(
+                    "packages_apply_phase_only",
+                    "--packages apply is not available with --phase-only",
+                )
+                .with_hint("the phase's package plan is shown with --packages plan; run its commands by hand, or roll everything back to the phase without --phase-only"));
+            }
             if args.phase_only {
                 let opts = undo::UndoOptions {
                     selector: args.snapshot.clone().unwrap_or_default(),
@@ -84,6 +110,7 @@ fn main() -> std::process::ExitCode {
                     only,
                     dry_run: args.dry_run,
                     all_homes: args.all_homes,
+                    packages,
                 };
                 return undo::undo_phase(s, &opts, env);
             }
@@ -104,7 +131,7 @@ fn main() -> std::process::ExitCode {
                 existing,
                 command: "backup-rollback".into(),
             };
-            restore::run(s, &opts, env)
+            package_plan::rollback(s, &opts, packages, env)
         },
         dotfiles_backup::human::plan,
     )

@@ -7,6 +7,7 @@ pub mod external_prune;
 pub mod health;
 pub mod list;
 pub mod names;
+pub mod package_plan;
 pub mod phases;
 pub mod place;
 pub mod prune;

@@ -45,6 +45,8 @@ pub struct UndoOptions {
     pub dry_run: bool,
     /// Resolve among the runs of every home, not only `$HOME`'s.
     pub all_homes: bool,
+    /// Show the phase's package plan (`--packages`; `apply` is refused for a phase undo).
+    pub packages: crate::ops::package_plan::PackagesMode,
 }
 
 /// One path the phase changed, and what the undo does with it.
@@ -171,6 +173,11 @@ pub fn undo_phase(settings: &Settings, opts: &UndoOptions, env: &mut Envelope) -
         ))
     })?;
     env.put("resolved", &why);
+    if opts.packages != crate::ops::package_plan::PackagesMode::Off {
+        if let Some(p) = crate::ops::package_plan::for_phase(settings, snap, next) {
+            crate::ops::package_plan::show(&p, opts.packages, env)?;
+        }
+    }
     let pre_tree = repo.tree(&snap.record.tree)?;
     let post_tree = repo.tree(&next.record.tree)?;
     let (pre, post) = (locate(&pre_tree), locate(&post_tree));

@@ -999,6 +999,50 @@ def scenario_become_user(h):
         subprocess.run(["userdel", user], capture_output=True)
 
 
+def scenario_package_plan_in_check_diff(h):
+    """A fake brew on PATH: the bootstrap's checkpoints capture its lists; after two formulae
+    and a cask are installed, rollback.yml --check --diff shows the package plan (what was
+    installed, the exact uninstall commands) per manager, returns it as package_plan, and
+    runs no package command."""
+    fake = os.path.join(h.dir, "fakebin")
+    os.makedirs(fake)
+    state, calls = os.path.join(h.dir, "brew-state"), os.path.join(h.dir, "brew-calls")
+    with open(state, "w") as f:
+        f.write("git 2.43.0\n")
+    brew = os.path.join(fake, "brew")
+    with open(brew, "w") as f:
+        f.write("#!/bin/sh\n"
+                f"echo \"$*\" >> '{calls}'\n"
+                "case \"$1\" in\n"
+                f"  list) sed 's/^cask://' '{state}' ;;\n"
+                f"  bundle) while read -r n v; do case \"$n\" in cask:*) echo \"cask \\\"${{n#cask:}}\\\"\";; "
+                f"*) echo \"brew \\\"$n\\\"\";; esac; done < '{state}' ;;\n"
+                "  *) exit 1 ;;\n"
+                "esac\n")
+    os.chmod(brew, 0o755)
+    env = {"PATH": fake + os.pathsep + os.environ["PATH"], "BACKUP_PACKAGES": "brew,brewfile"}
+    r = h.play("bootstrap.yml", env=env)
+    succeeded(r, "bootstrap with a fake brew")
+    with open(state, "w") as f:
+        f.write("git 2.43.0\njq 1.7\nfzf 0.50\ncask:iterm2 3.5\n")
+    open(calls, "w").close()
+    r = h.play("rollback.yml", "-e", "phase=pre-homebrew", "--diff", env=env, check=True)
+    succeeded(r, "rollback --check --diff")
+    diffs = [d for t in r["tasks"] if t["task"].startswith("Apply the rollback") for d in (t["diff"] or [])]
+    brew_diff = [d for d in diffs if d.get("before_header") == "packages brew (now)"]
+    expect(len(brew_diff) == 1, f"one package diff for brew: {diffs}", r)
+    d = brew_diff[0]
+    expect("+ brew jq 1.7" in d["before"] and "+ cask iterm2 3.5" in d["before"],
+           f"the diff names what was installed: {d}", r)
+    expect(f"$ {brew} uninstall --cask iterm2" in d["after"] and f"$ {brew} uninstall fzf jq" in d["after"],
+           f"and the exact reversal: {d}", r)
+    plan = [t for t in r["tasks"] if t["task"].startswith("Apply the rollback")]
+    with open(calls) as f:
+        ran = [line.split()[0] for line in f if line.strip()]
+    expect(set(ran) <= {"list", "bundle"}, f"only lists were asked for, nothing was uninstalled: {ran}", r)
+    expect(plan, "the apply task ran in check mode", r)
+
+
 SCENARIOS = [
     scenario_bootstrap_then_idempotent,
     scenario_tool_absent,
@@ -1014,6 +1058,7 @@ SCENARIOS = [
     scenario_lock_busy_is_retried,
     scenario_collection_by_fqcn_three_hosts_and_tags,
     scenario_check_diff_and_idempotent_undo,
+    scenario_package_plan_in_check_diff,
     scenario_install_from_artifact_and_on_error,
     scenario_become_user,
 ]
