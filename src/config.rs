@@ -242,10 +242,6 @@ pub struct HealthSection {
     pub max_checkpoint_age_days: u64,
     /// No successful `backup-verify` within this many days is yellow.
     pub max_verify_age_days: u64,
-    /// Free space below this (MiB) on the repository's file system is yellow.
-    pub warn_free_mb: u64,
-    /// Free space below this (MiB) is red.
-    pub min_free_mb: u64,
     /// Repositories up to this size (MiB) are re-hashed in full by the check itself.
     pub quick_verify_max_mb: u64,
 }
@@ -255,8 +251,6 @@ impl Default for HealthSection {
         HealthSection {
             max_checkpoint_age_days: 30,
             max_verify_age_days: 30,
-            warn_free_mb: 1024,
-            min_free_mb: 100,
             quick_verify_max_mb: 256,
         }
     }
@@ -799,6 +793,15 @@ impl Settings {
                         )
                         .with_path(path)
                         .with_hint(match e.span() {
+                            // Removed in 0.x: the health check follows `[space]` now.
+                            _ if e.message().contains("`warn_free_mb`")
+                                || e.message().contains("`min_free_mb`") =>
+                            {
+                                format!(
+                                    "health.warn_free_mb and health.min_free_mb are gone: the disk_space row follows space.warn_below_mb and space.refuse_below_mb; move the values there in {}",
+                                    display_path(path)
+                                )
+                            }
                             Some(span) => format!(
                                 "fix line {} of {} (see docs/config.md for every key)",
                                 text[..span.start.min(text.len())].lines().count().max(1),
@@ -1099,13 +1102,10 @@ impl Settings {
             }
         }
         check_hooks(&file.hooks, &file_src())?;
-        if packages.timeout_secs == 0 || file.health.min_free_mb > file.health.warn_free_mb {
+        if packages.timeout_secs == 0 {
             return Err(Error::usage(
                 "bad_config",
-                format!(
-                    "{}: packages.timeout_secs must be at least 1 and health.min_free_mb at most health.warn_free_mb",
-                    file_src()
-                ),
+                format!("{}: packages.timeout_secs must be at least 1", file_src()),
             ));
         }
         Ok(Settings {

@@ -146,6 +146,76 @@ const UNREADABLE: &str = "unreadable";
 /// Desired and current states keyed by absolute path bytes.
 pub type State = BTreeMap<Vec<u8>, Entry>;
 
+/// Refuse, before any change (and before the safety snapshot), a plan that
+/// cannot be carried out on the file systems it writes: one mounted
+/// read-only (exit 8, `read_only_target`), or one where the writes do not
+/// fit under the `[space]` policy (exit 5, `insufficient_space`). Each
+/// change counts against the file system of its nearest existing parent
+/// directory (the home, a tracked root elsewhere, or `--target`), never
+/// against an unrelated root.
+fn check_destinations(actions: &[Action], policy: &crate::config::SpaceSection) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // device -> (the directory holding every change on it, the one holding
+    // every write of content on it, bytes written on it)
+    let mut by_fs: BTreeMap<u64, (PathBuf, Option<PathBuf>, u64)> = BTreeMap::new();
+    let changes = actions.iter().filter(|a| {
+        matches!(
+            a.action,
+            ActionKind::Create | ActionKind::Update | ActionKind::Delete | ActionKind::Metadata
+        )
+    });
+    for a in changes {
+        let abs = Path::new(OsStr::from_bytes(&a.abs));
+        let Some(dir) = abs.ancestors().skip(1).find(|d| d.is_dir()) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let slot = by_fs
+            .entry(meta.dev())
+            .or_insert_with(|| (dir.to_path_buf(), None, 0));
+        widen_to(&mut slot.0, dir);
+        if a.bytes > 0 {
+            match &mut slot.1 {
+                Some(d) => widen_to(d, dir),
+                None => slot.1 = Some(dir.to_path_buf()),
+            }
+            slot.2 = slot.2.saturating_add(a.bytes);
+        }
+    }
+    let by_fs = by_fs
+        .into_values()
+        .map(|(any, written, need)| (written.unwrap_or(any), need));
+    for (dir, need) in by_fs {
+        let dir = dir.as_path();
+        if crate::sys::read_only_mount(dir) {
+            let fs = crate::space::mount_point(dir);
+            let shown = display_path(dir);
+            return Err(Error::new(
+                ExitCode::ReadOnly,
+                "read_only_target",
+                format!("{shown} is on {fs}, which is mounted read-only; nothing was changed"),
+            )
+            .with_path(dir)
+            .with_hint(format!(
+                "remount it writable (e.g. `mount -o remount,rw {fs}`) and run again, or restore into --target DIR on a writable file system"
+            )));
+        }
+        crate::space::ensure_room(dir, need, policy)?;
+    }
+    Ok(())
+}
+
+/// Make `common` the nearest directory holding both itself and `dir`.
+fn widen_to(common: &mut PathBuf, dir: &Path) {
+    if !dir.starts_with(&*common) {
+        if let Some(c) = common.ancestors().find(|c| dir.starts_with(c)) {
+            *common = c.to_path_buf();
+        }
+    }
+}
+
 /// Compare desired (snapshot) with current (safety tree) and list the actions. Pure.
 pub fn plan(desired: &State, current: &State, mode: Mode2) -> Vec<Action> {
     plan_keeping(desired, current, mode, &BTreeMap::new())
@@ -983,28 +1053,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     if read_only_repo {
         refuse_replacing(&actions, opts.target.as_deref())?;
     }
-    let need: u64 = actions.iter().map(|a| a.bytes).sum();
-    let target_fs = roots.first().map(|p| p.as_path()).unwrap_or(Path::new("/"));
-    if let Some(free) = crate::space::free_bytes(target_fs) {
-        let margin = crate::ops::health::DISK_RED_BYTES / 10;
-        if need.saturating_add(margin) > free {
-            let fs = crate::space::mount_point(target_fs);
-            return Err(Error::new(
-                ExitCode::Refused,
-                "insufficient_space",
-                format!(
-                    "the plan writes {} but only {} are free on {fs}; nothing was changed",
-                    crate::units::human_bytes(need),
-                    crate::units::human_bytes(free)
-                ),
-            )
-            .with_path(target_fs)
-            .with_hint(format!(
-                "free at least {} on {fs} and run again",
-                crate::units::human_bytes(need.saturating_add(margin) - free)
-            )));
-        }
-    }
+    check_destinations(&actions, &settings.space)?;
     let blocked = blocked_errors(&actions);
     if opts.dry_run || changing == 0 {
         for a in &actions {
@@ -1438,6 +1487,10 @@ pub fn apply(
     // One directory per file system written to, opened before the first
     // write there (see `Dir::sync_file_system_since_open`).
     let mut file_systems: Vec<(u64, Dir)> = Vec::new();
+    // Directories whose creation failed, with the error: counted as done
+    // if the directory exists when its mode and time are set at the end
+    // (a later action repaired a transient failure), else as failed.
+    let mut pending_dirs: HashMap<DirKey, (ActionKind, Error)> = HashMap::new();
     // Owners and setuid/setgid bits are chosen by whoever wrote the
     // repository: applied only from one the caller owns (for root, a
     // root-owned one; docs/security.md).
@@ -1658,14 +1711,17 @@ pub fn apply(
                             Ok(None)
                         }
                         EntryType::Dir => {
-                            match rustix::fs::mkdirat(parent.fd(), name, crate::sys::mode(0o700)) {
-                                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                                Err(e) => {
-                                    return Err(Error::io(
-                                        "creating directory",
-                                        &shown_path,
-                                        &e.into(),
-                                    ))
+                            if let Err(e) =
+                                rustix::fs::mkdirat(parent.fd(), name, crate::sys::mode(0o700))
+                            {
+                                if e != rustix::io::Errno::EXIST {
+                                    // Possibly transient: a child's `open_beneath` below
+                                    // creates it again. Decided when its mode and time
+                                    // are set, after every action (see `pending_dirs`).
+                                    let err =
+                                        Error::io("creating directory", &shown_path, &e.into());
+                                    pending_dirs
+                                        .insert((anchor.clone(), rel.to_vec()), (a.action, err));
                                 }
                             }
                             // Mode and time are set after the children are written (deepest first).
@@ -1693,6 +1749,9 @@ pub fn apply(
                     flush_staged(&mut staged, stats, errors, &mut dirs_to_sync, &mut written);
                 }
             }
+            Ok(None)
+                if !pending_dirs.is_empty()
+                    && pending_dirs.contains_key(&(anchor.clone(), rel.to_vec())) => {}
             Ok(None) => {
                 count(stats, a.action);
                 if let Some(v) = parent_key.and_then(|k| dirs_to_sync.get_mut(&k)) {
@@ -1754,11 +1813,23 @@ pub fn apply(
                 )
                 .map_err(|e| Error::io("setting time of", d.path(), &e.into()))
             });
-        match res {
-            Ok(()) => {
+        let pending = pending_dirs.remove(&(anchor.clone(), rel.clone()));
+        match (res, pending) {
+            (Ok(()), pending) => {
+                if let Some((kind, _)) = pending {
+                    // Created after all: done, and durable with its parent.
+                    count(stats, kind);
+                    let shown = anchor.join(OsStr::from_bytes(&rel));
+                    let parent = (anchor.clone(), split_name(&rel).0.to_vec());
+                    dirs_to_sync.entry(parent).or_default().push((kind, shown));
+                }
                 dirs_to_sync.entry((anchor, rel)).or_default();
             }
-            Err(e) => errors.push(e),
+            (Err(_), Some((_, first))) => {
+                stats.failed += 1;
+                errors.push(first);
+            }
+            (Err(e), None) => errors.push(e),
         }
     }
     // One `syncfs` per file system makes every rename, removal and directory
