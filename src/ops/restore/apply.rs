@@ -202,43 +202,12 @@ pub fn apply(
     stats: &mut ApplyStats,
     errors: &mut Vec<Error>,
 ) {
-    let ApplyTarget {
-        home,
-        target,
-        desired,
-    } = place;
-    if let Some(t) = target {
+    if let Some(t) = place.target {
         if let Err(e) = std::fs::create_dir_all(t) {
             errors.push(Error::io("creating target", t, &e));
             return;
         }
     }
-    // Directory -> the actions that changed an entry in it. A change is only
-    // durable once its directory is fsynced; if that fails, those actions are
-    // reported as failed (power-loss test: a rename acknowledged but lost).
-    let mut dirs_to_sync: BTreeMap<DirKey, Vec<(ActionKind, PathBuf)>> = BTreeMap::new();
-    let mut dir_times: Vec<(PathBuf, Vec<u8>, Entry)> = Vec::new();
-    // Files written to temp names, waiting to be synced together and renamed
-    // into place (see `flush_staged`).
-    let mut staged: Vec<Staged> = Vec::new();
-    // Absolute paths of the files this run put in place: a hard link to
-    // one of them needs no check of the peer's content.
-    let mut written: HashSet<Vec<u8>> = HashSet::new();
-    // The parent directory of the previous action: plans are in path order,
-    // so most actions share it and need not resolve it again.
-    let mut last_parent: Option<(DirKey, Rc<Dir>)> = None;
-    // One directory per file system written to, opened before the first
-    // write there (see `Dir::sync_file_system_since_open`).
-    let mut file_systems: Vec<(u64, Dir)> = Vec::new();
-    // Directories whose creation failed, with the error: counted as done
-    // if the directory exists when its mode and time are set at the end
-    // (a later action repaired a transient failure), else as failed.
-    let mut pending_dirs: HashMap<DirKey, (ActionKind, Error)> = HashMap::new();
-    // Owners and setuid/setgid bits are chosen by whoever wrote the
-    // repository: applied only from one the caller owns (for root, a
-    // root-owned one; docs/security.md).
-    let trusted = repo.owned_by_caller();
-    let is_root = crate::host::euid() == 0 && trusted;
     let doing = actions
         .iter()
         .filter(|a| !matches!(a.action, ActionKind::Skip | ActionKind::Conflict));
@@ -259,13 +228,102 @@ pub fn apply(
         .iter()
         .filter(|a| !is_link(a))
         .chain(actions.iter().filter(is_link));
+    let mut applier = Applier::new(repo, index, place, secrets, stats, errors);
     for a in ordered {
+        applier.one(a);
+    }
+    // Renames change their directories' times: all of them before those are set.
+    applier.flush();
+    applier.last_parent = None;
+    applier.set_dir_times();
+    applier.make_durable();
+}
+
+/// The state of one [`apply`] run: where it writes, what it has staged and
+/// changed so far, and the counters and errors it reports. Each action goes
+/// through [`Applier::one`]; the directory times and the durability pass
+/// run once at the end.
+struct Applier<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    secrets: &'a SecretAccess,
+    /// `$HOME`, for entries under `~`.
+    home: Option<&'a Path>,
+    /// `--target`: everything goes beneath it.
+    target: Option<&'a Path>,
+    /// The snapshot's entries (see [`ApplyTarget::desired`]).
+    desired: Option<&'a State>,
+    /// Owners and setuid/setgid bits are chosen by whoever wrote the
+    /// repository: applied only from one the caller owns (for root, a
+    /// root-owned one; docs/security.md).
+    trusted: bool,
+    /// Root restoring from a trusted repository: owners are applied.
+    is_root: bool,
+    stats: &'a mut ApplyStats,
+    errors: &'a mut Vec<Error>,
+    /// Directory -> the actions that changed an entry in it. A change is only
+    /// durable once its directory is fsynced; if that fails, those actions are
+    /// reported as failed (power-loss test: a rename acknowledged but lost).
+    dirs_to_sync: BTreeMap<DirKey, Vec<(ActionKind, PathBuf)>>,
+    /// Directories whose mode and time are set at the end, deepest first.
+    dir_times: Vec<(PathBuf, Vec<u8>, Entry)>,
+    /// Files written to temp names, waiting to be synced together and renamed
+    /// into place (see `flush_staged`).
+    staged: Vec<Staged>,
+    /// Absolute paths of the files this run put in place: a hard link to
+    /// one of them needs no check of the peer's content.
+    written: HashSet<Vec<u8>>,
+    /// The parent directory of the previous action: plans are in path order,
+    /// so most actions share it and need not resolve it again.
+    last_parent: Option<(DirKey, Rc<Dir>)>,
+    /// One directory per file system written to, opened before the first
+    /// write there (see `Dir::sync_file_system_since_open`).
+    file_systems: Vec<(u64, Dir)>,
+    /// Directories whose creation failed, with the error: counted as done
+    /// if the directory exists when its mode and time are set at the end
+    /// (a later action repaired a transient failure), else as failed.
+    pending_dirs: HashMap<DirKey, (ActionKind, Error)>,
+}
+
+impl<'a> Applier<'a> {
+    fn new(
+        repo: &'a Repository,
+        index: &'a Index,
+        place: ApplyTarget<'a>,
+        secrets: &'a SecretAccess,
+        stats: &'a mut ApplyStats,
+        errors: &'a mut Vec<Error>,
+    ) -> Self {
+        let trusted = repo.owned_by_caller();
+        Applier {
+            repo,
+            index,
+            secrets,
+            home: place.home,
+            target: place.target,
+            desired: place.desired,
+            trusted,
+            is_root: crate::host::euid() == 0 && trusted,
+            stats,
+            errors,
+            dirs_to_sync: BTreeMap::new(),
+            dir_times: Vec::new(),
+            staged: Vec::new(),
+            written: HashSet::new(),
+            last_parent: None,
+            file_systems: Vec::new(),
+            pending_dirs: HashMap::new(),
+        }
+    }
+
+    /// Carry out one action and record how it went.
+    fn one(&mut self, a: &Action) {
         if matches!(a.action, ActionKind::Skip | ActionKind::Conflict) {
-            stats.skipped += 1;
-            continue;
+            self.stats.skipped += 1;
+            return;
         }
         crate::progress::advance(1, a.bytes);
-        let (anchor, rel) = anchor_of(&a.abs, home, target);
+        let (anchor, rel) = anchor_of(&a.abs, self.home, self.target);
         let shown_path = Path::new(OsStr::from_bytes(&a.abs)).to_path_buf();
         // The directory holding the entry (none for the anchor itself).
         let parent_key: Option<DirKey> =
@@ -273,363 +331,424 @@ pub fn apply(
         // An action on a directory may remove or replace one that is cached.
         let touches_dir = a.current == Some(EntryType::Dir)
             || a.desired.as_ref().is_some_and(|d| d.kind == EntryType::Dir);
-        let result = (|| -> Result<Option<(AtomicFile<'static>, u64)>> {
-            if rel.is_empty() {
-                Dir::open(&anchor)?;
-                // The anchor itself (e.g. a snapshot of ~ restored onto ~): only metadata.
-                if let Some(want) = &a.desired {
-                    if want.kind == EntryType::Dir {
-                        let want = special_bits_if(want, trusted).into_owned();
-                        dir_times.push((anchor.clone(), Vec::new(), want));
-                    }
-                }
-                return Ok(None);
-            }
-            let (parent_rel, name) = split_name(rel);
-            let name = OsStr::from_bytes(name);
-            let key = parent_key
-                .clone()
-                .expect("entries below the anchor have a parent");
-            let parent = match &last_parent {
-                Some((k, d)) if *k == key => Rc::clone(d),
-                _ => {
-                    let d = Rc::new(Dir::open(&anchor)?.open_beneath(
-                        parent_rel,
-                        a.action != ActionKind::Delete,
-                        0o700,
-                    )?);
-                    note_file_system(&mut file_systems, &d);
-                    last_parent = Some((key.clone(), Rc::clone(&d)));
-                    d
-                }
-            };
-            dirs_to_sync.entry(key).or_default();
-            match a.action {
-                ActionKind::Delete => {
-                    remove_path(&parent, name, a.current == Some(EntryType::Dir)).map(|()| None)
-                }
-                ActionKind::Create | ActionKind::Update | ActionKind::Metadata => {
-                    let want = a
-                        .desired
-                        .as_ref()
-                        .expect("non-delete actions carry the entry");
-                    let want = &*special_bits_if(want, trusted);
-                    if a.action == ActionKind::Create {
-                        // Never overwrite something the safety snapshot did not see (e.g. excluded now).
-                        if rustix::fs::statat(parent.fd(), name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
-                        {
-                            return Err(Error::new(ExitCode::Refused, "exists_unscanned", format!("{} exists but was not in the safety snapshot (excluded?); left as it is", display_path(&shown_path))).with_path(&shown_path));
-                        }
-                    }
-                    if let Some(keep) = &a.keep_as {
-                        keep_beside(&parent, name, split_name(keep).1, &shown_path)?;
-                        stats.kept_aside += 1;
-                    }
-                    if a.action == ActionKind::Update && a.current.is_some_and(|c| c != want.kind) {
-                        remove_path(&parent, name, a.current == Some(EntryType::Dir))?;
-                    }
-                    if let (EntryType::File, Some(peer), false) =
-                        (want.kind, &want.hardlink, a.action == ActionKind::Metadata)
-                    {
-                        // Files written earlier in this run are in place first.
-                        flush_staged(&mut staged, stats, errors, &mut dirs_to_sync, &mut written);
-                        let peer_at = PeerAt {
-                            home,
-                            target,
-                            written: &written,
-                            is_root,
-                        };
-                        if link_to_peer(&parent, name, &peer.0, want, peer_at) {
-                            stats.hardlinks += 1;
-                            return Ok(None);
-                        }
-                    }
-                    match want.kind {
-                        EntryType::File if a.action == ActionKind::Metadata => {
-                            let lost = set_meta_at(&parent, name, want, is_root, &shown_path)?;
-                            if let Some(l) = lost {
-                                stats.unrestored.push((shown_path.clone(), l));
-                            }
-                            Ok(None)
-                        }
-                        EntryType::File if want.sealed.is_some() => {
-                            let data = open_sealed(repo, index, want, secrets, &shown_path)?;
-                            let (f, lost) =
-                                stage_file(&parent, name, want.mode & 0o700, want, &data, is_root)?;
-                            if let Some(l) = lost {
-                                stats.unrestored.push((shown_path.clone(), l));
-                            }
-                            stats.secrets_decrypted += 1;
-                            Ok(Some((f, data.len() as u64)))
-                        }
-                        EntryType::File => {
-                            let id = want.sha256.ok_or_else(|| {
-                                Error::new(
-                                    ExitCode::Corrupt,
-                                    "corrupt_tree",
-                                    "file entry without content hash",
-                                )
-                            })?;
-                            let loc = index.get(&id).ok_or_else(|| {
-                                Error::corrupt(
-                                    "missing_blob",
-                                    &shown_path,
-                                    format!(
-                                        "the content of {} ({}) is missing from the repository",
-                                        display_path(&shown_path),
-                                        id.short()
-                                    ),
-                                )
-                            })?;
-                            let data = repo.read_blob(&id, loc).map_err(|mut e| {
-                                e.message = format!(
-                                    "{}: not restored: {}",
-                                    display_path(&shown_path),
-                                    e.message
-                                );
-                                e
-                            })?;
-                            let (f, lost) =
-                                stage_file(&parent, name, want.mode, want, &data, is_root)?;
-                            if let Some(l) = lost {
-                                stats.unrestored.push((shown_path.clone(), l));
-                            }
-                            Ok(Some((f, data.len() as u64)))
-                        }
-                        EntryType::Symlink => {
-                            let target = want.target.as_ref().ok_or_else(|| {
-                                Error::new(
-                                    ExitCode::Corrupt,
-                                    "corrupt_tree",
-                                    "symlink without target",
-                                )
-                            })?;
-                            if a.action != ActionKind::Metadata {
-                                let tmp = format!(
-                                    "{}.{}.link",
-                                    crate::atomic::TEMP_PREFIX,
-                                    std::process::id()
-                                );
-                                let _ = rustix::fs::unlinkat(
-                                    parent.fd(),
-                                    tmp.as_str(),
-                                    AtFlags::empty(),
-                                );
-                                rustix::fs::symlinkat(
-                                    target.as_os_str(),
-                                    parent.fd(),
-                                    tmp.as_str(),
-                                )
-                                .map_err(|e| {
-                                    Error::io("creating symlink", &shown_path, &e.into())
-                                })?;
-                                rustix::fs::renameat(parent.fd(), tmp.as_str(), parent.fd(), name)
-                                    .map_err(|e| {
-                                        Error::io(
-                                            "renaming symlink into place",
-                                            &shown_path,
-                                            &e.into(),
-                                        )
-                                    })?;
-                            }
-                            let t = ts(want.mtime_ns);
-                            let _ = rustix::fs::utimensat(
-                                parent.fd(),
-                                name,
-                                &Timestamps {
-                                    last_access: t,
-                                    last_modification: t,
-                                },
-                                AtFlags::SYMLINK_NOFOLLOW,
-                            );
-                            if is_root {
-                                let _ = rustix::fs::chownat(
-                                    parent.fd(),
-                                    name,
-                                    Some(rustix::process::Uid::from_raw(want.uid)),
-                                    Some(rustix::process::Gid::from_raw(want.gid)),
-                                    AtFlags::SYMLINK_NOFOLLOW,
-                                );
-                            }
-                            Ok(None)
-                        }
-                        EntryType::Dir => {
-                            if let Err(e) =
-                                rustix::fs::mkdirat(parent.fd(), name, crate::sys::mode(0o700))
-                            {
-                                if e != rustix::io::Errno::EXIST {
-                                    // Possibly transient: a child's `open_beneath` below
-                                    // creates it again. Decided when its mode and time
-                                    // are set, after every action (see `pending_dirs`).
-                                    let err =
-                                        Error::io("creating directory", &shown_path, &e.into());
-                                    pending_dirs
-                                        .insert((anchor.clone(), rel.to_vec()), (a.action, err));
-                                }
-                            }
-                            // Mode and time are set after the children are written (deepest first).
-                            dir_times.push((anchor.clone(), rel.to_vec(), want.clone()));
-                            Ok(None)
-                        }
-                    }
-                }
-                ActionKind::Skip | ActionKind::Conflict => Ok(None),
-            }
-        })();
+        let result = match &parent_key {
+            None => self.on_anchor(a, &anchor),
+            Some(key) => self.below_anchor(a, &anchor, rel, key, &shown_path),
+        };
         if touches_dir {
-            last_parent = None;
+            self.last_parent = None;
         }
         match result {
             Ok(Some((file, bytes))) => {
-                staged.push(Staged {
+                self.staged.push(Staged {
                     file,
                     kind: a.action,
                     parent_key,
                     shown_path,
                     bytes,
                 });
-                if staged.len() >= STAGED_MAX {
-                    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync, &mut written);
+                if self.staged.len() >= STAGED_MAX {
+                    self.flush();
                 }
             }
             Ok(None)
-                if !pending_dirs.is_empty()
-                    && pending_dirs.contains_key(&(anchor.clone(), rel.to_vec())) => {}
+                if !self.pending_dirs.is_empty()
+                    && self
+                        .pending_dirs
+                        .contains_key(&(anchor.clone(), rel.to_vec())) => {}
             Ok(None) => {
-                count(stats, a.action);
-                if let Some(v) = parent_key.and_then(|k| dirs_to_sync.get_mut(&k)) {
+                count(self.stats, a.action);
+                if let Some(v) = parent_key.and_then(|k| self.dirs_to_sync.get_mut(&k)) {
                     v.push((a.action, shown_path));
                 }
             }
             Err(e) => {
-                stats.failed += 1;
-                errors.push(e);
+                self.stats.failed += 1;
+                self.errors.push(e);
             }
         }
     }
-    // Renames change their directories' times: all of them before those are set.
-    flush_staged(&mut staged, stats, errors, &mut dirs_to_sync, &mut written);
-    drop(last_parent);
-    // Directory modes and times, deepest first, after all children changed.
-    // Each is made durable with the directories below.
-    if let Some(desired) = desired {
-        for (anchor, rel) in dirs_to_sync.keys() {
-            let mut abs = anchor.as_os_str().as_bytes().to_vec();
-            if !rel.is_empty() {
-                abs.push(b'/');
-                abs.extend_from_slice(rel);
-            }
-            let planned = dir_times.iter().any(|d| d.0 == *anchor && d.1 == *rel);
-            if let Some(want) = desired.get(&abs).filter(|w| w.kind == EntryType::Dir) {
-                if !planned {
-                    dir_times.push((anchor.clone(), rel.clone(), want.clone()));
-                }
+
+    /// The anchor itself (e.g. a snapshot of ~ restored onto ~): only metadata.
+    fn on_anchor(
+        &mut self,
+        a: &Action,
+        anchor: &Path,
+    ) -> Result<Option<(AtomicFile<'static>, u64)>> {
+        Dir::open(anchor)?;
+        if let Some(want) = &a.desired {
+            if want.kind == EntryType::Dir {
+                let want = special_bits_if(want, self.trusted).into_owned();
+                self.dir_times
+                    .push((anchor.to_path_buf(), Vec::new(), want));
             }
         }
+        Ok(None)
     }
-    dir_times.sort_by_key(|d| std::cmp::Reverse(d.1.len()));
-    for (anchor, rel, want) in dir_times {
-        let res = Dir::open(&anchor)
-            .and_then(|b| b.open_beneath(&rel, false, 0o700))
-            .and_then(|d| {
-                note_file_system(&mut file_systems, &d);
-                let (mode, lost) = restore_xattrs(d.fd(), &want, want.mode);
-                if let Some(l) = lost {
-                    stats.unrestored.push((d.path().to_path_buf(), l));
-                }
-                rustix::fs::fchmod(d.fd(), crate::sys::mode(mode))
-                    .map_err(|e| Error::io("setting mode of", d.path(), &e.into()))?;
-                if is_root {
-                    let _ = rustix::fs::fchown(
-                        d.fd(),
-                        Some(rustix::process::Uid::from_raw(want.uid)),
-                        Some(rustix::process::Gid::from_raw(want.gid)),
-                    );
-                }
-                let t = ts(want.mtime_ns);
-                rustix::fs::futimens(
-                    d.fd(),
-                    &Timestamps {
-                        last_access: t,
-                        last_modification: t,
-                    },
+
+    /// The parent directory of an entry, opened beneath its anchor (created
+    /// unless the action removes), reusing the previous action's.
+    fn parent_dir(&mut self, a: &Action, anchor: &Path, key: &DirKey) -> Result<Rc<Dir>> {
+        if let Some((k, d)) = &self.last_parent {
+            if k == key {
+                return Ok(Rc::clone(d));
+            }
+        }
+        let d = Rc::new(Dir::open(anchor)?.open_beneath(
+            &key.1,
+            a.action != ActionKind::Delete,
+            0o700,
+        )?);
+        note_file_system(&mut self.file_systems, &d);
+        self.last_parent = Some((key.clone(), Rc::clone(&d)));
+        Ok(d)
+    }
+
+    /// An entry below its anchor: removed, or written with its metadata.
+    /// A file comes back staged under a temp name (renamed by [`Applier::flush`]).
+    fn below_anchor(
+        &mut self,
+        a: &Action,
+        anchor: &Path,
+        rel: &[u8],
+        key: &DirKey,
+        shown_path: &Path,
+    ) -> Result<Option<(AtomicFile<'static>, u64)>> {
+        let name = OsStr::from_bytes(split_name(rel).1);
+        let parent = self.parent_dir(a, anchor, key)?;
+        self.dirs_to_sync.entry(key.clone()).or_default();
+        match a.action {
+            ActionKind::Delete => {
+                remove_path(&parent, name, a.current == Some(EntryType::Dir)).map(|()| None)
+            }
+            ActionKind::Create | ActionKind::Update | ActionKind::Metadata => {
+                self.put(a, &parent, name, anchor, rel, shown_path)
+            }
+            ActionKind::Skip | ActionKind::Conflict => Ok(None),
+        }
+    }
+
+    /// Create, update or fix the metadata of one entry in `parent`.
+    fn put(
+        &mut self,
+        a: &Action,
+        parent: &Rc<Dir>,
+        name: &OsStr,
+        anchor: &Path,
+        rel: &[u8],
+        shown_path: &Path,
+    ) -> Result<Option<(AtomicFile<'static>, u64)>> {
+        let want = a
+            .desired
+            .as_ref()
+            .expect("non-delete actions carry the entry");
+        let want = &*special_bits_if(want, self.trusted);
+        if a.action == ActionKind::Create {
+            // Never overwrite something the safety snapshot did not see (e.g. excluded now).
+            if rustix::fs::statat(parent.fd(), name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                return Err(Error::new(
+                    ExitCode::Refused,
+                    "exists_unscanned",
+                    format!(
+                        "{} exists but was not in the safety snapshot (excluded?); left as it is",
+                        display_path(shown_path)
+                    ),
                 )
-                .map_err(|e| Error::io("setting time of", d.path(), &e.into()))
-            });
-        let pending = pending_dirs.remove(&(anchor.clone(), rel.clone()));
-        match (res, pending) {
-            (Ok(()), pending) => {
-                if let Some((kind, _)) = pending {
-                    // Created after all: done, and durable with its parent.
-                    count(stats, kind);
-                    let shown = anchor.join(OsStr::from_bytes(&rel));
-                    let parent = (anchor.clone(), split_name(&rel).0.to_vec());
-                    dirs_to_sync.entry(parent).or_default().push((kind, shown));
+                .with_path(shown_path));
+            }
+        }
+        if let Some(keep) = &a.keep_as {
+            keep_beside(parent, name, split_name(keep).1, shown_path)?;
+            self.stats.kept_aside += 1;
+        }
+        if a.action == ActionKind::Update && a.current.is_some_and(|c| c != want.kind) {
+            remove_path(parent, name, a.current == Some(EntryType::Dir))?;
+        }
+        if let (EntryType::File, Some(peer), false) =
+            (want.kind, &want.hardlink, a.action == ActionKind::Metadata)
+        {
+            // Files written earlier in this run are in place first.
+            self.flush();
+            let peer_at = PeerAt {
+                home: self.home,
+                target: self.target,
+                written: &self.written,
+                is_root: self.is_root,
+            };
+            if link_to_peer(parent, name, &peer.0, want, peer_at) {
+                self.stats.hardlinks += 1;
+                return Ok(None);
+            }
+        }
+        match want.kind {
+            EntryType::File if a.action == ActionKind::Metadata => {
+                let lost = set_meta_at(parent, name, want, self.is_root, shown_path)?;
+                if let Some(l) = lost {
+                    self.stats.unrestored.push((shown_path.to_path_buf(), l));
                 }
-                dirs_to_sync.entry((anchor, rel)).or_default();
+                Ok(None)
             }
-            (Err(_), Some((_, first))) => {
-                stats.failed += 1;
-                errors.push(first);
+            EntryType::File => self.stage_content(parent, name, want, shown_path).map(Some),
+            EntryType::Symlink => {
+                self.put_symlink(a, parent, name, want, shown_path)?;
+                Ok(None)
             }
-            (Err(e), None) => errors.push(e),
+            EntryType::Dir => {
+                if let Err(e) = rustix::fs::mkdirat(parent.fd(), name, crate::sys::mode(0o700)) {
+                    if e != rustix::io::Errno::EXIST {
+                        // Possibly transient: a child's `open_beneath` below
+                        // creates it again. Decided when its mode and time
+                        // are set, after every action (see `pending_dirs`).
+                        let err = Error::io("creating directory", shown_path, &e.into());
+                        self.pending_dirs
+                            .insert((anchor.to_path_buf(), rel.to_vec()), (a.action, err));
+                    }
+                }
+                // Mode and time are set after the children are written (deepest first).
+                self.dir_times
+                    .push((anchor.to_path_buf(), rel.to_vec(), want.clone()));
+                Ok(None)
+            }
         }
     }
-    // One `syncfs` per file system makes every rename, removal and directory
-    // change above durable at once (one journal commit instead of one per
-    // directory). If it fails or is not known to report errors, each
-    // directory is fsynced, which names the ones in trouble.
-    let all_durable = !file_systems.is_empty()
-        && file_systems
-            .iter()
-            .all(|(_, d)| d.sync_file_system_since_open());
-    for ((anchor, rel), changed) in dirs_to_sync {
-        if all_durable {
-            continue;
+
+    /// A file's content (from the repository, decrypted if sealed), written
+    /// under a temp name in `parent` with its metadata, not yet renamed.
+    fn stage_content(
+        &mut self,
+        parent: &Rc<Dir>,
+        name: &OsStr,
+        want: &Entry,
+        shown_path: &Path,
+    ) -> Result<(AtomicFile<'static>, u64)> {
+        if want.sealed.is_some() {
+            let data = open_sealed(self.repo, self.index, want, self.secrets, shown_path)?;
+            let (f, lost) = stage_file(parent, name, want.mode & 0o700, want, &data, self.is_root)?;
+            if let Some(l) = lost {
+                self.stats.unrestored.push((shown_path.to_path_buf(), l));
+            }
+            self.stats.secrets_decrypted += 1;
+            return Ok((f, data.len() as u64));
         }
-        let synced = match Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
-            Ok(d) => d.sync(),
-            Err(e) => {
-                // Removed or replaced by a later action of this plan: the sync
-                // of its parent (also in this map) makes that durable.
-                // Anything else (EIO from a dying disk) is a failure.
-                let p = anchor.join(OsStr::from_bytes(&rel));
-                match std::fs::symlink_metadata(&p) {
-                    Err(m) if m.kind() == std::io::ErrorKind::NotFound => continue,
-                    Ok(m) if !m.is_dir() => continue,
-                    _ if all_durable => continue,
-                    _ => Err(e),
+        let id = want.sha256.ok_or_else(|| {
+            Error::new(
+                ExitCode::Corrupt,
+                "corrupt_tree",
+                "file entry without content hash",
+            )
+        })?;
+        let loc = self.index.get(&id).ok_or_else(|| {
+            Error::corrupt(
+                "missing_blob",
+                shown_path,
+                format!(
+                    "the content of {} ({}) is missing from the repository",
+                    display_path(shown_path),
+                    id.short()
+                ),
+            )
+        })?;
+        let data = self.repo.read_blob(&id, loc).map_err(|mut e| {
+            e.message = format!("{}: not restored: {}", display_path(shown_path), e.message);
+            e
+        })?;
+        let (f, lost) = stage_file(parent, name, want.mode, want, &data, self.is_root)?;
+        if let Some(l) = lost {
+            self.stats.unrestored.push((shown_path.to_path_buf(), l));
+        }
+        Ok((f, data.len() as u64))
+    }
+
+    /// A symlink put in place through a temp name and a rename, then its
+    /// time (and owner, for root).
+    fn put_symlink(
+        &mut self,
+        a: &Action,
+        parent: &Dir,
+        name: &OsStr,
+        want: &Entry,
+        shown_path: &Path,
+    ) -> Result<()> {
+        let target = want.target.as_ref().ok_or_else(|| {
+            Error::new(ExitCode::Corrupt, "corrupt_tree", "symlink without target")
+        })?;
+        if a.action != ActionKind::Metadata {
+            let tmp = format!("{}.{}.link", crate::atomic::TEMP_PREFIX, std::process::id());
+            let _ = rustix::fs::unlinkat(parent.fd(), tmp.as_str(), AtFlags::empty());
+            rustix::fs::symlinkat(target.as_os_str(), parent.fd(), tmp.as_str())
+                .map_err(|e| Error::io("creating symlink", shown_path, &e.into()))?;
+            rustix::fs::renameat(parent.fd(), tmp.as_str(), parent.fd(), name)
+                .map_err(|e| Error::io("renaming symlink into place", shown_path, &e.into()))?;
+        }
+        let t = ts(want.mtime_ns);
+        let _ = rustix::fs::utimensat(
+            parent.fd(),
+            name,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            AtFlags::SYMLINK_NOFOLLOW,
+        );
+        if self.is_root {
+            let _ = rustix::fs::chownat(
+                parent.fd(),
+                name,
+                Some(rustix::process::Uid::from_raw(want.uid)),
+                Some(rustix::process::Gid::from_raw(want.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            );
+        }
+        Ok(())
+    }
+
+    /// Sync and rename every staged file (see `flush_staged`).
+    fn flush(&mut self) {
+        flush_staged(
+            &mut self.staged,
+            self.stats,
+            self.errors,
+            &mut self.dirs_to_sync,
+            &mut self.written,
+        );
+    }
+
+    /// Directory modes and times, deepest first, after all children changed.
+    /// Each is made durable with the directories below.
+    fn set_dir_times(&mut self) {
+        if let Some(desired) = self.desired {
+            for (anchor, rel) in self.dirs_to_sync.keys() {
+                let mut abs = anchor.as_os_str().as_bytes().to_vec();
+                if !rel.is_empty() {
+                    abs.push(b'/');
+                    abs.extend_from_slice(rel);
+                }
+                let planned = self.dir_times.iter().any(|d| d.0 == *anchor && d.1 == *rel);
+                if let Some(want) = desired.get(&abs).filter(|w| w.kind == EntryType::Dir) {
+                    if !planned {
+                        self.dir_times
+                            .push((anchor.clone(), rel.clone(), want.clone()));
+                    }
                 }
             }
-        };
-        let Err(e) = synced else { continue };
-        if changed.is_empty() {
-            // Nothing in it was reported done, but say the directory is in trouble.
-            errors.push(
-                e.with_hint("check the file system (dmesg, fsck), then run the same command again"),
+        }
+        let mut dir_times = std::mem::take(&mut self.dir_times);
+        dir_times.sort_by_key(|d| std::cmp::Reverse(d.1.len()));
+        for (anchor, rel, want) in dir_times {
+            let res = self.set_dir_time(&anchor, &rel, &want);
+            let pending = self.pending_dirs.remove(&(anchor.clone(), rel.clone()));
+            match (res, pending) {
+                (Ok(()), pending) => {
+                    if let Some((kind, _)) = pending {
+                        // Created after all: done, and durable with its parent.
+                        count(self.stats, kind);
+                        let shown = anchor.join(OsStr::from_bytes(&rel));
+                        let parent = (anchor.clone(), split_name(&rel).0.to_vec());
+                        self.dirs_to_sync
+                            .entry(parent)
+                            .or_default()
+                            .push((kind, shown));
+                    }
+                    self.dirs_to_sync.entry((anchor, rel)).or_default();
+                }
+                (Err(_), Some((_, first))) => {
+                    self.stats.failed += 1;
+                    self.errors.push(first);
+                }
+                (Err(e), None) => self.errors.push(e),
+            }
+        }
+    }
+
+    /// Mode, extended attributes, owner (root) and time of one directory.
+    fn set_dir_time(&mut self, anchor: &Path, rel: &[u8], want: &Entry) -> Result<()> {
+        let d = Dir::open(anchor)?.open_beneath(rel, false, 0o700)?;
+        note_file_system(&mut self.file_systems, &d);
+        let (mode, lost) = restore_xattrs(d.fd(), want, want.mode);
+        if let Some(l) = lost {
+            self.stats.unrestored.push((d.path().to_path_buf(), l));
+        }
+        rustix::fs::fchmod(d.fd(), crate::sys::mode(mode))
+            .map_err(|e| Error::io("setting mode of", d.path(), &e.into()))?;
+        if self.is_root {
+            let _ = rustix::fs::fchown(
+                d.fd(),
+                Some(rustix::process::Uid::from_raw(want.uid)),
+                Some(rustix::process::Gid::from_raw(want.gid)),
             );
-            continue;
         }
-        // The renames, links and removals in this directory may not survive a
-        // power cut: they are not done, whatever the calls before returned.
-        for (kind, _) in &changed {
-            uncount(stats, *kind);
-            stats.failed += 1;
-        }
-        let first = crate::paths::display_path(&changed[0].1);
-        // `path` stays the directory (from the failed call): that is what is in doubt.
-        let mut err = Error::new(
-            e.exit,
-            "not_durable",
-            format!(
-                "{}; {} change(s) in that directory, e.g. {first}, may be lost on a power cut",
-                e.message,
-                changed.len()
-            ),
+        let t = ts(want.mtime_ns);
+        rustix::fs::futimens(
+            d.fd(),
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
         )
-        .with_hint("check the file system (dmesg, fsck), then run the same command again");
-        err.path = e.path;
-        errors.push(err);
+        .map_err(|e| Error::io("setting time of", d.path(), &e.into()))
+    }
+
+    /// One `syncfs` per file system makes every rename, removal and directory
+    /// change durable at once; otherwise each changed directory is fsynced,
+    /// and the changes in one that fails are taken back as failed.
+    fn make_durable(mut self) {
+        // One `syncfs` per file system makes every rename, removal and directory
+        // change above durable at once (one journal commit instead of one per
+        // directory). If it fails or is not known to report errors, each
+        // directory is fsynced, which names the ones in trouble.
+        let all_durable = !self.file_systems.is_empty()
+            && self
+                .file_systems
+                .iter()
+                .all(|(_, d)| d.sync_file_system_since_open());
+        for ((anchor, rel), changed) in std::mem::take(&mut self.dirs_to_sync) {
+            if all_durable {
+                continue;
+            }
+            let synced = match Dir::open(&anchor).and_then(|b| b.open_beneath(&rel, false, 0o700)) {
+                Ok(d) => d.sync(),
+                Err(e) => {
+                    // Removed or replaced by a later action of this plan: the sync
+                    // of its parent (also in this map) makes that durable.
+                    // Anything else (EIO from a dying disk) is a failure.
+                    let p = anchor.join(OsStr::from_bytes(&rel));
+                    match std::fs::symlink_metadata(&p) {
+                        Err(m) if m.kind() == std::io::ErrorKind::NotFound => continue,
+                        Ok(m) if !m.is_dir() => continue,
+                        _ if all_durable => continue,
+                        _ => Err(e),
+                    }
+                }
+            };
+            let Err(e) = synced else { continue };
+            if changed.is_empty() {
+                // Nothing in it was reported done, but say the directory is in trouble.
+                self.errors.push(e.with_hint(
+                    "check the file system (dmesg, fsck), then run the same command again",
+                ));
+                continue;
+            }
+            // The renames, links and removals in this directory may not survive a
+            // power cut: they are not done, whatever the calls before returned.
+            for (kind, _) in &changed {
+                uncount(self.stats, *kind);
+                self.stats.failed += 1;
+            }
+            let first = crate::paths::display_path(&changed[0].1);
+            // `path` stays the directory (from the failed call): that is what is in doubt.
+            let mut err = Error::new(
+                e.exit,
+                "not_durable",
+                format!(
+                    "{}; {} change(s) in that directory, e.g. {first}, may be lost on a power cut",
+                    e.message,
+                    changed.len()
+                ),
+            )
+            .with_hint("check the file system (dmesg, fsck), then run the same command again");
+            err.path = e.path;
+            self.errors.push(err);
+        }
     }
 }
 
