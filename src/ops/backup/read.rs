@@ -467,9 +467,10 @@ pub(super) struct Tally<'a> {
 /// quota before the first write, then read, hash and pack what is needed,
 /// and seal the secret class (files found to hold a credential join it).
 ///
-/// Over 100 lines on purpose: the three per-file tables are filled in one
-/// pass each, in this order (a detected credential moves a file from the
-/// plain packs to the sealed ones); split, they would travel as six
+/// Over 100 lines on purpose: after [`decide_reads`], the read, the
+/// detection and the sealing fill the same per-file tables in this order
+/// (a detected credential moves a file from the plain packs to the sealed
+/// ones); split further, the tables and the sealer would travel as six
 /// arguments between the steps.
 pub(super) fn read_contents(
     repo: Option<&Repository>,
@@ -478,7 +479,7 @@ pub(super) fn read_contents(
     scanned_roots: &mut [scan::ScannedRoot],
     rules: &Rules,
     opts: &BackupOptions,
-    tally: Tally<'_>,
+    mut tally: Tally<'_>,
 ) -> Result<Contents> {
     // Secret-class files are stored only encrypted; without recipients (or
     // the key) they are skipped, never stored in plain text.
@@ -492,46 +493,13 @@ pub(super) fn read_contents(
     } else {
         None
     };
-    let mut secret_work: Vec<FileWork> = Vec::new();
-
-    // Decide per file: cached, omitted, or to be read.
     let t1 = Instant::now();
-    let mut hashes: Vec<Vec<Option<Hash>>> = scanned_roots
-        .iter()
-        .map(|r| vec![None; r.items.len()])
-        .collect();
-    let mut omitted: Vec<Vec<Option<&'static str>>> = scanned_roots
-        .iter()
-        .map(|r| vec![None; r.items.len()])
-        .collect();
-    let mut work: Vec<FileWork> = Vec::new();
-    for (ri, root) in scanned_roots.iter().enumerate() {
-        for (ii, item) in root.items.iter().enumerate() {
-            match item.kind {
-                EntryType::Dir => tally.stats.dirs_scanned += 1,
-                EntryType::Symlink => tally.stats.symlinks_scanned += 1,
-                EntryType::File => {
-                    tally.stats.files_scanned += 1;
-                    tally.stats.bytes_scanned += item.size;
-                    if item.class == DataClass::Secret {
-                        if let Some(Err(why)) = &sealer {
-                            omitted[ri][ii] = Some("secret");
-                            tally.warnings.push(secret_skipped(item, why));
-                        } else {
-                            secret_work.push(FileWork { root: ri, item: ii });
-                        }
-                        continue;
-                    }
-                    if let Some(h) = old_cache.lookup(&item.abs, &stat_key(item)) {
-                        hashes[ri][ii] = Some(h);
-                        tally.stats.files_unchanged += 1;
-                    } else {
-                        work.push(FileWork { root: ri, item: ii });
-                    }
-                }
-            }
-        }
-    }
+    let Decided {
+        mut hashes,
+        mut omitted,
+        work,
+        mut secret_work,
+    } = decide_reads(scanned_roots, old_cache, sealer.as_ref(), &mut tally);
     read_xattrs(scanned_roots, &hashes);
 
     // Free space and quota, before anything is written.
@@ -643,4 +611,69 @@ pub(super) fn read_contents(
         sealed,
         new_packs,
     })
+}
+
+/// What [`decide_reads`] found, per (root, item) of the scan.
+struct Decided {
+    hashes: Vec<Vec<Option<Hash>>>,
+    omitted: Vec<Vec<Option<&'static str>>>,
+    /// Files to read (not in the files cache).
+    work: Vec<FileWork>,
+    /// Secret-class files to seal.
+    secret_work: Vec<FileWork>,
+}
+
+/// Decide per file: kept from the files cache (its hash known without
+/// opening it), omitted (a secret that cannot be sealed), to be sealed, or
+/// to be read; and count what the scan found.
+fn decide_reads(
+    scanned_roots: &[scan::ScannedRoot],
+    old_cache: &FilesCache,
+    sealer: Option<&std::result::Result<Sealer, SealUnavailable>>,
+    tally: &mut Tally<'_>,
+) -> Decided {
+    let mut secret_work: Vec<FileWork> = Vec::new();
+
+    let mut hashes: Vec<Vec<Option<Hash>>> = scanned_roots
+        .iter()
+        .map(|r| vec![None; r.items.len()])
+        .collect();
+    let mut omitted: Vec<Vec<Option<&'static str>>> = scanned_roots
+        .iter()
+        .map(|r| vec![None; r.items.len()])
+        .collect();
+    let mut work: Vec<FileWork> = Vec::new();
+    for (ri, root) in scanned_roots.iter().enumerate() {
+        for (ii, item) in root.items.iter().enumerate() {
+            match item.kind {
+                EntryType::Dir => tally.stats.dirs_scanned += 1,
+                EntryType::Symlink => tally.stats.symlinks_scanned += 1,
+                EntryType::File => {
+                    tally.stats.files_scanned += 1;
+                    tally.stats.bytes_scanned += item.size;
+                    if item.class == DataClass::Secret {
+                        if let Some(Err(why)) = sealer {
+                            omitted[ri][ii] = Some("secret");
+                            tally.warnings.push(secret_skipped(item, why));
+                        } else {
+                            secret_work.push(FileWork { root: ri, item: ii });
+                        }
+                        continue;
+                    }
+                    if let Some(h) = old_cache.lookup(&item.abs, &stat_key(item)) {
+                        hashes[ri][ii] = Some(h);
+                        tally.stats.files_unchanged += 1;
+                    } else {
+                        work.push(FileWork { root: ri, item: ii });
+                    }
+                }
+            }
+        }
+    }
+    Decided {
+        hashes,
+        omitted,
+        work,
+        secret_work,
+    }
 }
