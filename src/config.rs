@@ -245,10 +245,6 @@ pub struct HealthSection {
     pub max_checkpoint_age_days: u64,
     /// No successful `backup-verify` within this many days is yellow.
     pub max_verify_age_days: u64,
-    /// Free space below this (MiB) on the repository's file system is yellow.
-    pub warn_free_mb: u64,
-    /// Free space below this (MiB) is red.
-    pub min_free_mb: u64,
     /// Repositories up to this size (MiB) are re-hashed in full by the check itself.
     pub quick_verify_max_mb: u64,
 }
@@ -258,8 +254,6 @@ impl Default for HealthSection {
         HealthSection {
             max_checkpoint_age_days: 30,
             max_verify_age_days: 30,
-            warn_free_mb: 1024,
-            min_free_mb: 100,
             quick_verify_max_mb: 256,
         }
     }
@@ -789,69 +783,10 @@ impl Settings {
                 false,
             )
         };
-        let mut file = FileConfig::default();
-        let mut config_file = None;
-        let mut file_keys = BTreeSet::new();
-        if let Some(path) = &config_path {
-            match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    file = toml::from_str(&text).map_err(|e| {
-                        Error::usage(
-                            "bad_config",
-                            format!("{}: {}", display_path(path), e.message()),
-                        )
-                        .with_path(path)
-                        .with_hint(match e.span() {
-                            Some(span) => format!(
-                                "fix line {} of {} (see docs/config.md for every key)",
-                                text[..span.start.min(text.len())].lines().count().max(1),
-                                display_path(path)
-                            ),
-                            None => "see docs/config.md for every key".to_string(),
-                        })
-                    })?;
-                    config_file = Some(path.clone());
-                    file_keys = keys_set_in(&text);
-                }
-                // A default path that cannot exist: `~/.config` is a file, or a
-                // symlink (GNU Stow) whose target is one or is gone. Treated as
-                // no config file, so that a rollback can still repair it.
-                Err(e)
-                    if !explicit
-                        && matches!(
-                            e.kind(),
-                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                        ) => {}
-                // A file the user named and that is not there is a mistake in
-                // the arguments (exit 2), like any other bad configuration.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    return Err(Error::usage(
-                        "config_not_found",
-                        format!("the config file {} does not exist", display_path(path)),
-                    )
-                    .with_path(path)
-                    .with_hint(
-                        "pass an existing file with --config (or BACKUP_CONFIG), or unset it to use the defaults",
-                    ))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Err(Error::usage(
-                        "bad_config",
-                        format!("{} is not valid UTF-8 (TOML must be)", display_path(path)),
-                    )
-                    .with_path(path)
-                    .with_hint("save the file as UTF-8; non-UTF-8 paths cannot be written in TOML, use a parent directory instead"))
-                }
-                Err(e) => return Err(Error::io("reading config", path, &e).with_hint(
-                    "pass an existing file with --config, or remove the option to use the defaults",
-                )),
-            }
-        }
+        let (file, config_file, file_keys) = match &config_path {
+            Some(path) => read_config_file(path, explicit)?,
+            None => (FileConfig::default(), None, BTreeSet::new()),
+        };
         let file_src = || {
             config_file
                 .as_ref()
@@ -874,77 +809,14 @@ impl Settings {
             expand(DEFAULT_REPO, "the default repository")?
         };
 
-        // Tracked roots.
-        let mut track_lists = TrackLists::default();
-        let configured: Vec<String> = if !over.paths.is_empty() {
-            sources.insert("track", "flag --path".into());
-            over.paths
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect()
-        } else {
-            let mut list: Vec<String> = match &file.track.config {
-                Some(c) => {
-                    sources.insert("track", file_src());
-                    c.clone()
-                }
-                None => {
-                    sources.insert("track", "default".into());
-                    DEFAULT_CONFIG_ROOTS.iter().map(|s| s.to_string()).collect()
-                }
-            };
-            track_lists.config = list.clone();
-            if !over.config_only {
-                track_lists.data = file.track.data.clone().unwrap_or_default();
-                list.extend(track_lists.data.iter().cloned());
-            } else {
-                sources.insert("track.data", "flag --config-only".into());
-            }
-            list
-        };
-        if !over.paths.is_empty() {
-            track_lists.config = configured.clone();
-        }
-        let mut roots: Vec<TrackedRoot> = Vec::new();
-        for (i, raw) in configured.iter().enumerate() {
-            if raw.is_empty() {
-                return Err(Error::usage(
-                    "bad_config",
-                    format!("tracked path #{} is empty", i + 1),
-                ));
-            }
-            // --path values keep their bytes; the OsStr round trip above is lossy only for display.
-            let abs = if !over.paths.is_empty() {
-                let p = &over.paths[i];
-                let expanded = expand_tilde(p, home.as_deref()).ok_or_else(|| {
-                    Error::usage(
-                        "home_not_set",
-                        format!("--path {} needs $HOME", p.display()),
-                    )
-                })?;
-                absolutize(&expanded)
-            } else {
-                // Name the file and the key: the user must find the bad entry.
-                expand(
-                    raw,
-                    &format!("{}: track.config/track.data entry", file_src()),
-                )?
-            };
-            if abs.parent().is_none() {
-                return Err(Error::usage(
-                    "bad_path",
-                    "tracking `/` is not supported; name the directories to track",
-                ));
-            }
-            let shown = crate::paths::tilde_form(&abs, home.as_deref());
-            if !roots.iter().any(|r| r.abs == abs) {
-                roots.push(TrackedRoot { shown, abs });
-            }
-        }
-        // A root inside another root would be stored twice and restored in a
-        // confusing order; keep the outer one.
-        let all: Vec<PathBuf> = roots.iter().map(|r| r.abs.clone()).collect();
-        roots.retain(|r| !all.iter().any(|o| o != &r.abs && r.abs.starts_with(o)));
+        let (roots, mut track_lists) = resolve_roots(
+            over,
+            &file.track,
+            home.as_deref(),
+            &expand,
+            &mut sources,
+            &file_src(),
+        )?;
 
         let mut excludes: Vec<String> = match &file.track.exclude {
             Some(e) => e.clone(),
@@ -1054,62 +926,13 @@ impl Settings {
             &file_src(),
         )?;
         let retry = resolve_retry(&file.retry, over, env, &mut sources, &file_src())?;
-        let mut packages = file.packages.clone();
-        if let Some(v) = env("BACKUP_PACKAGES") {
-            sources.insert("packages", "env BACKUP_PACKAGES".into());
-            let (on, managers) = parse_packages_switch(&v)?;
-            packages.auto = on;
-            packages.manual = on;
-            if managers.is_some() {
-                packages.managers = managers;
-            }
-        }
-        if let Some(v) = env("BACKUP_PACKAGES_TIMEOUT") {
-            sources.insert(
-                "packages.timeout_secs",
-                "env BACKUP_PACKAGES_TIMEOUT".into(),
-            );
-            packages.timeout_secs = v.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
-                Error::usage(
-                    "bad_environment",
-                    format!("BACKUP_PACKAGES_TIMEOUT={v:?} is not a whole number of seconds (1 or more)"),
-                )
-                .with_hint("e.g. BACKUP_PACKAGES_TIMEOUT=30")
-            })?;
-        }
-        check_managers(&packages, &file_src())?;
-        if let Some(watch) = packages.watch.as_mut() {
-            for (name, paths) in watch.iter_mut() {
-                for p in paths.iter_mut() {
-                    *p = expand(p, &format!("packages.watch.{name}"))?
-                        .to_string_lossy()
-                        .into_owned();
-                }
-            }
-        }
-        for (name, argv) in packages.commands.iter().flatten() {
-            if argv.first().is_none_or(|p| p.is_empty()) {
-                return Err(Error::usage(
-                    "bad_config",
-                    format!(
-                        "{}: packages.commands.{name} is empty; give the program and its arguments",
-                        file_src()
-                    ),
-                )
-                .with_hint(format!(
-                    "e.g. {name} = [\"brew\", \"list\", \"--versions\"]"
-                )));
-            }
-        }
+        let packages = resolve_packages(&file.packages, env, &expand, &mut sources, &file_src())?;
         check_hooks(&file.hooks, &file_src())?;
-        if packages.timeout_secs == 0
-            || packages.apply_timeout_secs == 0
-            || file.health.min_free_mb > file.health.warn_free_mb
-        {
+        if packages.timeout_secs == 0 || packages.apply_timeout_secs == 0 {
             return Err(Error::usage(
                 "bad_config",
                 format!(
-                    "{}: packages.timeout_secs and packages.apply_timeout_secs must be at least 1 and health.min_free_mb at most health.warn_free_mb",
+                    "{}: packages.timeout_secs and packages.apply_timeout_secs must be at least 1",
                     file_src()
                 ),
             ));
@@ -1269,6 +1092,227 @@ fn resolve_external(
         timeout: Duration::from_secs(timeout),
         cache_dir,
     })
+}
+
+/// Read and parse the config file at `path`: the settings, the path (none
+/// when a default path that cannot exist is treated as no file), and the
+/// keys it sets (for `--print-config`). `explicit`: named by `--config` or
+/// `BACKUP_CONFIG`, so it must exist.
+fn read_config_file(
+    path: &Path,
+    explicit: bool,
+) -> Result<(FileConfig, Option<PathBuf>, BTreeSet<String>)> {
+    let mut file = FileConfig::default();
+    let mut config_file = None;
+    let mut file_keys = BTreeSet::new();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            file = toml::from_str(&text).map_err(|e| {
+                Error::usage(
+                    "bad_config",
+                    format!("{}: {}", display_path(path), e.message()),
+                )
+                .with_path(path)
+                .with_hint(match e.span() {
+                    // Removed in 0.x: the health check follows `[space]` now.
+                    _ if e.message().contains("`warn_free_mb`")
+                        || e.message().contains("`min_free_mb`") =>
+                    {
+                        format!(
+                            "health.warn_free_mb and health.min_free_mb are gone: the disk_space row follows space.warn_below_mb and space.refuse_below_mb; move the values there in {}",
+                            display_path(path)
+                        )
+                    }
+                    Some(span) => format!(
+                        "fix line {} of {} (see docs/config.md for every key)",
+                        text[..span.start.min(text.len())].lines().count().max(1),
+                        display_path(path)
+                    ),
+                    None => "see docs/config.md for every key".to_string(),
+                })
+            })?;
+            config_file = Some(path.to_path_buf());
+            file_keys = keys_set_in(&text);
+        }
+        // A default path that cannot exist: `~/.config` is a file, or a
+        // symlink (GNU Stow) whose target is one or is gone. Treated as
+        // no config file, so that a rollback can still repair it.
+        Err(e)
+            if !explicit
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+        // A file the user named and that is not there is a mistake in
+        // the arguments (exit 2), like any other bad configuration.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(Error::usage(
+                "config_not_found",
+                format!("the config file {} does not exist", display_path(path)),
+            )
+            .with_path(path)
+            .with_hint(
+                "pass an existing file with --config (or BACKUP_CONFIG), or unset it to use the defaults",
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(Error::usage(
+                "bad_config",
+                format!("{} is not valid UTF-8 (TOML must be)", display_path(path)),
+            )
+            .with_path(path)
+            .with_hint("save the file as UTF-8; non-UTF-8 paths cannot be written in TOML, use a parent directory instead"))
+        }
+        Err(e) => return Err(Error::io("reading config", path, &e).with_hint(
+            "pass an existing file with --config, or remove the option to use the defaults",
+        )),
+    }
+    Ok((file, config_file, file_keys))
+}
+
+/// The tracked roots (`--path`, else `track.config` plus `track.data`
+/// unless `--config-only`), expanded and absolute, duplicates and roots
+/// inside another root dropped; with the lists as configured.
+fn resolve_roots(
+    over: &Overrides,
+    track: &TrackSection,
+    home: Option<&Path>,
+    expand: &dyn Fn(&str, &str) -> Result<PathBuf>,
+    sources: &mut BTreeMap<&'static str, String>,
+    file_src: &str,
+) -> Result<(Vec<TrackedRoot>, TrackLists)> {
+    let mut track_lists = TrackLists::default();
+    let configured: Vec<String> = if !over.paths.is_empty() {
+        sources.insert("track", "flag --path".into());
+        over.paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    } else {
+        let mut list: Vec<String> = match &track.config {
+            Some(c) => {
+                sources.insert("track", file_src.to_string());
+                c.clone()
+            }
+            None => {
+                sources.insert("track", "default".into());
+                DEFAULT_CONFIG_ROOTS.iter().map(|s| s.to_string()).collect()
+            }
+        };
+        track_lists.config = list.clone();
+        if !over.config_only {
+            track_lists.data = track.data.clone().unwrap_or_default();
+            list.extend(track_lists.data.iter().cloned());
+        } else {
+            sources.insert("track.data", "flag --config-only".into());
+        }
+        list
+    };
+    if !over.paths.is_empty() {
+        track_lists.config = configured.clone();
+    }
+    let mut roots: Vec<TrackedRoot> = Vec::new();
+    for (i, raw) in configured.iter().enumerate() {
+        if raw.is_empty() {
+            return Err(Error::usage(
+                "bad_config",
+                format!("tracked path #{} is empty", i + 1),
+            ));
+        }
+        // --path values keep their bytes; the OsStr round trip above is lossy only for display.
+        let abs = if !over.paths.is_empty() {
+            let p = &over.paths[i];
+            let expanded = expand_tilde(p, home).ok_or_else(|| {
+                Error::usage(
+                    "home_not_set",
+                    format!("--path {} needs $HOME", p.display()),
+                )
+            })?;
+            absolutize(&expanded)
+        } else {
+            // Name the file and the key: the user must find the bad entry.
+            expand(raw, &format!("{}: track.config/track.data entry", file_src))?
+        };
+        if abs.parent().is_none() {
+            return Err(Error::usage(
+                "bad_path",
+                "tracking `/` is not supported; name the directories to track",
+            ));
+        }
+        let shown = crate::paths::tilde_form(&abs, home);
+        if !roots.iter().any(|r| r.abs == abs) {
+            roots.push(TrackedRoot { shown, abs });
+        }
+    }
+    // A root inside another root would be stored twice and restored in a
+    // confusing order; keep the outer one.
+    let all: Vec<PathBuf> = roots.iter().map(|r| r.abs.clone()).collect();
+    roots.retain(|r| !all.iter().any(|o| o != &r.abs && r.abs.starts_with(o)));
+    Ok((roots, track_lists))
+}
+
+/// `[packages]` + `BACKUP_PACKAGES` / `BACKUP_PACKAGES_TIMEOUT`: the
+/// switches, the managers named, watched paths expanded, commands checked.
+fn resolve_packages(
+    section: &PackagesSection,
+    env: EnvLookup<'_>,
+    expand: &dyn Fn(&str, &str) -> Result<PathBuf>,
+    sources: &mut BTreeMap<&'static str, String>,
+    file_src: &str,
+) -> Result<PackagesSection> {
+    let mut packages = section.clone();
+    if let Some(v) = env("BACKUP_PACKAGES") {
+        sources.insert("packages", "env BACKUP_PACKAGES".into());
+        let (on, managers) = parse_packages_switch(&v)?;
+        packages.auto = on;
+        packages.manual = on;
+        if managers.is_some() {
+            packages.managers = managers;
+        }
+    }
+    if let Some(v) = env("BACKUP_PACKAGES_TIMEOUT") {
+        sources.insert(
+            "packages.timeout_secs",
+            "env BACKUP_PACKAGES_TIMEOUT".into(),
+        );
+        packages.timeout_secs = v.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+            Error::usage(
+                "bad_environment",
+                format!("BACKUP_PACKAGES_TIMEOUT={v:?} is not a whole number of seconds (1 or more)"),
+            )
+            .with_hint("e.g. BACKUP_PACKAGES_TIMEOUT=30")
+        })?;
+    }
+    check_managers(&packages, file_src)?;
+    if let Some(watch) = packages.watch.as_mut() {
+        for (name, paths) in watch.iter_mut() {
+            for p in paths.iter_mut() {
+                *p = expand(p, &format!("packages.watch.{name}"))?
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
+    }
+    for (name, argv) in packages.commands.iter().flatten() {
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            return Err(Error::usage(
+                "bad_config",
+                format!(
+                    "{}: packages.commands.{name} is empty; give the program and its arguments",
+                    file_src
+                ),
+            )
+            .with_hint(format!(
+                "e.g. {name} = [\"brew\", \"list\", \"--versions\"]"
+            )));
+        }
+    }
+    Ok(packages)
 }
 
 /// `[retry]` + `BACKUP_RETRIES` / `BACKUP_RETRY_BASE_MS` + `--retries`.

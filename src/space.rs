@@ -1,7 +1,12 @@
-//! The free-space guard and the repository quota, checked before a run
+//! The free-space policy and the repository quota, checked before a run
 //! writes anything, so that a full disk is reported up front instead of
 //! half-way (the write path is crash-safe either way: ENOSPC mid-write
 //! leaves only unreferenced temp data and exits 7).
+//!
+//! One policy, `[space]` in the config, read by all three users: a
+//! checkpoint writing into the repository ([`check_before_write`]), a
+//! restore or rollback writing into the home or `--target`
+//! ([`ensure_room`]), and the health check's `disk_space` row ([`assess`]).
 
 use std::path::Path;
 
@@ -25,6 +30,68 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
         p = cur.parent();
     }
     None
+}
+
+/// Where a file system stands under the `[space]` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// At or above `warn_below_mb` after the write.
+    Plenty,
+    /// Below `warn_below_mb`: a warning.
+    Low,
+    /// Below `strong_warn_below_mb`: a stronger warning.
+    Critical,
+    /// The write would leave less than `refuse_below_mb` (or does not fit): refused.
+    Short,
+}
+
+/// Classify a file system with `free` bytes that is about to receive up to
+/// `need` bytes. The warning levels look at the space free now, as the
+/// checkpoint guard always did; the refusal at what would be left.
+pub fn assess(free: u64, need: u64, policy: &SpaceSection) -> Room {
+    let refuse = policy.refuse_below_mb.saturating_mul(MIB);
+    if free < refuse || need.saturating_add(refuse) > free {
+        Room::Short
+    } else if free < policy.strong_warn_below_mb.saturating_mul(MIB) {
+        Room::Critical
+    } else if free < policy.warn_below_mb.saturating_mul(MIB) {
+        Room::Low
+    } else {
+        Room::Plenty
+    }
+}
+
+/// Refuse (exit 5, `insufficient_space`) a restore that would write up to
+/// `need` bytes into `dest` (an existing directory on the file system being
+/// written) when the `[space]` policy says it does not fit. The message
+/// names the directory, its file system, what is needed and what is free.
+pub fn ensure_room(dest: &Path, need: u64, policy: &SpaceSection) -> Result<()> {
+    let Some(free) = free_bytes(dest) else {
+        return Ok(());
+    };
+    if assess(free, need, policy) != Room::Short {
+        return Ok(());
+    }
+    let refuse = policy.refuse_below_mb.saturating_mul(MIB);
+    let fs = mount_point(dest);
+    let shown = display_path(dest);
+    let short = need.saturating_add(refuse).saturating_sub(free).max(1);
+    Err(Error::new(
+        ExitCode::Refused,
+        "insufficient_space",
+        format!(
+            "restoring writes up to {} into {shown} (file system {fs}), but only {} is free there and space.refuse_below_mb keeps {} free; nothing was changed",
+            human_bytes(need),
+            human_bytes(free),
+            human_bytes(refuse)
+        ),
+    )
+    .with_path(dest)
+    .with_hint(format!(
+        "free at least {} on {fs} and run again, restore less with --path, restore into --target DIR on another file system, or lower space.refuse_below_mb (docs/config.md)",
+        human_bytes(short)
+    ))
+    .retryable(true))
 }
 
 /// Warnings to report, or a refusal (exit 5) naming the file system and the space needed.
@@ -61,28 +128,28 @@ pub fn check_before_write(
         return Ok(warnings);
     };
     let fs = mount_point(root);
-    let refuse = policy.refuse_below_mb * MIB;
-    if free < refuse || estimated_new.saturating_add(refuse) > free {
-        let need = estimated_new
-            .saturating_add(refuse)
-            .saturating_sub(free)
-            .max(1);
-        return Err(Error::new(
-            ExitCode::Refused,
-            "insufficient_space",
-            format!(
-                "only {} free on {fs} (holding {shown}); this run may write {} and at least {} must stay free; nothing was written",
-                human_bytes(free),
-                human_bytes(estimated_new),
-                human_bytes(refuse)
-            ),
-        )
-        .with_path(root)
-        .with_hint(format!("free {} on {fs}, or move the repository with --repo", human_bytes(need)))
-        .retryable(true));
-    }
-    if free < policy.strong_warn_below_mb * MIB {
-        warnings.push(Warning::at(
+    let refuse = policy.refuse_below_mb.saturating_mul(MIB);
+    match assess(free, estimated_new, policy) {
+        Room::Short => {
+            let need = estimated_new
+                .saturating_add(refuse)
+                .saturating_sub(free)
+                .max(1);
+            return Err(Error::new(
+                ExitCode::Refused,
+                "insufficient_space",
+                format!(
+                    "only {} free on {fs} (holding {shown}); this run may write {} and at least {} must stay free; nothing was written",
+                    human_bytes(free),
+                    human_bytes(estimated_new),
+                    human_bytes(refuse)
+                ),
+            )
+            .with_path(root)
+            .with_hint(format!("free {} on {fs}, or move the repository with --repo", human_bytes(need)))
+            .retryable(true));
+        }
+        Room::Critical => warnings.push(Warning::at(
             "disk_space_critical",
             shown.clone(),
             format!(
@@ -90,13 +157,13 @@ pub fn check_before_write(
                 human_bytes(free),
                 human_bytes(refuse)
             ),
-        ));
-    } else if free < policy.warn_below_mb * MIB {
-        warnings.push(Warning::at(
+        )),
+        Room::Low => warnings.push(Warning::at(
             "disk_space_low",
             shown,
             format!("{} free on {fs}", human_bytes(free)),
-        ));
+        )),
+        Room::Plenty => {}
     }
     Ok(warnings)
 }
@@ -116,4 +183,54 @@ pub fn mount_point(path: &Path) -> String {
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(warn: u64, strong: u64, refuse: u64) -> SpaceSection {
+        SpaceSection {
+            warn_below_mb: warn,
+            strong_warn_below_mb: strong,
+            refuse_below_mb: refuse,
+            ..SpaceSection::default()
+        }
+    }
+
+    #[test]
+    fn one_policy_classifies_free_space_and_what_a_write_leaves() {
+        let p = policy(1024, 500, 100);
+        assert_eq!(assess(2048 * MIB, 0, &p), Room::Plenty);
+        assert_eq!(assess(600 * MIB, 0, &p), Room::Low);
+        assert_eq!(assess(200 * MIB, 0, &p), Room::Critical);
+        assert_eq!(assess(99 * MIB, 0, &p), Room::Short);
+        // Enough free now, but the write would leave less than the reserve.
+        assert_eq!(assess(2048 * MIB, 1948 * MIB + 1, &p), Room::Short);
+        assert_eq!(assess(2048 * MIB, 1948 * MIB, &p), Room::Plenty);
+        // A zero policy refuses only a write that does not fit at all.
+        let zero = policy(0, 0, 0);
+        assert_eq!(assess(0, 0, &zero), Room::Plenty);
+        assert_eq!(assess(10, 11, &zero), Room::Short);
+    }
+
+    #[test]
+    fn a_refused_restore_names_the_directory_need_free_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ensure_room(dir.path(), u64::MAX / 2, &policy(0, 0, 1)).unwrap_err();
+        assert_eq!(err.code, "insufficient_space");
+        assert_eq!(err.exit, ExitCode::Refused);
+        assert!(
+            err.message.contains(&display_path(dir.path())),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("is free there"), "{}", err.message);
+        let hint = err.hint.unwrap_or_default();
+        assert!(
+            hint.contains("--target DIR") && hint.contains("space.refuse_below_mb"),
+            "{hint}"
+        );
+        assert!(ensure_room(dir.path(), 1, &policy(0, 0, 0)).is_ok());
+    }
 }

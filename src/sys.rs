@@ -204,6 +204,14 @@ pub fn drop_cached_pages(file: &File) {
     let _ = file.as_raw_fd();
 }
 
+/// Whether the file system holding `path` is mounted read-only (`statvfs`
+/// `ST_RDONLY`); false when that cannot be read.
+pub fn read_only_mount(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .map(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+        .unwrap_or(false)
+}
+
 /// Bytes available to an unprivileged user on the file system holding `path`.
 ///
 /// - Linux: `statvfs`, `f_bavail * f_frsize` (`f_frsize` is the unit of the

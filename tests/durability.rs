@@ -444,3 +444,54 @@ fn a_full_disk_during_quarantine_loses_nothing_and_the_next_repair_finishes() {
         );
     }
 }
+
+/// A transient failure that a later step of the same run repairs is not a
+/// failure: the first `mkdirat` of a directory the rollback recreates fails
+/// with EIO, a child's creation makes the directory after all, and its mode
+/// and time are set; the run is a success (exit 0) counting it as created.
+/// Found by an outside attack (it used to exit 3 with the EIO listed).
+#[test]
+fn a_directory_creation_repaired_later_in_the_run_is_not_counted_failed() {
+    if !strace_works() {
+        skip_unless_required("strace", "strace is not installed or cannot trace here");
+        return;
+    }
+    let e = TestEnv::new();
+    e.write(".config/app/conf", b"original\n", 0o600);
+    std::fs::set_permissions(
+        e.home.join(".config/app"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &["manual", "base", "--path", "~/.config"],
+    );
+    assert_eq!(rc, 0, "{v:#}");
+    std::fs::remove_dir_all(e.home.join(".config/app")).unwrap();
+    // Only mkdirat calls relative to ~/.config are traced; the first one fails.
+    let plain = e.command("backup-rollback", &["--json", "base"], &[]);
+    let log = e.home.parent().unwrap().join("strace.log");
+    let filter = [
+        "-o".into(),
+        log.clone().into_os_string(),
+        "-e".into(),
+        "trace=mkdirat".into(),
+        "-e".into(),
+        "inject=mkdirat:error=EIO:when=1".into(),
+        "-P".into(),
+        e.home.join(".config").into_os_string(),
+    ];
+    let (rc, v) = parse_envelope(&under_strace(&plain, &filter).output().unwrap());
+    assert_eq!(rc, 0, "{v:#}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("(INJECTED)"), "the fault was injected: {log}");
+    assert_eq!(v["status"], "success", "{v:#}");
+    assert_eq!(v["stats"]["failed"], 0, "{v:#}");
+    assert_eq!(v["stats"]["created"], 2, "{v:#}");
+    let app = e.home.join(".config/app");
+    assert_eq!(std::fs::read(app.join("conf")).unwrap(), b"original\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&app).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "the repaired directory has its mode");
+}

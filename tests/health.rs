@@ -95,24 +95,40 @@ fn red_when_the_quick_verify_finds_damage() {
 #[test]
 fn red_and_yellow_disk_space_follow_the_configured_thresholds() {
     let e = checkpointed();
-    config(&e, "[health]\nwarn_free_mb = 0\nmin_free_mb = 0\n");
+    config(
+        &e,
+        "[space]\nwarn_below_mb = 0\nstrong_warn_below_mb = 0\nrefuse_below_mb = 0\n",
+    );
     let (_, v) = health(&e);
     assert_eq!(level(&v, "disk_space"), "green", "{v:#}");
     // More than any test machine has free.
     config(
         &e,
-        "[health]\nwarn_free_mb = 1000000000000\nmin_free_mb = 0\n",
+        "[space]\nwarn_below_mb = 1000000000000\nrefuse_below_mb = 0\n",
     );
     let (rc, v) = health(&e);
     assert_eq!(level(&v, "disk_space"), "yellow", "{v:#}");
     assert_ne!(rc, 1);
     config(
         &e,
-        "[health]\nwarn_free_mb = 1000000000000\nmin_free_mb = 1000000000000\n",
+        "[space]\nwarn_below_mb = 1000000000000\nrefuse_below_mb = 1000000000000\n",
     );
     let (rc, v) = health(&e);
     assert_red(&v, rc, "disk_space");
     assert!(message(&v, "disk_space").contains("red below 1000000000000 MiB"));
+}
+
+/// The health check's own thresholds are gone (one policy, `[space]`): a
+/// config that still sets them is a usage error saying where they went.
+#[test]
+fn the_removed_health_free_space_keys_say_where_they_went() {
+    let e = checkpointed();
+    config(&e, "[health]\nmin_free_mb = 50\n");
+    let (rc, v) = health(&e);
+    assert_eq!(rc, 2, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "bad_config", "{v:#}");
+    let hint = v["errors"][0]["hint"].as_str().unwrap();
+    assert!(hint.contains("space.refuse_below_mb"), "{hint}");
 }
 
 #[test]

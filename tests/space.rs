@@ -135,8 +135,15 @@ fn rollback_onto_a_full_disk_refuses_before_changing_anything() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
+    // The policy of `[space]` holds for the home too: a 16 MiB file system
+    // cannot keep the default 100 MiB free, so the reserve is 1 MiB here.
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        "[space]\nrefuse_below_mb = 1\nwarn_below_mb = 1\nstrong_warn_below_mb = 1\n",
+    )
+    .unwrap();
     let script = format!(
-        r#"export HOME='{home}' BACKUP_REPO='{tmp}/repo' BACKUP_PACKAGES=0
+        r#"export HOME='{home}' BACKUP_REPO='{tmp}/repo' BACKUP_PACKAGES=0 BACKUP_CONFIG='{tmp}/config.toml'
         mkdir -p '{home}/.config'
         head -c 1200000 /dev/urandom > '{home}/.config/big'
         echo original > '{home}/.config/small'
@@ -166,6 +173,18 @@ fn rollback_onto_a_full_disk_refuses_before_changing_anything() {
     assert!(
         msg.contains(&home.display().to_string()),
         "names the file system: {msg}"
+    );
+    // The directory written, what is needed, what is free, and the reserve kept.
+    assert!(msg.contains("/.config (file system "), "{msg}");
+    assert!(msg.contains("restoring writes up to 1.1 MiB"), "{msg}");
+    assert!(
+        msg.contains("space.refuse_below_mb keeps 1.0 MiB free"),
+        "{msg}"
+    );
+    let hint = v["errors"][0]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("--target DIR") && hint.contains("--path"),
+        "{hint}"
     );
     assert_eq!(get("untouched"), "yes", "{out}");
     assert_eq!(get("again"), "0", "{out}");
@@ -246,4 +265,68 @@ fn a_two_mib_repository_survives_100_fill_free_checkpoint_rounds() {
         ok >= 10 && failed >= 10,
         "both outcomes are exercised: {out}"
     );
+}
+
+/// Rollback onto a home mounted read-only: refused before the safety
+/// snapshot and before any change (exit 8, `read_only_target`, naming the
+/// home and its mount), not a "partial" run in which nothing was restored;
+/// once the home is writable again the same rollback works.
+#[test]
+fn rollback_onto_a_read_only_home_is_refused_naming_it() {
+    if !unshare_works() {
+        skip_unless_required(
+            "tmpfs",
+            "the tmpfs space tests need unshare -rm with tmpfs, which is not permitted here",
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // A 4 MiB home cannot keep the default 100 MiB reserve of `[space]`.
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        "[space]\nrefuse_below_mb = 1\n",
+    )
+    .unwrap();
+    let script = format!(
+        r#"export HOME='{home}' BACKUP_REPO='{tmp}/repo' BACKUP_PACKAGES=0 BACKUP_CONFIG='{tmp}/config.toml'
+        mkdir -p '{home}/.config'
+        echo original > '{home}/.config/small'
+        backup-checkpoint manual base --path '~/.config' -q; echo "base=$?"
+        echo damaged > '{home}/.config/small'; echo new > '{home}/.config/extra'
+        mount -o remount,ro '{home}' || echo "remount=failed"
+        backup-rollback base --json > '{tmp}/ro.json'; echo "rollback=$?"
+        backup-list --json | grep -c '"kind": *"safety"' | sed 's/^/safety=/'
+        mount -o remount,rw '{home}'
+        cat '{home}/.config/small' | sed 's/^/kept=/'
+        backup-rollback base -q; echo "again=$?"
+        cat '{home}/.config/small' | sed 's/^/small=/'
+        [ -e '{home}/.config/extra' ] || echo "extra=gone""#,
+        home = home.display(),
+        tmp = tmp.path().display()
+    );
+    let out = in_tmpfs(&home, "4m", &script);
+    let get = |k: &str| field(&out, k);
+    assert!(!out.contains("remount=failed"), "{out}");
+    assert_eq!(get("base"), "0", "{out}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("ro.json")).unwrap()).unwrap();
+    assert_eq!(get("rollback"), "8", "{out}\n{v:#}");
+    assert_eq!(v["errors"][0]["code"], "read_only_target", "{v:#}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("mounted read-only"), "{msg}");
+    assert!(
+        msg.contains(&home.display().to_string()),
+        "names the home: {msg}"
+    );
+    assert_eq!(
+        get("safety"),
+        "0",
+        "no safety snapshot for a refused run: {out}"
+    );
+    assert_eq!(get("kept"), "damaged", "{out}");
+    assert_eq!(get("again"), "0", "{out}");
+    assert_eq!(get("small"), "original", "{out}");
+    assert_eq!(get("extra"), "gone", "{out}");
 }

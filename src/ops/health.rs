@@ -23,10 +23,6 @@ use crate::repo::snapshot::{Snapshot, SnapshotKind, PHASES};
 use crate::repo::Repository;
 use crate::report::{Envelope, Status};
 
-/// Free space below this is red by default (`health.min_free_mb`); restore
-/// keeps a tenth of it free.
-pub const DISK_RED_BYTES: u64 = 100 << 20;
-
 /// Traffic-light level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -163,25 +159,22 @@ pub fn checks(settings: &Settings) -> Vec<Check> {
     }
     out.push(writable_check(probe, repo.is_some()));
     out.push(lock_check(&repo_path.join(layout::LOCK)));
-    let red_bytes = settings.health.min_free_mb.saturating_mul(1 << 20);
-    let yellow_bytes = settings.health.warn_free_mb.saturating_mul(1 << 20);
     match crate::space::free_bytes(repo_path) {
         Some(free) => {
-            let level = if free < red_bytes {
-                Level::Red
-            } else if free < yellow_bytes {
-                Level::Yellow
-            } else {
-                Level::Green
+            // The checkpoint's own policy: red where it would refuse, yellow where it warns.
+            let level = match crate::space::assess(free, 0, &settings.space) {
+                crate::space::Room::Short => Level::Red,
+                crate::space::Room::Critical | crate::space::Room::Low => Level::Yellow,
+                crate::space::Room::Plenty => Level::Green,
             };
             out.push(check(
                 "disk_space",
                 level,
                 format!(
-                    "{} free on the file system holding {shown} (yellow below {} MiB, red below {} MiB)",
+                    "{} free on the file system holding {shown} (yellow below {} MiB, red below {} MiB: space.warn_below_mb and space.refuse_below_mb)",
                     crate::units::human_bytes(free),
-                    settings.health.warn_free_mb,
-                    settings.health.min_free_mb
+                    settings.space.warn_below_mb,
+                    settings.space.refuse_below_mb
                 ),
             ));
         }
