@@ -52,6 +52,11 @@ pub struct ApplyStats {
     /// with what happened (reported as warnings: the content is back).
     #[serde(skip)]
     pub unrestored: Vec<(PathBuf, String)>,
+    /// Files that should have been hard links of another restored path but
+    /// were written as separate copies because linking failed, with why
+    /// (reported as errors: the content is right, the link is not).
+    #[serde(skip)]
+    pub links_not_restored: Vec<(PathBuf, String)>,
     /// Existing paths kept beside under a new name (`--overwrite rename`).
     pub kept_aside: u64,
 }
@@ -475,9 +480,17 @@ impl<'a> Applier<'a> {
                 written: &self.written,
                 is_root: self.is_root,
             };
-            if link_to_peer(parent, name, &peer.0, want, peer_at) {
-                self.stats.hardlinks += 1;
-                return Ok(None);
+            match link_to_peer(parent, name, &peer.0, want, peer_at) {
+                Linked::Yes => {
+                    self.stats.hardlinks += 1;
+                    return Ok(None);
+                }
+                Linked::No => {}
+                // The content is still written below, as a separate file.
+                Linked::Failed(why) => self
+                    .stats
+                    .links_not_restored
+                    .push((shown_path.to_path_buf(), why)),
             }
         }
         match want.kind {
@@ -809,28 +822,39 @@ pub(super) struct PeerAt<'a> {
     is_root: bool,
 }
 
+/// What [`link_to_peer`] did.
+pub(super) enum Linked {
+    /// `name` is now a link of the peer.
+    Yes,
+    /// Not a case for a link (the peer is not restored or differs): the
+    /// caller writes a plain file.
+    No,
+    /// A link was due but the file system refused it (why): the caller
+    /// writes a plain file and reports the broken link.
+    Failed(String),
+}
+
 /// Make `name` in `parent` a hard link of `peer` (absolute path) when the
 /// peer holds what `want` describes: written by this run, or found there
-/// with the same content, mode and owner. `false`: the caller writes a
-/// plain file (the peer is not restored, differs, or is on another file
-/// system), so a link never brings in content the snapshot did not have.
+/// with the same content, mode and owner. Otherwise the caller writes a
+/// plain file, so a link never brings in content the snapshot did not have.
 pub(super) fn link_to_peer(
     parent: &Dir,
     name: &OsStr,
     peer: &[u8],
     want: &Entry,
     at: PeerAt<'_>,
-) -> bool {
+) -> Linked {
     use std::os::unix::fs::MetadataExt;
     let (anchor, rel) = anchor_of(peer, at.home, at.target);
     if rel.is_empty() {
-        return false;
+        return Linked::No;
     }
     let (peer_rel, peer_name) = split_name(rel);
     let peer_name = OsStr::from_bytes(peer_name);
     let Ok(peer_dir) = Dir::open(&anchor).and_then(|d| d.open_beneath(peer_rel, false, 0o700))
     else {
-        return false;
+        return Linked::No;
     };
     if !at.written.contains(peer) {
         let flags = rustix::fs::OFlags::RDONLY
@@ -838,7 +862,7 @@ pub(super) fn link_to_peer(
             | rustix::fs::OFlags::NONBLOCK
             | rustix::fs::OFlags::CLOEXEC;
         let Ok(fd) = rustix::fs::openat(peer_dir.fd(), peer_name, flags, Mode::empty()) else {
-            return false;
+            return Linked::No;
         };
         let mut f = std::fs::File::from(fd);
         let same_meta = f.metadata().is_ok_and(|m| {
@@ -853,7 +877,7 @@ pub(super) fn link_to_peer(
                 super::super::backup::hash_stream(&mut f, path).is_ok_and(|(got, _)| got == h)
             });
         if !same_content {
-            return false;
+            return Linked::No;
         }
     }
     let tmp = format!(
@@ -862,22 +886,29 @@ pub(super) fn link_to_peer(
         std::process::id()
     );
     let _ = rustix::fs::unlinkat(parent.fd(), tmp.as_str(), AtFlags::empty());
-    if rustix::fs::linkat(
+    let shown_peer = Path::new(OsStr::from_bytes(peer)).display();
+    if let Err(e) = rustix::fs::linkat(
         peer_dir.fd(),
         peer_name,
         parent.fd(),
         tmp.as_str(),
         AtFlags::empty(),
-    )
-    .is_err()
-    {
-        return false;
+    ) {
+        // Another file system: a link cannot exist there, and never did.
+        if e == rustix::io::Errno::XDEV {
+            return Linked::No;
+        }
+        return Linked::Failed(format!("linking it to {shown_peer} failed: {e}"));
     }
-    let renamed = rustix::fs::renameat(parent.fd(), tmp.as_str(), parent.fd(), name).is_ok();
+    let renamed = rustix::fs::renameat(parent.fd(), tmp.as_str(), parent.fd(), name);
     // Renaming onto another link of the same inode leaves both names.
     let _ = rustix::fs::unlinkat(parent.fd(), tmp.as_str(), AtFlags::empty());
-    renamed
+    match renamed {
+        Ok(()) => Linked::Yes,
+        Err(e) => Linked::Failed(format!("putting the link to {shown_peer} in place failed: {e}")),
+    }
 }
+
 
 /// The POSIX ACL attribute whose loss could widen access.
 pub(super) const ACL_ACCESS: &[u8] = b"system.posix_acl_access";

@@ -430,6 +430,18 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         &mut stats,
         &mut errors,
     );
+    for (path, why) in std::mem::take(&mut stats.links_not_restored) {
+        let shown = display_path(&path);
+        errors.push(
+            Error::new(
+                ExitCode::Partial,
+                "hardlink_not_restored",
+                format!("{shown}: content restored as a separate file, but not as a hard link: {why}"),
+            )
+            .with_path(&path)
+            .with_hint("fix the cause (free space, permissions) and run the same command again: it links the names"),
+        );
+    }
     for (path, what) in std::mem::take(&mut stats.unrestored) {
         let shown = display_path(&path);
         env.warnings.push(Warning::at(
