@@ -89,9 +89,38 @@ pub fn skip_unless_required(what: &str, reason: &str) {
     eprintln!("SKIPPED ({what}): {reason}");
 }
 
-/// The uid and gid of `nobody`, which root-run tests use as a real
-/// unprivileged user (permission bits stop its reads, unlike root's).
+/// The uid and gid of `nobody`: a named user in ACL fixtures, and the
+/// fallback of [`unprivileged_id`] outside CI.
 pub const NOBODY: u32 = 65534;
+
+/// The unprivileged user `.ci/run` creates (idempotently) for the root-run
+/// tests that need permission bits to stop a read or a write.
+pub const TEST_USER: &str = "backup-test";
+
+/// The uid root-run tests drop to (its gid is the same number, by how
+/// `.ci/run` creates it): [`TEST_USER`] when it exists; otherwise `nobody`,
+/// unless `REQUIRE` names `nonroot` (or `CI=true`), where a missing user is a
+/// failure, so CI proves the cases run as the user it made.
+pub fn unprivileged_id() -> u32 {
+    static ID: OnceLock<u32> = OnceLock::new();
+    *ID.get_or_init(|| {
+        let name = std::ffi::CString::new(TEST_USER).unwrap();
+        // SAFETY: getpwnam reads a NUL-terminated name; the result is checked
+        // for NULL and copied out before any other passwd call.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if pw.is_null() {
+            skip_unless_required(
+                "nonroot",
+                &format!("no user {TEST_USER} (.ci/run creates it); running as nobody"),
+            );
+            return NOBODY;
+        }
+        // SAFETY: non-NULL, as checked above.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        assert_eq!(uid, gid, "{TEST_USER} has a group of the same number");
+        uid
+    })
+}
 
 /// A throwaway home directory and repository path.
 pub struct TestEnv {
@@ -128,12 +157,14 @@ impl TestEnv {
     }
 
     /// Make the binaries run as an unprivileged user: as root, every file of
-    /// the environment is handed to `nobody` and the binaries run as `nobody`
-    /// through `setpriv`; as any other user, nothing changes (it already is one).
+    /// the environment is handed to [`unprivileged_id`] and the binaries run
+    /// as it through `setpriv`; as any other user, nothing changes (it
+    /// already is one).
     pub fn unprivileged(mut self) -> TestEnv {
         if is_root() {
-            chown_tree(self.tmp.path(), NOBODY);
-            self.run_as = Some(NOBODY);
+            let id = unprivileged_id();
+            chown_tree(self.tmp.path(), id);
+            self.run_as = Some(id);
         }
         self
     }
@@ -190,6 +221,31 @@ impl TestEnv {
     pub fn json(&self, bin: &str, args: &[&str]) -> (i32, Value) {
         let (c, v, _) = self.run(bin, args, &[]);
         (c, v)
+    }
+
+    /// [`TestEnv::json`] with `HOME` set to `home` instead (a second home
+    /// sharing this environment's repository).
+    pub fn json_in(&self, home: &Path, bin: &str, args: &[&str]) -> (i32, Value) {
+        let mut argv: Vec<&str> = vec!["--json"];
+        argv.extend(args.iter().filter(|a| **a != "--json"));
+        let out = self
+            .command(bin, &argv, &[])
+            .env("HOME", home)
+            .output()
+            .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+        parse_envelope(&out)
+    }
+
+    /// `backup-checkpoint manual NAME --path P...`, which must succeed; the envelope.
+    pub fn checkpoint(&self, name: &str, paths: &[&str]) -> Value {
+        let mut args = vec!["manual", name];
+        for p in paths {
+            args.push("--path");
+            args.push(p);
+        }
+        let (rc, v) = self.json("backup-checkpoint", &args);
+        assert_eq!(rc, 0, "{v}");
+        v
     }
 
     /// The command with the clean environment, not yet run.
