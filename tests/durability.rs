@@ -176,9 +176,9 @@ fn a_failed_tree_or_record_write_never_poisons_a_later_checkpoint() {
 #[test]
 fn an_unwritable_snapshots_directory_never_poisons_a_later_checkpoint() {
     let e = TestEnv::new();
-    // As root the permission bits do not stop writes: run as nobody, who owns
-    // the home and the repository.
-    let run_as = common::is_root().then_some(65534u32);
+    // As root the permission bits do not stop writes: run as the unprivileged
+    // test user, who owns the home and the repository.
+    let run_as = common::is_root().then(common::unprivileged_id);
     if let Some(uid) = run_as {
         common::set_mode(e.tmp.path(), 0o755);
         std::os::unix::fs::chown(&e.home, Some(uid), Some(uid)).unwrap();
