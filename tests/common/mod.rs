@@ -97,11 +97,11 @@ pub const NOBODY: u32 = 65534;
 /// tests that need permission bits to stop a read or a write.
 pub const TEST_USER: &str = "backup-test";
 
-/// The uid root-run tests drop to (as uid and as gid: a number with no
-/// other member, whether or not a group of that number is named):
-/// [`TEST_USER`] when it exists; otherwise `nobody`, unless `REQUIRE` names
-/// `nonroot` (or `CI=true`), where a missing user is a failure, so CI proves
-/// the cases run as the user it made.
+/// The id root-run tests drop to, as uid and as gid: [`TEST_USER`] when it
+/// exists (`.ci/run` gives it one number for both, held by no other user or
+/// group); otherwise `nobody`, unless `REQUIRE` names `nonroot` (or
+/// `CI=true`), where a missing user is a failure, so CI proves the cases
+/// run as the user it made.
 pub fn unprivileged_id() -> u32 {
     static ID: OnceLock<u32> = OnceLock::new();
     *ID.get_or_init(|| {
@@ -117,8 +117,12 @@ pub fn unprivileged_id() -> u32 {
             return NOBODY;
         }
         // SAFETY: non-NULL, as checked above.
-        let uid = unsafe { (*pw).pw_uid };
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
         assert_ne!(uid, 0, "{TEST_USER} must not be root");
+        assert_eq!(
+            uid, gid,
+            "{TEST_USER}'s uid and gid differ; recreate it as .ci/run does"
+        );
         uid
     })
 }
