@@ -531,6 +531,34 @@ fn pack_with_damaged_trailer_is_detected_by_read_data() {
     expect_corrupt(&e, "corrupt_pack", false);
 }
 
+/// Two pack damages the cases above do not make: one flipped byte inside
+/// the trailer (the blobs intact) and the last 20 bytes cut off.
+#[test]
+fn a_flipped_trailer_byte_or_a_cut_tail_makes_verify_fail_and_health_red() {
+    type Damage = (&'static str, fn(&mut Vec<u8>));
+    let damage: [Damage; 2] = [
+        ("flip a byte of the trailer", |b| {
+            let i = b.len() - 30;
+            b[i] ^= 1;
+        }),
+        ("truncate a pack", |b| b.truncate(b.len() - 20)),
+    ];
+    for (what, f) in damage {
+        let e = contract_home();
+        checkpoint(&e, &["auto", "pre-dotfiles"]);
+        let (rc, v) = e.json("backup-verify", &["--read-data"]);
+        assert_eq!(rc, 0, "{v}");
+        rewrite(&only(&e.repo, "packs"), f);
+        let (rc, v) = e.json("backup-verify", &["--read-data"]);
+        assert_eq!(rc, 6, "{what}: {v}");
+        assert_eq!(v["errors"][0]["code"], "repository_corrupt");
+        assert!(!v["problems"].as_array().unwrap().is_empty(), "{what}");
+        let (rc, h) = e.json(CKPT, &["--health-check"]);
+        assert_eq!(rc, 1, "{what}: health must be red: {h}");
+        assert_eq!(h["health"], "red");
+    }
+}
+
 #[test]
 fn deleted_pack_is_detected_structurally() {
     let e = damaged_fixture();
@@ -695,7 +723,7 @@ fn unknown_phase_is_a_usage_error_listing_the_valid_phases() {
 fn unsafe_names_are_usage_errors() {
     let e = TestEnv::with_dotfiles();
     for bad in [
-        "../x", "", "a/b", "..", ".", "-x", ".hidden", "a b", "latest",
+        "../x", "", "a/b", "..", ".", "-x", "-dash", ".hidden", "a b", "latest",
     ] {
         let mut a = PATHS.to_vec();
         a.extend(["manual", "--", bad]);
