@@ -44,8 +44,8 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_VERSION = 1
@@ -441,23 +441,23 @@ def warm(home: Home):
 class Cmd:
     argv: list
     env: dict
-    cwd: Optional[str] = None
-    check: Optional[Callable] = None  # (rc, stdout, stderr) -> (error | None, extra dict)
+    cwd: str | None = None
+    check: Callable | None = None  # (rc, stdout, stderr) -> (error | None, extra dict)
     stdout_null: bool = False
 
 
 @dataclasses.dataclass
 class RunResult:
-    elapsed: Optional[float] = None
-    cpu: Optional[float] = None  # user + system time of the child (less sensitive to other load)
-    rss_kb: Optional[int] = None
-    rc: Optional[int] = None
-    error: Optional[str] = None
+    elapsed: float | None = None
+    cpu: float | None = None  # user + system time of the child (less sensitive to other load)
+    rss_kb: int | None = None
+    rc: int | None = None
+    error: str | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
 
 def tail(text: str, n: int = 3) -> str:
-    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-n:])[:400]
 
 
@@ -594,8 +594,8 @@ def check_envelope(rc, out, err):
 def restic_inplace_check(rc, out, err):
     """restic 0.14 cannot overwrite an existing symlink; the rest of an in-place restore is done."""
     if rc == 1:
-        errs = [l for l in err.splitlines() if l.startswith("ignoring error for")]
-        if errs and all("Symlink:" in l and "file exists" in l for l in errs):
+        errs = [line for line in err.splitlines() if line.startswith("ignoring error for")]
+        if errs and all("Symlink:" in line and "file exists" in line for line in errs):
             return None, {"note": f"restic could not overwrite {len(errs)} existing symlink(s) in place"}
     return default_check(rc, out, err)
 
@@ -606,23 +606,23 @@ class Tool:
     short = "?"
     kind = "peer"  # project | peer | floor
 
-    def __init__(self, bench: "Bench"):
+    def __init__(self, bench: Bench):
         self.b = bench
 
-    def init(self, home: Home, repo: Path) -> Optional[Cmd]:
+    def init(self, home: Home, repo: Path) -> Cmd | None:
         repo.mkdir(parents=True, exist_ok=True)
         return None
 
-    def snapshot(self, home: Home, repo: Path, label: str) -> Optional[Cmd]:
+    def snapshot(self, home: Home, repo: Path, label: str) -> Cmd | None:
         return None
 
     def restore(self, home: Home, repo: Path, target: Path):
         return None, None
 
-    def rollback(self, home: Home, repo: Path) -> Optional[Cmd]:
+    def rollback(self, home: Home, repo: Path) -> Cmd | None:
         return None
 
-    def version(self) -> Optional[Cmd]:
+    def version(self) -> Cmd | None:
         return None
 
 
@@ -925,7 +925,7 @@ class Results:
     def __init__(self):
         self.scenarios: dict = {}
 
-    def cell(self, kind: str, home: str, tool: Tool, label: Optional[str] = None) -> dict:
+    def cell(self, kind: str, home: str, tool: Tool, label: str | None = None) -> dict:
         sid = f"{kind}@{home}"
         scn = self.scenarios.setdefault(
             sid, {"id": sid, "kind": kind, "home": home, "title": SCENARIOS.get(kind, kind), "meta": {}, "tools": {}}
@@ -942,7 +942,7 @@ class Results:
             sid, {"id": sid, "kind": kind, "home": home, "title": SCENARIOS.get(kind, kind), "meta": {}, "tools": {}}
         )["meta"]
 
-    def add(self, kind: str, home: str, tool: Tool, res: RunResult, label: Optional[str] = None):
+    def add(self, kind: str, home: str, tool: Tool, res: RunResult, label: str | None = None):
         c = self.cell(kind, home, tool, label)
         if res.error:
             c["errors"].append(res.error)
@@ -974,13 +974,13 @@ class Results:
             out["failed_runs"] = len(c["errors"])
         return out
 
-    def median(self, kind: str, home: str, tool: str) -> Optional[float]:
+    def median(self, kind: str, home: str, tool: str) -> float | None:
         c = self.scenarios.get(f"{kind}@{home}", {}).get("tools", {}).get(tool)
         if not c or not c["times_s"] or c["errors"]:
             return None
         return statistics.median(c["times_s"])
 
-    def rss(self, kind: str, home: str, tool: str) -> Optional[int]:
+    def rss(self, kind: str, home: str, tool: str) -> int | None:
         c = self.scenarios.get(f"{kind}@{home}", {}).get("tools", {}).get(tool)
         if not c or not c["rss_kb"] or c["errors"]:
             return None
@@ -1004,7 +1004,7 @@ class Results:
 # --------------------------------------------------------------------------- formatting
 
 
-def fmt_time(s: Optional[float]) -> str:
+def fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
     if s < 1e-3:
@@ -1014,7 +1014,7 @@ def fmt_time(s: Optional[float]) -> str:
     return f"{s:.2f} s"
 
 
-def fmt_bytes(n: Optional[float]) -> str:
+def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "-"
     for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -1023,7 +1023,7 @@ def fmt_bytes(n: Optional[float]) -> str:
     return f"{int(n)} B"
 
 
-def fmt_ratio(r: Optional[float]) -> str:
+def fmt_ratio(r: float | None) -> str:
     if r is None:
         return "-"
     if r < 1:
@@ -1094,7 +1094,7 @@ class Bench:
     def settle(self):
         os.sync()
 
-    def timed(self, kind: str, home: Home, tool: Tool, cmd: Optional[Cmd], note: str = "", time_v=False):
+    def timed(self, kind: str, home: Home, tool: Tool, cmd: Cmd | None, note: str = "", time_v=False):
         if cmd is None:
             return None
         res = self.runner.run(cmd, time_v=time_v)
@@ -1344,7 +1344,7 @@ class Bench:
             cmd = t.version()
             if cmd is None:
                 continue
-            for r in range(self.args.reps):
+            for _rep in range(self.args.reps):
                 for _ in range(n):
                     res = self.runner.run(cmd)
                     self.res.add("version", "-", t, res, label=f"{t.short} --version" if t.name != "true" else t.short)
@@ -1585,7 +1585,7 @@ class Bench:
     def required_failures(self) -> list:
         out = []
         for scn in self.res.scenarios.values():
-            for name, c in scn["tools"].items():
+            for _name, c in scn["tools"].items():
                 if not c["errors"]:
                     continue
                 role = c["role"]
@@ -1928,7 +1928,7 @@ def render_markdown(doc) -> str:
     out.append("")
     errs = []
     for s in doc["scenarios"]:
-        for n, c in s["tools"].items():
+        for c in s["tools"].values():
             if "error" in c:
                 errs.append(f"- {s['id']} / {c['label']}: `{c['error'][:300]}`")
     if errs:

@@ -470,15 +470,7 @@ fn run_one(
             duration_ms,
         );
     }
-    let text = String::from_utf8_lossy(&stdout).into_owned();
-    let list = PackageList {
-        name: spec.name.clone(),
-        command: argv.to_vec(),
-        sha256: Hash::of(&stdout),
-        bytes: stdout.len() as u64,
-        output: text,
-        status: None,
-    };
+    let list = PackageList::captured(&spec.name, argv.to_vec(), &stdout);
     let mut o = outcome(spec, "captured", shown);
     o.packages = parse(&list).len() as u64;
     o.bytes = list.bytes;
@@ -786,14 +778,7 @@ mod tests {
     use super::*;
 
     fn list(name: &str, output: &str) -> PackageList {
-        PackageList {
-            name: name.into(),
-            command: vec![name.into()],
-            sha256: Hash::of(output.as_bytes()),
-            bytes: output.len() as u64,
-            output: output.into(),
-            status: None,
-        }
+        PackageList::captured(name, vec![name.into()], output.as_bytes())
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::TestEnv;
+use serde_json::Value;
 
 const NFC: &str = "caf\u{e9}";
 const NFD: &str = "cafe\u{301}";
@@ -32,6 +33,13 @@ fn clashing_home() -> TestEnv {
     let (code, v) = e.json("backup-checkpoint", &args);
     assert_eq!(code, 0, "{v:#}");
     e
+}
+
+/// Assert a refusal for folding names (exit 5, `name_clash`); its message.
+fn name_clash_message(code: i32, v: &Value) -> String {
+    assert_eq!(code, 5, "{v:#}");
+    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
+    v["errors"][0]["message"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -189,9 +197,7 @@ fn restore_onto_a_casefold_directory_refuses_names_that_fold_together_and_writes
         "backup-restore",
         &["names", "--target", target.to_str().unwrap()],
     );
-    assert_eq!(code, 5, "{v:#}");
-    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
-    let msg = v["errors"][0]["message"].as_str().unwrap();
+    let msg = name_clash_message(code, &v);
     assert!(
         msg.contains("'Foo' and 'foo'") || msg.contains(NFC),
         "{msg}"
@@ -244,8 +250,7 @@ fn rollback_into_a_casefold_home_refuses_a_case_variant_instead_of_overwriting_i
             "if-changed",
         ],
     );
-    assert_eq!(code, 5, "{v:#}");
-    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
+    name_clash_message(code, &v);
     assert_eq!(std::fs::read(home.join("notes")).unwrap(), b"newer work\n");
 }
 
@@ -394,9 +399,7 @@ fn restore_onto_a_case_insensitive_fuse_mount_refuses_folding_names_and_writes_n
         "backup-restore",
         &["names", "--target", target.to_str().unwrap()],
     );
-    assert_eq!(code, 5, "{v:#}");
-    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
-    let msg = v["errors"][0]["message"].as_str().unwrap();
+    let msg = name_clash_message(code, &v);
     assert!(msg.contains("2 name clash(es)"), "{msg}");
     assert!(
         msg.contains("'Foo' and 'foo'") || msg.contains(NFC),
@@ -436,9 +439,7 @@ fn rollback_of_a_linux_snapshot_onto_a_case_insensitive_home_is_refused_never_me
         return;
     };
     let (code, v) = e.json("backup-rollback", &["names"]);
-    assert_eq!(code, 5, "{v:#}");
-    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
-    let msg = v["errors"][0]["message"].as_str().unwrap();
+    let msg = name_clash_message(code, &v);
     assert!(msg.contains("2 name clash(es)"), "{msg}");
     assert!(msg.contains("nothing was changed"), "{msg}");
     assert!(
@@ -506,9 +507,7 @@ fn rollback_on_a_case_insensitive_home_round_trips_and_refuses_a_renamed_variant
     assert_eq!(names_in(&backing.join("docs")), vec![b"notes".to_vec()]);
     assert_eq!(names_in(&backing.join("n")), vec![NFD.as_bytes().to_vec()]);
     let (code, v) = e.json("backup-rollback", &["base"]);
-    assert_eq!(code, 5, "{v:#}");
-    assert_eq!(v["errors"][0]["code"], "name_clash", "{v:#}");
-    let msg = v["errors"][0]["message"].as_str().unwrap();
+    let msg = name_clash_message(code, &v);
     assert!(msg.contains("2 name clash(es)"), "{msg}");
     assert!(msg.contains("nothing was changed"), "{msg}");
     assert_eq!(names_in(&backing.join("docs")), vec![b"notes".to_vec()]);

@@ -1,8 +1,11 @@
 //! Issue 3 through the real binaries, in throwaway homes: checkpoints and
 //! `changed` semantics, dry runs, listing with true hashes, verification of
 //! every kind of damage, health, bad inputs, secrets, `BACKUP_DISABLED`,
-//! locking, and permissions under `umask 000`. Every envelope is checked
-//! against the JSON schema by `common::TestEnv::run`.
+//! locking, and permissions under `umask 000`; and the output contract's
+//! cases (phase reuse within a run, size reports, quota, automatic prune,
+//! the shell helper), once `tests/contract.rs`. Every envelope is checked
+//! against the JSON schema by `common::TestEnv::run`; the envelopes
+//! themselves are pinned in `tests/envelope_snapshots.rs`.
 
 mod common;
 
@@ -316,6 +319,7 @@ fn dry_run_does_not_create_the_repository_or_its_parents() {
     assert_eq!(rc, 0, "{v:#}");
     assert_eq!(v["dry_run"], true);
     assert!(v["snapshot"].is_object(), "says what would be stored");
+    assert!(v["roots"].is_array() && v["excluded"].is_array(), "{v:#}");
     assert!(!e.tmp.path().join("not").exists(), "nothing created");
     let (rc, v) = e.json(CKPT, &args(&["auto", "pre-ansible", "--dry-run"]));
     assert_eq!(rc, 0, "{v:#}");
@@ -356,6 +360,9 @@ fn list_selects_by_label_id_prefix_and_latest_with_true_hashes() {
     let (rc, v) = e.json("backup-list", &["--files"]);
     assert_eq!(rc, 0);
     assert_eq!(v["snapshot"]["id"], id.as_str());
+    let (_, list) = e.json("backup-list", &[]);
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 1);
+    assert!(list["stats"]["repository_bytes"].as_u64().unwrap() > 0);
     // Unknown selectors fail clearly.
     let (rc, v) = e.json("backup-list", &["no-such-label", "--files"]);
     assert_eq!(rc, 1, "{v:#}");
@@ -524,6 +531,34 @@ fn pack_with_damaged_trailer_is_detected_by_read_data() {
     expect_corrupt(&e, "corrupt_pack", false);
 }
 
+/// Two pack damages the cases above do not make: one flipped byte inside
+/// the trailer (the blobs intact) and the last 20 bytes cut off.
+#[test]
+fn a_flipped_trailer_byte_or_a_cut_tail_makes_verify_fail_and_health_red() {
+    type Damage = (&'static str, fn(&mut Vec<u8>));
+    let damage: [Damage; 2] = [
+        ("flip a byte of the trailer", |b| {
+            let i = b.len() - 30;
+            b[i] ^= 1;
+        }),
+        ("truncate a pack", |b| b.truncate(b.len() - 20)),
+    ];
+    for (what, f) in damage {
+        let e = contract_home();
+        checkpoint(&e, &["auto", "pre-dotfiles"]);
+        let (rc, v) = e.json("backup-verify", &["--read-data"]);
+        assert_eq!(rc, 0, "{v}");
+        rewrite(&only(&e.repo, "packs"), f);
+        let (rc, v) = e.json("backup-verify", &["--read-data"]);
+        assert_eq!(rc, 6, "{what}: {v}");
+        assert_eq!(v["errors"][0]["code"], "repository_corrupt");
+        assert!(!v["problems"].as_array().unwrap().is_empty(), "{what}");
+        let (rc, h) = e.json(CKPT, &["--health-check"]);
+        assert_eq!(rc, 1, "{what}: health must be red: {h}");
+        assert_eq!(h["health"], "red");
+    }
+}
+
 #[test]
 fn deleted_pack_is_detected_structurally() {
     let e = damaged_fixture();
@@ -688,7 +723,7 @@ fn unknown_phase_is_a_usage_error_listing_the_valid_phases() {
 fn unsafe_names_are_usage_errors() {
     let e = TestEnv::with_dotfiles();
     for bad in [
-        "../x", "", "a/b", "..", ".", "-x", ".hidden", "a b", "latest",
+        "../x", "", "a/b", "..", ".", "-x", "-dash", ".hidden", "a b", "latest",
     ] {
         let mut a = PATHS.to_vec();
         a.extend(["manual", "--", bad]);
@@ -704,6 +739,17 @@ fn unsafe_names_are_usage_errors() {
     let (rc, _) = e.json(CKPT, &args(&["manual", &long]));
     assert_eq!(rc, 2);
     assert!(!e.repo.exists(), "nothing created");
+}
+
+#[test]
+fn an_unknown_config_key_is_a_usage_error_naming_the_key_and_the_file() {
+    let e = TestEnv::with_dotfiles();
+    let cfg = e.tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[track]\nconfg = []\n").unwrap();
+    let (rc, v) = e.json(CKPT, &["manual", "x", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(rc, 2, "{v:#}");
+    let msg = v["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("confg") && msg.contains("c.toml"), "{msg}");
 }
 
 #[test]
@@ -1066,6 +1112,9 @@ fn backup_disabled_skips_every_command_with_exit_0_and_creates_nothing() {
             assert!(!e.repo.exists(), "{bin} created the repository");
         }
     }
+    // BACKUP_LOCAL_ONLY is reported as the degradation.
+    let (_, v, _) = e.run("backup-list", &[], &[("BACKUP_LOCAL_ONLY", "true")]);
+    assert_eq!(v["degradation"], "local-only");
     // `false` really means enabled.
     let (rc, v, _) = e.run(
         CKPT,
@@ -1179,4 +1228,324 @@ fn human_output_without_json_is_not_json_and_errors_go_to_stderr() {
     let out = e.output(CKPT, &args(&["auto", "pre-ansible", "-q"]), &[]);
     assert!(out.status.success());
     assert!(out.stdout.is_empty(), "--quiet prints nothing on stdout");
+}
+
+// ------------------------------------------- the output contract (was tests/contract.rs)
+
+/// The home the contract cases were written against: `~/.zshrc` and
+/// `~/.config/nvim/init.lua` (no `~/.gitconfig`), fixed modes, mtimes as written.
+fn contract_home() -> TestEnv {
+    let e = TestEnv::new();
+    e.write(".zshrc", b"export EDITOR=nvim\n", 0o644);
+    e.write(".config/nvim/init.lua", b"vim.o.number = true\n", 0o644);
+    set_mode(&e.home.join(".config"), 0o755);
+    set_mode(&e.home.join(".config/nvim"), 0o755);
+    e
+}
+
+#[test]
+fn a_phase_checkpoint_repeated_within_one_run_reuses_and_reports_changed_only_for_new_content() {
+    let e = contract_home();
+    // Within one bootstrap run (the role passes one id per play).
+    let (rc, first) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--run", "r1"]),
+    );
+    assert_eq!(rc, 0, "{first}");
+    assert_eq!(first["changed"], true);
+    assert_eq!(first["snapshot"]["kind"], "checkpoint");
+    let (_, again) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--run", "r1"]),
+    );
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(
+        again["snapshot"]["id"], first["snapshot"]["id"],
+        "same label, same content: nothing written"
+    );
+    assert_eq!(again["snapshot"]["reused"], true);
+    let (_, other) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "post-setup", "--run", "r1"]),
+    );
+    assert_eq!(
+        other["changed"], false,
+        "content already stored under another label"
+    );
+    assert_ne!(other["snapshot"]["id"], first["snapshot"]["id"]);
+    assert_eq!(other["snapshot"]["tree"], first["snapshot"]["tree"]);
+    std::fs::write(e.home.join(".zshrc"), b"changed\n").unwrap();
+    let (_, changed) = e.json("backup-checkpoint", &args(&["auto", "post-setup"]));
+    assert_eq!(changed["changed"], true);
+    assert_eq!(changed["snapshot"]["new_bytes"], 8);
+}
+
+#[test]
+fn size_report_lists_large_files_and_exclusions_and_exclude_flag_works() {
+    let e = contract_home();
+    std::fs::write(e.home.join(".config/nvim/big.bin"), vec![1u8; 11 << 20]).unwrap();
+    std::fs::create_dir_all(e.home.join(".config/nvim/.cache")).unwrap();
+    std::fs::write(e.home.join(".config/nvim/.cache/x"), b"cache").unwrap();
+    std::fs::write(e.home.join(".config/nvim/debug.log"), b"log").unwrap();
+    // The ignore file (gitignore syntax, relative to $HOME).
+    std::fs::create_dir_all(e.home.join(".config/dotfiles-backup")).unwrap();
+    std::fs::write(
+        e.home.join(".config/dotfiles-backup/ignore"),
+        b".config/nvim/*.log\n",
+    )
+    .unwrap();
+    let (rc, v) = e.json(
+        "backup-create",
+        &args(&["--dry-run", "--exclude", "scratch/"]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    let large = v["large_files"].as_array().unwrap();
+    assert_eq!(large.len(), 1, "{v}");
+    assert_eq!(large[0]["path"], "~/.config/nvim/big.bin");
+    assert_eq!(large[0]["level"], "warn");
+    let reasons: Vec<(String, String)> = v["excluded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["path"].as_str().unwrap().to_string(),
+                x["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        reasons.contains(&("~/.config/nvim/.cache".into(), "exclude pattern".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("~/.config/nvim/debug.log".into(), "ignore file".into())),
+        "{reasons:?}"
+    );
+    std::fs::create_dir_all(e.home.join(".config/scratch")).unwrap();
+    let (_, v) = e.json(
+        "backup-create",
+        &args(&["--dry-run", "--exclude", "scratch/"]),
+    );
+    assert!(
+        v["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["path"] == "~/.config/scratch"),
+        "{v}"
+    );
+}
+
+#[test]
+fn quota_prunes_by_policy_first_then_refuses_with_the_size_needed() {
+    let e = contract_home();
+    let cfg = e.tmp.path().join("q.toml");
+    std::fs::write(
+        &cfg,
+        "[space]\nmax_repo_mb = 1\n[retention]\nkeep_per_phase = 1\nauto = false\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let data = |seed: u8| -> Vec<u8> {
+        (0..400_000u32)
+            .map(|i| (i as u8).wrapping_mul(seed) ^ seed)
+            .collect()
+    };
+    std::fs::write(e.home.join(".config/nvim/a.bin"), data(3)).unwrap();
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    // The first bootstrap run is pinned (tests/phases.rs); this is about the policy.
+    let (rc, v) = e.json("backup-prune", &["--unpin", "latest", "--config", c]);
+    assert_eq!(rc, 0, "{v}");
+    std::fs::write(e.home.join(".config/nvim/a.bin"), data(5)).unwrap();
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    // A third version would exceed 1 MiB: the older pre-dotfiles checkpoints are pruned first.
+    std::fs::write(e.home.join(".config/nvim/a.bin"), data(7)).unwrap();
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 0, "{v}");
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "quota_pruned"),
+        "{v}"
+    );
+    // Content that can never fit is refused, naming how much must be freed.
+    std::fs::write(e.home.join(".config/nvim/huge.bin"), vec![9u8; 2 << 20]).unwrap();
+    let (rc, v) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--config", c]),
+    );
+    assert_eq!(rc, 5, "{v}");
+    assert_eq!(v["errors"][0]["code"], "quota_exceeded");
+    assert!(v["errors"][0]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("free at least"));
+    let (rc, _) = e.json("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn checkpoints_beyond_the_policy_are_pruned_automatically() {
+    let e = contract_home();
+    let cfg = e.tmp.path().join("a.toml");
+    std::fs::write(&cfg, "[retention]\nkeep_per_phase = 2\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    for i in 0..4 {
+        std::fs::write(e.home.join(".zshrc"), format!("version {i}\n")).unwrap();
+        let (rc, v) = e.json(
+            "backup-checkpoint",
+            &args(&["auto", "pre-dotfiles", "--config", c]),
+        );
+        assert_eq!(rc, 0, "{v}");
+        if i == 0 {
+            // The first bootstrap run is pinned (tests/phases.rs); this is about the policy.
+            let (rc, v) = e.json("backup-prune", &["--unpin", "latest", "--config", c]);
+            assert_eq!(rc, 0, "{v}");
+        }
+    }
+    let (_, list) = e.json("backup-list", &[]);
+    assert_eq!(list["snapshots"].as_array().unwrap().len(), 2, "{list}");
+    let (rc, _) = e.json("backup-verify", &["--read-data"]);
+    assert_eq!(rc, 0);
+}
+
+mod listing_property {
+    use super::*;
+    use proptest::prelude::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(b'x'),
+                Just(b'y'),
+                Just(0xe9u8),
+                Just(0xffu8),
+                Just(b' ')
+            ],
+            1..5,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, .. ProptestConfig::default() })]
+        /// Any tree checkpointed and listed back has every entry with the right type, mode, size, hash and target.
+        #[test]
+        fn every_entry_is_listed_with_its_true_facts(
+            files in prop::collection::btree_map(name(), (prop::collection::vec(any::<u8>(), 0..2000), 0u32..4), 1..10),
+            links in prop::collection::btree_map(name(), name(), 0..4),
+            empty_dirs in prop::collection::btree_set(name(), 0..3),
+        ) {
+            let e = contract_home();
+            let root = e.home.join("t");
+            std::fs::create_dir_all(root.join("sub")).unwrap();
+            let modes = [0o644, 0o600, 0o755, 0o440];
+            for (n, (content, m)) in &files {
+                let p = root.join(OsStr::from_bytes(n));
+                std::fs::write(&p, content).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(modes[*m as usize])).unwrap();
+            }
+            for (n, t) in &links {
+                let p = root.join("sub").join(OsStr::from_bytes(n));
+                std::os::unix::fs::symlink(OsStr::from_bytes(t), &p).unwrap();
+            }
+            for d in &empty_dirs {
+                let _ = std::fs::create_dir(root.join("sub").join(OsStr::from_bytes(d)).with_extension("d"));
+            }
+            let (rc, v) = e.json("backup-checkpoint", &["manual", "p", "--path", "~/t"]);
+            prop_assert_eq!(rc, 0, "{}", v);
+            let (_, listed) = e.json("backup-list", &["p", "--files"]);
+            let entries = listed["entries"].as_array().unwrap();
+            let by_path = |bytes: &[u8]| -> Option<&Value> {
+                entries.iter().find(|x| match x["path_b64"].as_str() {
+                    Some(b) => {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(b).unwrap() == bytes
+                    }
+                    None => x["path"].as_str().unwrap().as_bytes() == bytes,
+                })
+            };
+            for (n, (content, m)) in &files {
+                let mut full = b"~/t/".to_vec();
+                full.extend_from_slice(n);
+                let x = by_path(&full).unwrap_or_else(|| panic!("{:?} not listed", String::from_utf8_lossy(&full)));
+                prop_assert_eq!(&x["type"], "file");
+                prop_assert_eq!(x["size"].as_u64().unwrap(), content.len() as u64);
+                prop_assert_eq!(x["mode"].as_str().unwrap(), format!("{:04o}", modes[*m as usize]));
+                prop_assert_eq!(x["sha256"].as_str().unwrap(), dotfiles_backup::hash::Hash::of(content).to_hex());
+            }
+            for (n, t) in &links {
+                let mut full = b"~/t/sub/".to_vec();
+                full.extend_from_slice(n);
+                let x = by_path(&full).unwrap();
+                prop_assert_eq!(&x["type"], "symlink");
+                prop_assert_eq!(x["size"].as_u64().unwrap(), t.len() as u64);
+            }
+            let dirs = entries.iter().filter(|x| x["type"] == "dir").count();
+            prop_assert_eq!(dirs, 2 + empty_dirs.len());
+        }
+    }
+}
+
+#[test]
+fn shell_helper_skips_or_fails_like_the_role() {
+    let e = contract_home();
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/checkpoint-or-skip");
+    let run = |label: &str, extra: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg(helper)
+            .arg(label)
+            .args(["--path", "~/.zshrc", "-q"]);
+        e.clean_env(&mut cmd);
+        // Only the system's tools: the helper must find the binaries itself.
+        cmd.env("PATH", "/usr/bin:/bin")
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let none = e.tmp.path().join("no-bin");
+    let out = run("pre-ansible", &[("BACKUP_BIN_DIR", none.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "backup tool not yet installed, skipping pre-ansible checkpoint"
+    );
+    let out = run(
+        "pre-dotfiles",
+        &[("BACKUP_BIN_DIR", none.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/install"));
+    let out = run("pre-dotfiles", &[("BACKUP_DISABLED", "true")]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!e.repo.exists());
+    let bins = Path::new(exe("backup-checkpoint")).parent().unwrap();
+    let out = run(
+        "pre-dotfiles",
+        &[("BACKUP_BIN_DIR", bins.to_str().unwrap())],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, list) = e.json("backup-list", &[]);
+    assert_eq!(list["snapshots"][0]["label"], "pre-dotfiles");
 }

@@ -2,72 +2,48 @@
 //! together on one repository. Each succeeds or exits with lock-busy (4); the
 //! repository verifies clean afterwards and no committed snapshot is lost.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use serde_json::Value;
-
-fn exe(bin: &str) -> &'static str {
-    match bin {
-        "backup-checkpoint" => env!("CARGO_BIN_EXE_backup-checkpoint"),
-        "backup-rollback" => env!("CARGO_BIN_EXE_backup-rollback"),
-        "backup-prune" => env!("CARGO_BIN_EXE_backup-prune"),
-        "backup-list" => env!("CARGO_BIN_EXE_backup-list"),
-        "backup-verify" => env!("CARGO_BIN_EXE_backup-verify"),
-        other => panic!("{other}"),
-    }
-}
-
-fn run(home: &PathBuf, repo: &PathBuf, bin: &str, args: &[String]) -> (i32, Value) {
-    let out = Command::new(exe(bin))
-        .args(args)
-        .arg("--json")
-        .env_clear()
-        .env("HOME", home)
-        .env("BACKUP_REPO", repo)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        serde_json::from_slice(&out.stdout).unwrap(),
-    )
-}
+mod common;
+use common::TestEnv;
 
 #[test]
 fn concurrent_writers_succeed_or_report_lock_busy_and_lose_nothing() {
     for n in [2usize, 4, 8] {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        let repo = tmp.path().join("repo");
-        std::fs::create_dir_all(home.join(".config")).unwrap();
-        std::fs::write(home.join(".zshrc"), b"base\n").unwrap();
-        let paths = ["--path", "~/.zshrc", "--path", "~/.config"].map(String::from);
-        let mut base_args = vec!["manual".to_string(), "base".to_string()];
-        base_args.extend(paths.iter().cloned());
-        assert_eq!(run(&home, &repo, "backup-checkpoint", &base_args).0, 0);
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (home, repo, paths) = (home.clone(), repo.clone(), paths.clone());
-                std::thread::spawn(move || {
-                    let (bin, mut args): (&str, Vec<String>) = match i % 3 {
-                        0 => ("backup-checkpoint", vec!["manual".into(), format!("c{i}")]),
-                        1 => ("backup-rollback", vec!["base".into()]),
-                        _ => ("backup-prune", vec![]),
-                    };
-                    if bin == "backup-checkpoint" {
-                        std::fs::write(home.join(".config").join(format!("f{i}")), format!("{i}"))
+        let e = TestEnv::new();
+        std::fs::create_dir_all(e.home.join(".config")).unwrap();
+        std::fs::write(e.home.join(".zshrc"), b"base\n").unwrap();
+        let paths = ["--path", "~/.zshrc", "--path", "~/.config"];
+        let mut base_args = vec!["manual", "base"];
+        base_args.extend(paths);
+        assert_eq!(e.json("backup-checkpoint", &base_args).0, 0);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let e = &e;
+                    s.spawn(move || {
+                        let label = format!("c{i}");
+                        let (bin, mut args): (&str, Vec<&str>) = match i % 3 {
+                            0 => ("backup-checkpoint", vec!["manual", &label]),
+                            1 => ("backup-rollback", vec!["base"]),
+                            _ => ("backup-prune", vec![]),
+                        };
+                        if bin == "backup-checkpoint" {
+                            std::fs::write(
+                                e.home.join(".config").join(format!("f{i}")),
+                                format!("{i}"),
+                            )
                             .unwrap();
-                        args.extend(paths);
-                    }
-                    args.extend(["--wait".to_string(), "0.05".to_string()]);
-                    let (rc, v) = run(&home, &repo, bin, &args);
-                    (bin, rc, v)
+                            args.extend(paths);
+                        }
+                        args.extend(["--wait", "0.05"]);
+                        let (rc, v) = e.json(bin, &args);
+                        (bin, rc, v)
+                    })
                 })
-            })
-            .collect();
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
         let mut committed = vec!["base".to_string()];
-        for h in handles {
-            let (bin, rc, v) = h.join().unwrap();
+        for (bin, rc, v) in results {
             assert!(rc == 0 || rc == 4, "{n} writers: {bin} exited {rc}: {v}");
             if rc == 4 {
                 assert_eq!(v["errors"][0]["code"], "lock_busy");
@@ -75,9 +51,9 @@ fn concurrent_writers_succeed_or_report_lock_busy_and_lose_nothing() {
                 committed.push(v["snapshot"]["label"].as_str().unwrap().to_string());
             }
         }
-        let (rc, v) = run(&home, &repo, "backup-verify", &["--read-data".to_string()]);
+        let (rc, v) = e.json("backup-verify", &["--read-data"]);
         assert_eq!(rc, 0, "{n} writers: {v}");
-        let (_, list) = run(&home, &repo, "backup-list", &[]);
+        let (_, list) = e.json("backup-list", &[]);
         let labels: Vec<&str> = list["snapshots"]
             .as_array()
             .unwrap()
@@ -95,26 +71,17 @@ fn concurrent_writers_succeed_or_report_lock_busy_and_lose_nothing() {
 
 #[test]
 fn a_lock_left_by_a_killed_process_is_taken_over_with_a_warning() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(home.join(".zshrc"), b"x").unwrap();
-    let args: Vec<String> = ["manual", "a", "--path", "~/.zshrc"]
-        .map(String::from)
-        .to_vec();
-    assert_eq!(run(&home, &repo, "backup-checkpoint", &args).0, 0);
+    let e = TestEnv::new();
+    std::fs::write(e.home.join(".zshrc"), b"x").unwrap();
+    e.checkpoint("a", &["~/.zshrc"]);
     // What a writer killed with SIGKILL leaves: its record in the lock file, no flock held.
     std::fs::write(
-        repo.join("lock"),
+        e.repo.join("lock"),
         br#"{"pid":4194000,"host":"h","command":"backup-create","started_at":1}"#,
     )
     .unwrap();
-    std::fs::write(home.join(".zshrc"), b"y").unwrap();
-    let args: Vec<String> = ["manual", "b", "--path", "~/.zshrc"]
-        .map(String::from)
-        .to_vec();
-    let (rc, v) = run(&home, &repo, "backup-checkpoint", &args);
+    std::fs::write(e.home.join(".zshrc"), b"y").unwrap();
+    let (rc, v) = e.json("backup-checkpoint", &["manual", "b", "--path", "~/.zshrc"]);
     assert_eq!(rc, 0, "{v}");
     assert!(
         v["warnings"]

@@ -8,21 +8,12 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 
-use common::{exe, parse_envelope, skip_unless_required, TestEnv};
-
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "true"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use common::{parse_envelope, strace_works, under_strace, TestEnv};
 
 #[test]
 fn a_failed_directory_fsync_in_the_home_is_reported_not_claimed_done() {
     if !strace_works() {
-        skip_unless_required("strace", "strace is not installed or cannot trace here");
         return;
     }
     let e = TestEnv::new();
@@ -46,29 +37,20 @@ fn a_failed_directory_fsync_in_the_home_is_reported_not_claimed_done() {
     // Same environment as the plain command, run under strace: only fsyncs of
     // the two home directories the rollback changes are traced, and each fails.
     let plain = e.command("backup-rollback", &["--json", "base"], &[]);
-    let mut cmd = Command::new("strace");
-    cmd.env_clear();
-    for (k, v) in plain.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    cmd.args([
-        "-f",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=fsync,syncfs",
-        "-e",
-        "inject=fsync,syncfs:error=EIO",
-        "-P",
-    ])
-    .arg(&e.home)
-    // -P matches the exact path, not what is beneath it.
-    .arg("-P")
-    .arg(e.home.join(".config/app"))
-    .arg(exe("backup-rollback"))
-    .args(["--json", "base"]);
+    let home = e.home.as_os_str();
+    let app = e.home.join(".config/app");
+    let filter = [
+        "-e".as_ref(),
+        "trace=fsync,syncfs".as_ref(),
+        "-e".as_ref(),
+        "inject=fsync,syncfs:error=EIO".as_ref(),
+        // -P matches the exact path, not what is beneath it.
+        "-P".as_ref(),
+        home,
+        "-P".as_ref(),
+        app.as_os_str(),
+    ];
+    let mut cmd = under_strace(&plain, &filter);
     let (rc, v) = parse_envelope(&cmd.output().unwrap());
     assert_eq!(rc, 3, "partial: {v:#}");
     assert_eq!(v["status"], "partial");
@@ -104,21 +86,6 @@ fn a_failed_directory_fsync_in_the_home_is_reported_not_claimed_done() {
         std::fs::read(e.home.join(".config/app/conf")).unwrap(),
         b"original\n"
     );
-}
-
-/// `cmd`'s environment and arguments, run under `strace` with `filter` (the
-/// strace options that select and fail syscalls) in front.
-fn under_strace<S: AsRef<std::ffi::OsStr>>(plain: &Command, filter: &[S]) -> Command {
-    let mut cmd = Command::new("strace");
-    cmd.env_clear();
-    for (k, v) in plain.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    cmd.args(["-f", "-o", "/dev/null"]).args(filter);
-    cmd.arg(plain.get_program()).args(plain.get_args());
-    cmd
 }
 
 fn index_files(e: &TestEnv) -> Vec<std::path::PathBuf> {
@@ -161,7 +128,6 @@ fn assert_next_checkpoint_stores_and_restores(
 #[test]
 fn a_failed_tree_or_record_write_never_poisons_a_later_checkpoint() {
     if !strace_works() {
-        skip_unless_required("strace", "strace is not installed or cannot trace here");
         return;
     }
     for (dir, errno) in [
@@ -210,9 +176,9 @@ fn a_failed_tree_or_record_write_never_poisons_a_later_checkpoint() {
 #[test]
 fn an_unwritable_snapshots_directory_never_poisons_a_later_checkpoint() {
     let e = TestEnv::new();
-    // As root the permission bits do not stop writes: run as nobody, who owns
-    // the home and the repository.
-    let run_as = common::is_root().then_some(65534u32);
+    // As root the permission bits do not stop writes: run as the unprivileged
+    // test user, who owns the home and the repository.
+    let run_as = common::is_root().then(common::unprivileged_id);
     if let Some(uid) = run_as {
         common::set_mode(e.tmp.path(), 0o755);
         std::os::unix::fs::chown(&e.home, Some(uid), Some(uid)).unwrap();

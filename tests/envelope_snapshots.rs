@@ -86,6 +86,14 @@ macro_rules! snap {
                 if path.to_string().ends_with("_ms") { "[ms]".into() } else { v }
             }),
             ".problems[].snapshots[]" => "[short_id kind label]",
+            ".source.id" => "[id]",
+            ".source.short_id" => "[short_id]",
+            ".source.tree" => "[tree]",
+            ".source.created_at" => "[created_at]",
+            ".source.host" => "[host]",
+            ".resolved.snapshot" => "[short_id]",
+            ".resolved.created_at" => "[created_at]",
+            ".resolved.run_started_at" => "[run_started_at]",
         })
     };
 }
@@ -141,6 +149,20 @@ fn list_envelopes() {
     let (rc, files) = e.json("backup-list", &["pre-dotfiles", "--files"]);
     assert_eq!(rc, 0);
     snap!("list_files", normalize(&files, &e));
+}
+
+#[test]
+fn rollback_plan_envelope() {
+    let e = fixture();
+    let (rc, _) = e.json(
+        "backup-checkpoint",
+        &args(&["auto", "pre-dotfiles", "--run", "run-1"]),
+    );
+    assert_eq!(rc, 0);
+    std::fs::write(e.home.join(".zshrc"), b"broken\n").unwrap();
+    let (rc, plan) = e.json("backup-rollback", &["pre-dotfiles", "--dry-run"]);
+    assert_eq!(rc, 0, "{plan:#}");
+    snap!("rollback_plan", normalize(&plan, &e));
 }
 
 #[test]

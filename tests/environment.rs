@@ -208,23 +208,24 @@ fn unreadable_home_is_reported_per_path() {
         return;
     }
     let env = TestEnv::with_dotfiles();
+    let id = common::unprivileged_id();
     set_mode(env.tmp.path(), 0o755);
-    // Owned by nobody, and unreadable even to nobody.
+    // Owned by the unprivileged test user, and unreadable even to it.
     let repo = env.tmp.path().join("nobody-repo");
     std::fs::create_dir(&repo).unwrap();
-    std::os::unix::fs::chown(&repo, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&repo, Some(id), Some(id)).unwrap();
     std::fs::remove_dir(&repo).unwrap();
     let parent = env.tmp.path().join("nobody");
     std::fs::create_dir(&parent).unwrap();
-    std::os::unix::fs::chown(&parent, Some(65534), Some(65534)).unwrap();
-    std::os::unix::fs::chown(&env.home, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&parent, Some(id), Some(id)).unwrap();
+    std::os::unix::fs::chown(&env.home, Some(id), Some(id)).unwrap();
     set_mode(&env.home, 0o000);
     let mut cmd = env.command(
         "backup-checkpoint",
         &["--json", "manual", "x"],
         &[("BACKUP_REPO", parent.join("repo").to_str().unwrap())],
     );
-    cmd.uid(65534).gid(65534);
+    cmd.uid(id).gid(id);
     let out = cmd.output().unwrap();
     let (code, v) = parse_envelope(&out);
     set_mode(&env.home, 0o755);

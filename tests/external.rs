@@ -16,24 +16,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// Environment naming one directory target, with fast retries.
-fn target_env(dir: &Path) -> Vec<(&'static str, String)> {
-    vec![
-        ("BACKUP_EXTERNAL", format!("drive={}", dir.display())),
-        ("BACKUP_RETRY_BASE_MS", "5".to_string()),
-    ]
-}
-
-fn run(
-    e: &TestEnv,
-    bin: &str,
-    args: &[&str],
-    env: &[(&'static str, String)],
-) -> (i32, Value, String) {
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    e.run(bin, args, &pairs)
-}
-
 /// Objects (relative paths) under `root` in the copied directories.
 fn objects(root: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -74,7 +56,7 @@ fn checkpoint_syncs_a_complete_verifiable_copy_and_never_copies_local_only_files
     let ext = e.tmp.path().join("drive");
     std::fs::create_dir(&ext).unwrap();
     let env = target_env(&ext);
-    let (code, v, _) = run(&e, "backup-checkpoint", &["manual", "first"], &env);
+    let (code, v, _) = run_with(&e, "backup-checkpoint", &["manual", "first"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["degradation"], "full");
     assert_eq!(v["external"][0]["status"], "synced", "{v:#}");
@@ -87,7 +69,7 @@ fn checkpoint_syncs_a_complete_verifiable_copy_and_never_copies_local_only_files
     std::fs::write(e.repo.join("keys/0123456789abcdef.key"), "plain key").unwrap();
     std::fs::write(e.repo.join("keys/notes.txt"), "notes").unwrap();
     e.write(".zshrc", b"export EDITOR=vim\n", 0o644);
-    let (code, v, _) = run(&e, "backup-checkpoint", &["manual", "second"], &env);
+    let (code, v, _) = run_with(&e, "backup-checkpoint", &["manual", "second"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["external"][0]["copied"]["snapshots"], 1, "{v:#}");
 
@@ -131,7 +113,7 @@ fn checkpoint_syncs_a_complete_verifiable_copy_and_never_copies_local_only_files
     }
     // Listing the copy shows the same snapshots as the local repository.
     let (_, local_list) = e.json("backup-list", &[]);
-    let (code, ext_list, _) = run(&e, "backup-list", &["--external"], &env);
+    let (code, ext_list, _) = run_with(&e, "backup-list", &["--external"], &env);
     assert_eq!(code, 0, "{ext_list:#}");
     assert_eq!(snapshot_ids(&ext_list), snapshot_ids(&local_list));
     assert_eq!(snapshot_ids(&ext_list).len(), 2);
@@ -142,7 +124,7 @@ fn missing_target_is_local_only_with_a_warning_and_sync_external_catches_up() {
     let e = TestEnv::with_dotfiles();
     let ext = e.tmp.path().join("unmounted/drive");
     let env = target_env(&ext);
-    let (code, v, stderr) = run(&e, "backup-checkpoint", &["auto", "pre-dotfiles"], &env);
+    let (code, v, stderr) = run_with(&e, "backup-checkpoint", &["auto", "pre-dotfiles"], &env);
     assert_eq!(code, 0, "{v:#}\n{stderr}");
     assert_eq!(v["status"], "success");
     assert_eq!(v["degradation"], "local-only");
@@ -170,12 +152,12 @@ fn missing_target_is_local_only_with_a_warning_and_sync_external_catches_up() {
     assert!(!ext.exists(), "a missing target is never created");
 
     e.write(".gitconfig", b"[user]\n\tname = Other\n", 0o644);
-    let (code, v, _) = run(&e, "backup-checkpoint", &["auto", "post-setup"], &env);
+    let (code, v, _) = run_with(&e, "backup-checkpoint", &["auto", "post-setup"], &env);
     assert_eq!((code, v["degradation"].as_str()), (0, Some("local-only")));
 
     // The drive comes back: one sync copies everything that was missed.
     std::fs::create_dir_all(&ext).unwrap();
-    let (code, v, _) = run(&e, "backup-create", &["--sync-external"], &env);
+    let (code, v, _) = run_with(&e, "backup-create", &["--sync-external"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["degradation"], "full");
     assert_eq!(v["changed"], true);
@@ -184,13 +166,13 @@ fn missing_target_is_local_only_with_a_warning_and_sync_external_catches_up() {
     let (code, _) = verify_dir(&e, &ext, true);
     assert_eq!(code, 0);
     // Nothing left to do: a second sync copies nothing.
-    let (code, v, _) = run(&e, "backup-create", &["--sync-external=drive"], &env);
+    let (code, v, _) = run_with(&e, "backup-create", &["--sync-external=drive"], &env);
     assert_eq!(code, 0);
     assert_eq!(v["changed"], false);
     assert_eq!(v["stats"]["external_objects_copied"], 0);
     // An explicit sync to a missing target fails (exit 1) and says it may be retried.
     let gone = target_env(&e.tmp.path().join("gone"));
-    let (code, v, _) = run(&e, "backup-create", &["--sync-external"], &gone);
+    let (code, v, _) = run_with(&e, "backup-create", &["--sync-external"], &gone);
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(v["errors"][0]["code"], "external_unreachable");
     assert_eq!(v["errors"][0]["retryable"], true);
@@ -203,7 +185,7 @@ fn local_only_setting_skips_the_sync_and_says_how_to_catch_up() {
     std::fs::create_dir(&ext).unwrap();
     let mut env = target_env(&ext);
     env.push(("BACKUP_LOCAL_ONLY", "true".into()));
-    let (code, v, _) = run(&e, "backup-checkpoint", &["manual", "x"], &env);
+    let (code, v, _) = run_with(&e, "backup-checkpoint", &["manual", "x"], &env);
     assert_eq!(code, 0);
     assert_eq!(v["status"], "success");
     assert_eq!(v["degradation"], "local-only");
@@ -236,7 +218,7 @@ fn a_target_holding_something_else_is_refused_untouched_and_not_retried() {
     std::fs::create_dir(&ext).unwrap();
     std::fs::write(ext.join("thesis.tex"), "mine").unwrap();
     let env = target_env(&ext);
-    let (code, v, _) = run(&e, "backup-checkpoint", &["manual", "x"], &env);
+    let (code, v, _) = run_with(&e, "backup-checkpoint", &["manual", "x"], &env);
     assert_eq!(code, 0, "the checkpoint itself succeeds: {v:#}");
     assert_eq!(v["degradation"], "local-only");
     let t = &v["external"][0];
@@ -255,14 +237,14 @@ fn a_target_holding_something_else_is_refused_untouched_and_not_retried() {
     let other = TestEnv::with_dotfiles();
     let other_ext = e.tmp.path().join("other");
     std::fs::create_dir(&other_ext).unwrap();
-    let (code, _, _) = run(
+    let (code, _, _) = run_with(
         &other,
         "backup-checkpoint",
         &["manual", "o"],
         &target_env(&other_ext),
     );
     assert_eq!(code, 0);
-    let (code, v, _) = run(
+    let (code, v, _) = run_with(
         &e,
         "backup-create",
         &["--sync-external"],
@@ -366,7 +348,7 @@ fn sync_killed_at_random_points_resumes_and_the_copy_always_verifies() {
     let scratch = e.tmp.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let started = Instant::now();
-    let (code, _, _) = run(
+    let (code, _, _) = run_with(
         &e,
         "backup-create",
         &["--sync-external"],
@@ -397,7 +379,7 @@ fn restore_on_new_machine(
         0o600,
     );
     let env = env_for(&new);
-    let (code, v, stderr) = run(&new, "backup-restore", &["latest", "--from-external"], &env);
+    let (code, v, stderr) = run_with(&new, "backup-restore", &["latest", "--from-external"], &env);
     assert_eq!(code, 0, "{v:#}\n{stderr}");
     assert!(
         Path::new(&new.repo).join("config.json").exists(),
@@ -450,7 +432,7 @@ fn from_external_restores_everything_on_a_new_machine_with_only_the_identity() {
     let e = home_with_secret();
     let ext = e.tmp.path().join("drive");
     std::fs::create_dir(&ext).unwrap();
-    let (code, v, _) = run(
+    let (code, v, _) = run_with(
         &e,
         "backup-checkpoint",
         &["manual", "full"],
@@ -496,7 +478,7 @@ fn from_external_restores_everything_on_a_new_machine_with_only_the_identity() {
         objects(&other.repo),
         std::fs::read(other.repo.join("config.json")).unwrap(),
     );
-    let (code, v, _) = run(
+    let (code, v, _) = run_with(
         &other,
         "backup-restore",
         &["latest", "--from-external"],
@@ -515,7 +497,7 @@ fn from_external_restores_everything_on_a_new_machine_with_only_the_identity() {
     );
     // A dry run plans from the copy and writes nothing locally.
     let fresh = TestEnv::new();
-    let (code, v, _) = run(
+    let (code, v, _) = run_with(
         &fresh,
         "backup-restore",
         &["latest", "--from-external", "--dry-run"],
@@ -532,8 +514,11 @@ fn verify_external_finds_damage_in_the_copy_and_names_are_checked() {
     let ext = e.tmp.path().join("drive");
     std::fs::create_dir(&ext).unwrap();
     let env = target_env(&ext);
-    assert_eq!(run(&e, "backup-checkpoint", &["manual", "x"], &env).0, 0);
-    let (code, v, _) = run(&e, "backup-verify", &["--external", "--read-data"], &env);
+    assert_eq!(
+        run_with(&e, "backup-checkpoint", &["manual", "x"], &env).0,
+        0
+    );
+    let (code, v, _) = run_with(&e, "backup-verify", &["--external", "--read-data"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["repository"], ext.to_str().unwrap());
     let pack = objects(&ext)
@@ -546,14 +531,14 @@ fn verify_external_finds_damage_in_the_copy_and_names_are_checked() {
     bytes[mid] ^= 0xff;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&path, &bytes).unwrap();
-    let (code, v, _) = run(&e, "backup-verify", &["--external", "--read-data"], &env);
+    let (code, v, _) = run_with(&e, "backup-verify", &["--external", "--read-data"], &env);
     assert_eq!(code, 6, "{v:#}");
     assert_eq!(
         e.json("backup-verify", &["--read-data"]).0,
         0,
         "the local repository is intact"
     );
-    let (code, v, _) = run(&e, "backup-list", &["--external=nope"], &env);
+    let (code, v, _) = run_with(&e, "backup-list", &["--external=nope"], &env);
     assert_eq!(code, 2);
     assert_eq!(v["errors"][0]["code"], "unknown_external_target");
     let (code, v) = e.json("backup-list", &["--external"]);
@@ -563,69 +548,42 @@ fn verify_external_finds_damage_in_the_copy_and_names_are_checked() {
 
 // ---- rclone ----
 
-fn rclone_available() -> bool {
-    let ok = std::process::Command::new("rclone")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip_unless_required(
-            "rclone",
-            "rclone is not installed on this machine (CI installs it in .ci/run); the rclone target was not tested",
-        );
-    }
-    ok
-}
-
-/// A throwaway rclone config with a `local`-type remote, and the env naming it.
-fn rclone_env(e: &TestEnv, remote_dir: &Path) -> Vec<(&'static str, String)> {
-    let conf = e.tmp.path().join("rclone.conf");
-    std::fs::write(&conf, "[loc]\ntype = local\n").unwrap();
-    vec![
-        (
-            "BACKUP_EXTERNAL",
-            format!("cloud=rclone:loc:{}", remote_dir.display()),
-        ),
-        ("RCLONE_CONFIG", conf.to_string_lossy().into_owned()),
-        ("BACKUP_RETRY_BASE_MS", "5".into()),
-    ]
-}
-
 #[test]
 fn rclone_local_remote_syncs_lists_verifies_and_restores() {
-    if !rclone_available() {
+    if !rclone_available("the rclone target") {
         return;
     }
     let e = home_with_secret();
     let remote: PathBuf = e.tmp.path().join("remote/dotfiles");
     let env = rclone_env(&e, &remote);
-    let (code, v, stderr) = run(&e, "backup-checkpoint", &["manual", "one"], &env);
+    let (code, v, stderr) = run_with(&e, "backup-checkpoint", &["manual", "one"], &env);
     assert_eq!(code, 0, "{v:#}\n{stderr}");
     assert_eq!(v["degradation"], "full", "{v:#}");
     assert_eq!(v["external"][0]["type"], "rclone");
     assert_eq!(v["external"][0]["status"], "synced");
     e.write(".zshrc", b"changed\n", 0o644);
-    assert_eq!(run(&e, "backup-checkpoint", &["manual", "two"], &env).0, 0);
+    assert_eq!(
+        run_with(&e, "backup-checkpoint", &["manual", "two"], &env).0,
+        0
+    );
     // The remote's directory is itself a repository that verifies.
     let (code, v) = verify_dir(&e, &remote, true);
     assert_eq!(code, 0, "{v:#}");
-    let (code, v, _) = run(
+    let (code, v, _) = run_with(
         &e,
         "backup-verify",
         &["--external=cloud", "--read-data"],
         &env,
     );
     assert_eq!(code, 0, "{v:#}");
-    let (code, v, _) = run(&e, "backup-list", &["--external"], &env);
+    let (code, v, _) = run_with(&e, "backup-list", &["--external"], &env);
     assert_eq!(code, 0, "{v:#}");
     let (_, local) = e.json("backup-list", &[]);
     assert_eq!(snapshot_ids(&v), snapshot_ids(&local));
     // Unreachable remote (an unknown remote name is a configuration error: not retried).
     let mut bad = env.clone();
     bad[0].1 = "cloud=rclone:nosuchremote:x".into();
-    let (code, v, _) = run(&e, "backup-checkpoint", &["manual", "three"], &bad);
+    let (code, v, _) = run_with(&e, "backup-checkpoint", &["manual", "three"], &bad);
     assert_eq!(code, 0);
     assert_eq!(v["degradation"], "local-only");
     assert_eq!(v["external"][0]["attempts"], 1, "{v:#}");
@@ -635,7 +593,7 @@ fn rclone_local_remote_syncs_lists_verifies_and_restores() {
 
 #[test]
 fn rclone_sync_killed_at_random_points_resumes() {
-    if !rclone_available() {
+    if !rclone_available("the rclone target") {
         return;
     }
     let e = TestEnv::new();
@@ -657,14 +615,14 @@ fn a_busy_target_lock_is_retried_then_reported_and_auto_sync_can_be_off() {
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let mut env = target_env(&ext);
     env.push(("BACKUP_LOCK_WAIT", "0.1".into()));
-    let (code, v, _) = run(&e, "backup-checkpoint", &["manual", "x"], &env);
+    let (code, v, _) = run_with(&e, "backup-checkpoint", &["manual", "x"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["degradation"], "local-only");
     let t = &v["external"][0];
     assert_eq!(t["error"]["code"], "lock_busy", "{t:#}");
     assert_eq!(t["attempts"], 3, "a busy lock is transient");
     drop(lock);
-    let (code, v, _) = run(&e, "backup-create", &["--sync-external"], &env);
+    let (code, v, _) = run_with(&e, "backup-create", &["--sync-external"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["external"][0]["copied"]["snapshots"], 1);
 
@@ -672,7 +630,7 @@ fn a_busy_target_lock_is_retried_then_reported_and_auto_sync_can_be_off() {
     let cfg = e.tmp.path().join("config.toml");
     std::fs::write(&cfg, "[external]\nauto_sync = false\n").unwrap();
     e.write(".zshrc", b"# new\n", 0o644);
-    let (code, v, _) = run(
+    let (code, v, _) = run_with(
         &e,
         "backup-checkpoint",
         &["manual", "y", "--config", cfg.to_str().unwrap()],
@@ -687,7 +645,7 @@ fn a_busy_target_lock_is_retried_then_reported_and_auto_sync_can_be_off() {
         .iter()
         .any(|w| w["code"] == "external_skipped"
             && w["message"].as_str().unwrap().contains("auto_sync")));
-    let (_, listed, _) = run(&e, "backup-list", &["--external"], &env);
+    let (_, listed, _) = run_with(&e, "backup-list", &["--external"], &env);
     assert_eq!(snapshot_ids(&listed).len(), 1, "the copy did not get y");
 }
 
@@ -698,7 +656,7 @@ fn an_odd_tree_round_trips_through_the_external_copy_after_the_local_repository_
     let ext = e.tmp.path().join("drive");
     std::fs::create_dir(&ext).unwrap();
     let env = target_env(&ext);
-    let (code, v, _) = run(
+    let (code, v, _) = run_with(
         &e,
         "backup-checkpoint",
         &["manual", "odd", "--path", "~/odd"],
@@ -710,7 +668,7 @@ fn an_odd_tree_round_trips_through_the_external_copy_after_the_local_repository_
     let original = e.tmp.path().join("original");
     std::fs::rename(e.home.join("odd"), &original).unwrap();
     std::fs::remove_dir_all(&e.repo).unwrap();
-    let (code, v, _) = run(&e, "backup-restore", &["odd", "--from-external"], &env);
+    let (code, v, _) = run_with(&e, "backup-restore", &["odd", "--from-external"], &env);
     assert_eq!(code, 0, "{v:#}");
     assert_trees_equal(&original, &e.home.join("odd"));
     assert_eq!(e.json("backup-verify", &["--read-data"]).0, 0);
@@ -729,7 +687,7 @@ fn repair_from_external_fetches_what_was_lost_locally() {
     std::fs::create_dir(&ext).unwrap();
     let env = target_env(&ext);
     let ck = |label: &str| {
-        let (rc, v, _) = run(&e, "backup-checkpoint", &["manual", label], &env);
+        let (rc, v, _) = run_with(&e, "backup-checkpoint", &["manual", label], &env);
         assert_eq!(rc, 0, "{v:#}");
         assert_eq!(v["external"][0]["status"], "synced", "{v:#}");
     };
@@ -762,7 +720,7 @@ fn repair_from_external_fetches_what_was_lost_locally() {
     let (rc, _) = e.json("backup-verify", &["--read-data"]);
     assert_eq!(rc, 6);
 
-    let (rc, v, _) = run(
+    let (rc, v, _) = run_with(
         &e,
         "backup-verify",
         &["--repair", "--from-external", "--read-data"],
@@ -807,7 +765,7 @@ fn repair_from_external_fetches_what_was_lost_locally() {
     let pack_b = second[0].clone();
     flip(&pack_b);
     flip(&ext.join(rel(&pack_b)));
-    let (rc, v, _) = run(
+    let (rc, v, _) = run_with(
         &e,
         "backup-verify",
         &["--repair", "--from-external", "--read-data"],

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Stdio;
 
 use common::*;
 use serde_json::Value;
@@ -16,8 +15,7 @@ use serde_json::Value;
 const POLICY: &str = "[retention]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\nkeep_yearly = 0\nauto = false\n";
 
 fn run(e: &TestEnv, bin: &str, args: &[&str], env: &[(&'static str, String)]) -> (i32, Value) {
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (rc, v, _) = e.run(bin, args, &pairs);
+    let (rc, v, _) = run_with(e, bin, args, env);
     (rc, v)
 }
 
@@ -27,10 +25,8 @@ fn ok(e: &TestEnv, bin: &str, args: &[&str], env: &[(&'static str, String)]) -> 
     v
 }
 
-fn with_policy(e: &TestEnv, mut env: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
-    let cfg = e.tmp.path().join("config.toml");
-    std::fs::write(&cfg, POLICY).unwrap();
-    env.push(("BACKUP_CONFIG", cfg.to_string_lossy().into_owned()));
+fn with_policy(e: &TestEnv, mut env: EnvVars) -> EnvVars {
+    env.push(("BACKUP_CONFIG", e.config_file(POLICY)));
     env
 }
 
@@ -113,10 +109,7 @@ fn directory_copy_is_pruned_by_the_policy_and_the_local_pins() {
     let e = TestEnv::with_dotfiles();
     let drive = e.tmp.path().join("drive");
     std::fs::create_dir(&drive).unwrap();
-    let env = with_policy(
-        &e,
-        vec![("BACKUP_EXTERNAL", format!("drive={}", drive.display()))],
-    );
+    let env = with_policy(&e, target_env(&drive));
     let ids = three_backups(&e, &env);
     // Pins b0 and prunes the local repository (b1 goes there); the copy keeps all three.
     ok(&e, "backup-prune", &["--pin", "b0"], &env);
@@ -126,16 +119,7 @@ fn directory_copy_is_pruned_by_the_policy_and_the_local_pins() {
 #[test]
 fn unknown_or_unreachable_targets_are_reported() {
     let e = TestEnv::with_dotfiles();
-    let env = with_policy(
-        &e,
-        vec![
-            (
-                "BACKUP_EXTERNAL",
-                format!("drive={}", e.tmp.path().join("unplugged").display()),
-            ),
-            ("BACKUP_RETRY_BASE_MS", "5".into()),
-        ],
-    );
+    let env = with_policy(&e, target_env(&e.tmp.path().join("unplugged")));
     ok(&e, "backup-create", &[], &env);
     let (rc, v) = run(&e, "backup-prune", &["--external=other"], &env);
     assert_eq!(rc, 2, "{v:#}");
@@ -154,42 +138,14 @@ fn unknown_or_unreachable_targets_are_reported() {
     assert_eq!(rc, 2);
 }
 
-fn rclone_available() -> bool {
-    let ok = std::process::Command::new("rclone")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skip_unless_required(
-            "rclone",
-            "rclone is not installed on this machine (CI installs it in .ci/run); external prune over rclone was not tested",
-        );
-    }
-    ok
-}
-
 #[test]
 fn rclone_copy_is_pruned_through_its_cache_and_still_verifies() {
-    if !rclone_available() {
+    if !rclone_available("external prune over rclone") {
         return;
     }
     let e = TestEnv::with_dotfiles();
     let remote = e.tmp.path().join("remote");
-    let conf = e.tmp.path().join("rclone.conf");
-    std::fs::write(&conf, "[loc]\ntype = local\n").unwrap();
-    let env = with_policy(
-        &e,
-        vec![
-            (
-                "BACKUP_EXTERNAL",
-                format!("cloud=rclone:loc:{}", remote.display()),
-            ),
-            ("RCLONE_CONFIG", conf.to_string_lossy().into_owned()),
-            ("BACKUP_RETRY_BASE_MS", "5".into()),
-        ],
-    );
+    let env = with_policy(&e, rclone_env(&e, &remote));
     let ids = three_backups(&e, &env);
     // Pins b0 and prunes the local repository (b1 goes there); the copy keeps all three.
     ok(&e, "backup-prune", &["--pin", "b0"], &env);

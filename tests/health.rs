@@ -438,12 +438,13 @@ fn red_when_snapshots_or_logs_is_not_writable() {
     use std::os::unix::process::CommandExt;
     for sub in ["snapshots", "logs"] {
         let e = checkpointed();
-        // Root writes through any mode: run as nobody, owning everything.
-        let run_as = is_root().then_some(65534u32);
+        // Root writes through any mode: run as the unprivileged test user,
+        // owning everything.
+        let run_as = is_root().then(common::unprivileged_id);
         if let Some(uid) = run_as {
             set_mode(e.tmp.path(), 0o755);
             let chown = std::process::Command::new("chown")
-                .args(["-R", "65534:65534"])
+                .args(["-R", &format!("{uid}:{uid}")])
                 .arg(&e.home)
                 .arg(&e.repo)
                 .status()

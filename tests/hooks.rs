@@ -14,17 +14,22 @@ use serde_json::Value;
 /// A config file outside the home with `hooks` (TOML lines under `[hooks]`)
 /// and `extra` appended; returns its path for `BACKUP_CONFIG`.
 fn config(e: &TestEnv, hooks: &str, extra: &str) -> String {
-    let p = e.tmp.path().join("config.toml");
-    std::fs::write(&p, format!("[hooks]\n{hooks}\n{extra}")).unwrap();
-    p.to_string_lossy().into_owned()
+    e.config_file(&format!("[hooks]\n{hooks}\n{extra}"))
 }
 
+/// A path beside the home where a hook leaves its mark.
 fn out(e: &TestEnv, name: &str) -> PathBuf {
     e.tmp.path().join(name)
 }
 
+/// `p` as a quoted TOML string.
 fn toml_str(p: &Path) -> String {
     format!("{:?}", p.to_str().unwrap())
+}
+
+/// `p` bare, for inside a shell command in a single-quoted TOML string.
+fn sh_path(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
 }
 
 fn hook_warnings(v: &Value) -> Vec<String> {
@@ -46,16 +51,12 @@ fn success_hook_gets_the_envelope_on_stdin_and_the_event_in_its_environment() {
         &e,
         &format!(
             "on_success = 'cat > {}; echo \"$BACKUP_HOOK_EVENT $BACKUP_HOOK_COMMAND\" > {}'",
-            toml_str(&got).replace('"', ""),
-            toml_str(&env_out).replace('"', "")
+            sh_path(&got),
+            sh_path(&env_out)
         ),
         "",
     );
-    let (rc, v, _) = e.run(
-        "backup-checkpoint",
-        &["manual", "one"],
-        &[("BACKUP_CONFIG", &cfg)],
-    );
+    let (rc, v) = e.json_with_config(&cfg, "backup-checkpoint", &["manual", "one"]);
     assert_eq!(rc, 0, "{v:#}");
     assert!(hook_warnings(&v).is_empty(), "{v:#}");
     let seen: Value = serde_json::from_slice(&std::fs::read(&got).unwrap()).unwrap();
@@ -124,11 +125,7 @@ fn partial_runs_fire_on_partial() {
     let (rc, _) = e.json("backup-checkpoint", &["manual", "good"]);
     assert_eq!(rc, 0);
     e.write(".zshrc", b"changed\n", 0o644);
-    let (rc, v, _) = e.run(
-        "backup-restore",
-        &["good", "--overwrite", "skip"],
-        &[("BACKUP_CONFIG", &cfg)],
-    );
+    let (rc, v) = e.json_with_config(&cfg, "backup-restore", &["good", "--overwrite", "skip"]);
     assert_eq!(rc, 3, "{v:#}");
     assert!(mark.exists());
 }
@@ -141,11 +138,7 @@ fn a_failing_hook_is_a_warning_and_the_run_stays_a_success() {
         "on_success = 'echo noise on stdout; echo boom >&2; exit 7'",
         "",
     );
-    let (rc, v, _) = e.run(
-        "backup-checkpoint",
-        &["manual", "one"],
-        &[("BACKUP_CONFIG", &cfg)],
-    );
+    let (rc, v) = e.json_with_config(&cfg, "backup-checkpoint", &["manual", "one"]);
     assert_eq!(rc, 0, "{v:#}");
     assert_eq!(v["status"], "success");
     let w = hook_warnings(&v);
@@ -153,11 +146,7 @@ fn a_failing_hook_is_a_warning_and_the_run_stays_a_success() {
     assert!(w[0].contains("status 7: boom"), "{w:?}");
     // A program that does not exist: the same.
     let cfg = config(&e, "on_success = [\"/nonexistent/hook\"]", "");
-    let (rc, v, _) = e.run(
-        "backup-checkpoint",
-        &["manual", "two"],
-        &[("BACKUP_CONFIG", &cfg)],
-    );
+    let (rc, v) = e.json_with_config(&cfg, "backup-checkpoint", &["manual", "two"]);
     assert_eq!(rc, 0, "{v:#}");
     assert!(
         hook_warnings(&v)[0].contains("could not be started"),
@@ -173,16 +162,12 @@ fn a_hanging_hook_is_stopped_with_its_whole_process_group() {
         &e,
         &format!(
             "on_success = 'sleep 60 & echo $! > {}; wait'\ntimeout_secs = 1",
-            toml_str(&pid_file).replace('"', "")
+            sh_path(&pid_file)
         ),
         "",
     );
     let t0 = Instant::now();
-    let (rc, v, _) = e.run(
-        "backup-checkpoint",
-        &["manual", "one"],
-        &[("BACKUP_CONFIG", &cfg)],
-    );
+    let (rc, v) = e.json_with_config(&cfg, "backup-checkpoint", &["manual", "one"]);
     let took = t0.elapsed();
     assert_eq!(rc, 0, "{v:#}");
     assert!(took < Duration::from_secs(20), "took {took:?}");
@@ -217,11 +202,7 @@ fn a_hook_that_reads_nothing_does_not_hurt_a_large_envelope() {
         "on_success = ['true']",
         "[track]\nextra_exclude = [\"*.log\"]\n",
     );
-    let (rc, v, _) = e.run(
-        "backup-checkpoint",
-        &["manual", "one", "--sizes"],
-        &[("BACKUP_CONFIG", &cfg)],
-    );
+    let (rc, v) = e.json_with_config(&cfg, "backup-checkpoint", &["manual", "one", "--sizes"]);
     assert_eq!(rc, 0, "{v:#}");
     assert!(v.to_string().len() > 200_000, "envelope too small to test");
     assert!(hook_warnings(&v).is_empty(), "{v:#}");
@@ -236,17 +217,13 @@ fn a_hook_runs_after_the_lock_is_released_and_fires_no_hooks_itself() {
         &e,
         &format!(
             "on_success = 'echo x >> {count}; {bin} manual from-hook --wait 0 --json > {inner}'",
-            count = toml_str(&count).replace('"', ""),
+            count = sh_path(&count),
             bin = exe("backup-checkpoint"),
-            inner = toml_str(&inner).replace('"', "")
+            inner = sh_path(&inner)
         ),
         "",
     );
-    let (rc, v, _) = e.run(
-        "backup-checkpoint",
-        &["manual", "outer"],
-        &[("BACKUP_CONFIG", &cfg)],
-    );
+    let (rc, v) = e.json_with_config(&cfg, "backup-checkpoint", &["manual", "outer"]);
     assert_eq!(rc, 0, "{v:#}");
     assert!(hook_warnings(&v).is_empty(), "{v:#}");
     let inner: Value = serde_json::from_slice(&std::fs::read(&inner).unwrap()).unwrap();
@@ -263,11 +240,7 @@ fn bad_hook_config_is_a_usage_error_naming_the_key() {
         ("timeout_secs = 0", "hooks.timeout_secs"),
     ] {
         let cfg = config(&e, hooks, "");
-        let (rc, v, _) = e.run(
-            "backup-checkpoint",
-            &["manual", "x"],
-            &[("BACKUP_CONFIG", &cfg)],
-        );
+        let (rc, v) = e.json_with_config(&cfg, "backup-checkpoint", &["manual", "x"]);
         assert_eq!(rc, 2, "{hooks}: {v:#}");
         assert!(
             v["errors"][0]["message"].as_str().unwrap().contains(key),

@@ -242,12 +242,7 @@ fn an_acl_on_ssh_dropped_after_the_checkpoint_comes_back_and_never_wider() {
 /// the files the user asked for are there).
 #[test]
 fn a_file_system_without_xattrs_is_a_warning_and_a_lost_acl_narrows_the_mode() {
-    let strace_works = std::process::Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "true"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !strace_works {
-        skip_unless_required("strace", "strace is not installed or cannot trace here");
+    if !common::strace_works() {
         return;
     }
     let e = TestEnv::new();
@@ -266,24 +261,15 @@ fn a_file_system_without_xattrs_is_a_warning_and_a_lost_acl_narrows_the_mode() {
         &["--json", "c1", "--target", t.to_str().unwrap()],
         &[],
     );
-    let mut cmd = std::process::Command::new("strace");
-    cmd.env_clear();
-    for (k, v) in plain.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    cmd.args([
-        "-f",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=fsetxattr,flistxattr,fremovexattr",
-        "-e",
-        "inject=fsetxattr,flistxattr,fremovexattr:error=EOPNOTSUPP",
-    ])
-    .arg(common::exe("backup-restore"))
-    .args(plain.get_args());
+    let mut cmd = common::under_strace(
+        &plain,
+        &[
+            "-e",
+            "trace=fsetxattr,flistxattr,fremovexattr",
+            "-e",
+            "inject=fsetxattr,flistxattr,fremovexattr:error=EOPNOTSUPP",
+        ],
+    );
     let (rc, v) = common::parse_envelope(&cmd.output().unwrap());
     assert_eq!(rc, 0, "{v:#}");
     let out = t.join(".config/shared.txt");

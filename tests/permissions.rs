@@ -148,15 +148,16 @@ fn a_repository_owned_by_another_user_is_refused() {
     let env = TestEnv::with_dotfiles();
     let (c, v) = env.json("backup-checkpoint", &["manual", "one"]);
     assert_eq!(c, 0, "{v:#}");
-    // The repository stays root's; the command runs as nobody (65534), whose
-    // home is its own and readable.
+    // The repository stays root's; the command runs as the unprivileged test
+    // user, whose home is its own and readable.
+    let id = common::unprivileged_id();
     set_mode(env.tmp.path(), 0o755);
     set_mode(&env.repo, 0o755);
     for (rel, _) in walk(&env.home) {
         let p = env.home.join(std::ffi::OsStr::from_bytes(&rel));
-        let _ = std::os::unix::fs::lchown(&p, Some(65534), Some(65534));
+        let _ = std::os::unix::fs::lchown(&p, Some(id), Some(id));
     }
-    std::os::unix::fs::chown(&env.home, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&env.home, Some(id), Some(id)).unwrap();
     let before = env.repo_state();
     for (bin, args) in [
         ("backup-checkpoint", vec!["manual", "two"]),
@@ -165,7 +166,7 @@ fn a_repository_owned_by_another_user_is_refused() {
         ("backup-rollback", vec!["one"]),
     ] {
         let mut cmd = env.command(bin, &[&["--json"][..], &args[..]].concat(), &[]);
-        cmd.uid(65534).gid(65534);
+        cmd.uid(id).gid(id);
         let out = cmd.output().unwrap();
         let (c, v) = parse_envelope(&out);
         assert_eq!(c, 5, "{bin}: {v:#}");

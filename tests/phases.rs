@@ -23,17 +23,22 @@ fn read(e: &TestEnv, rel: &str) -> String {
     std::fs::read_to_string(e.home.join(rel)).unwrap()
 }
 
-/// The scenario: a bootstrap breaks ~/.zshrc, then runs again.
+/// The scenario: a bootstrap breaks ~/.zshrc, then runs again
+/// changing nothing. The two `pre-dotfiles` checkpoints (first, again).
+fn broken_then_rerun(e: &TestEnv) -> (Value, Value) {
+    e.write(".zshrc", b"good\n", 0o644);
+    let first = phase(e, "pre-dotfiles");
+    e.write(".zshrc", b"BROKEN\n", 0o644);
+    phase(e, "bootstrap-complete");
+    let again = phase(e, "pre-dotfiles");
+    phase(e, "bootstrap-complete");
+    (first, again)
+}
+
 #[test]
 fn rollback_of_a_phase_after_a_rerun_restores_the_state_before_it_changed_anything() {
     let e = TestEnv::with_dotfiles();
-    e.write(".zshrc", b"good\n", 0o644);
-    let first = phase(&e, "pre-dotfiles");
-    e.write(".zshrc", b"BROKEN\n", 0o644);
-    phase(&e, "bootstrap-complete");
-    // The bootstrap runs again: nothing changes this time.
-    let again = phase(&e, "pre-dotfiles");
-    phase(&e, "bootstrap-complete");
+    let (first, again) = broken_then_rerun(&e);
     assert_ne!(
         again["run"], first["run"],
         "a repeated phase begins a new run"
@@ -52,12 +57,7 @@ fn rollback_of_a_phase_after_a_rerun_restores_the_state_before_it_changed_anythi
 #[test]
 fn the_plan_says_which_run_and_why_newer_runs_were_passed_over() {
     let e = TestEnv::with_dotfiles();
-    e.write(".zshrc", b"good\n", 0o644);
-    let first = phase(&e, "pre-dotfiles");
-    e.write(".zshrc", b"BROKEN\n", 0o644);
-    phase(&e, "bootstrap-complete");
-    let again = phase(&e, "pre-dotfiles");
-    phase(&e, "bootstrap-complete");
+    let (first, again) = broken_then_rerun(&e);
     let out = e.output("backup-rollback", &["pre-dotfiles", "--dry-run"], &[]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();

@@ -4,54 +4,42 @@
 //! content its listing promises); repacking keeps live blobs; pins win.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use proptest::prelude::*;
 use serde_json::Value;
 
+mod common;
+use common::TestEnv;
+
+/// A [`TestEnv`] whose every run reads one config file.
 struct Env {
-    _tmp: tempfile::TempDir,
-    home: PathBuf,
-    repo: PathBuf,
+    t: TestEnv,
     config: PathBuf,
+}
+
+impl std::ops::Deref for Env {
+    type Target = TestEnv;
+    fn deref(&self) -> &TestEnv {
+        &self.t
+    }
 }
 
 impl Env {
     fn new(config: &str) -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        std::fs::create_dir_all(home.join(".config/app")).unwrap();
-        let config_path = tmp.path().join("config.toml");
+        let t = TestEnv::new();
+        std::fs::create_dir_all(t.home.join(".config/app")).unwrap();
+        let config_path = t.tmp.path().join("config.toml");
         std::fs::write(&config_path, config).unwrap();
         Env {
-            repo: tmp.path().join("repo"),
-            home,
+            t,
             config: config_path,
-            _tmp: tmp,
         }
     }
 
     fn run(&self, bin: &str, args: &[&str]) -> (i32, Value) {
-        let exe = match bin {
-            "backup-checkpoint" => env!("CARGO_BIN_EXE_backup-checkpoint"),
-            "backup-rollback" => env!("CARGO_BIN_EXE_backup-rollback"),
-            "backup-restore" => env!("CARGO_BIN_EXE_backup-restore"),
-            "backup-list" => env!("CARGO_BIN_EXE_backup-list"),
-            "backup-verify" => env!("CARGO_BIN_EXE_backup-verify"),
-            "backup-prune" => env!("CARGO_BIN_EXE_backup-prune"),
-            other => panic!("{other}"),
-        };
-        let out = Command::new(exe)
-            .args(args)
-            .args(["--json", "--config"])
-            .arg(&self.config)
-            .env_clear()
-            .env("HOME", &self.home)
-            .env("BACKUP_REPO", &self.repo)
-            .output()
-            .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
-        (out.status.code().unwrap(), v)
+        let mut argv = args.to_vec();
+        argv.extend(["--config", self.config.to_str().unwrap()]);
+        self.t.json(bin, &argv)
     }
 
     /// Every snapshot restores to exactly what `backup-list --files` says it holds.
@@ -68,7 +56,7 @@ impl Env {
             .filter(|s| s["kind"] != "safety")
         {
             let id = s["id"].as_str().unwrap();
-            let target = self._tmp.path().join(format!("restore-{}", &id[..8]));
+            let target = self.t.tmp.path().join(format!("restore-{}", &id[..8]));
             let (rc, v) = self.run(
                 "backup-restore",
                 &[id, "--target", target.to_str().unwrap()],

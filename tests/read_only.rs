@@ -64,9 +64,10 @@ fn script(env: &TestEnv, setup: &str) -> String {
 fn check(
     env: &TestEnv,
     at_one: &Path,
-    out: &str,
+    out: &std::process::Output,
     before: &std::collections::BTreeMap<Vec<u8>, (u32, Vec<u8>)>,
 ) {
+    let out = &String::from_utf8_lossy(&out.stdout);
     for (name, _, want) in STEPS {
         let code: i32 = out
             .lines()
@@ -141,12 +142,7 @@ fn read_only_bind_mount() {
         Some(98),
         "the bind mount is not read-only"
     );
-    check(
-        &env,
-        &at_one,
-        &String::from_utf8_lossy(&out.stdout),
-        &before,
-    );
+    check(&env, &at_one, &out, &before);
 }
 
 #[test]
@@ -156,32 +152,17 @@ fn repository_without_write_permission() {
     let before = env.repo_state();
     // Directories r-x, files r--: the owner (nobody when run as root) can read only.
     let setup = "chmod -R a-w \"$R\" || exit 99";
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script(&env, setup)]);
-    if let Some(id) = env.run_as {
-        cmd = Command::new("setpriv");
-        cmd.args([
-            &format!("--reuid={id}"),
-            &format!("--regid={id}"),
-            "--clear-groups",
-            "--",
-            "sh",
-            "-c",
-            &script(&env, setup),
-        ]);
-    }
-    let out = cmd.output().unwrap();
+    let out = env
+        .program("sh")
+        .args(["-c", &script(&env, setup)])
+        .output()
+        .unwrap();
     let _ = Command::new("chmod")
         .args(["-R", "u+w"])
         .arg(&env.repo)
         .status();
     assert_ne!(out.status.code(), Some(99), "{out:?}");
-    check(
-        &env,
-        &at_one,
-        &String::from_utf8_lossy(&out.stdout),
-        &before,
-    );
+    check(&env, &at_one, &out, &before);
 }
 
 #[test]

@@ -6,66 +6,14 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    home: PathBuf,
-    repo: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tmp.path().join("home");
-        std::fs::create_dir(&home).unwrap();
-        let repo = tmp.path().join("repo");
-        Env {
-            _tmp: tmp,
-            home,
-            repo,
-        }
-    }
-
-    fn run(&self, bin: &str, args: &[&str]) -> (i32, Value) {
-        let exe = match bin {
-            "backup-checkpoint" => env!("CARGO_BIN_EXE_backup-checkpoint"),
-            "backup-rollback" => env!("CARGO_BIN_EXE_backup-rollback"),
-            "backup-restore" => env!("CARGO_BIN_EXE_backup-restore"),
-            "backup-list" => env!("CARGO_BIN_EXE_backup-list"),
-            "backup-verify" => env!("CARGO_BIN_EXE_backup-verify"),
-            other => panic!("unknown binary {other}"),
-        };
-        let out = Command::new(exe)
-            .args(args)
-            .arg("--json")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("BACKUP_REPO", &self.repo)
-            .output()
-            .unwrap();
-        let text = String::from_utf8(out.stdout).expect("stdout is UTF-8 JSON");
-        let v: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("not one JSON document ({e}): {text}"));
-        (out.status.code().unwrap(), v)
-    }
-
-    fn checkpoint(&self, name: &str, paths: &[&str]) -> Value {
-        let mut args = vec!["manual", name];
-        for p in paths {
-            args.push("--path");
-            args.push(p);
-        }
-        let (rc, v) = self.run("backup-checkpoint", &args);
-        assert_eq!(rc, 0, "{v}");
-        v
-    }
-}
+mod common;
+use common::{set_mode, TestEnv as Env};
 
 /// The plain facts of every path under `dir` (see [`describe`]).
 fn walk_describe(base: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, String>) {
@@ -183,10 +131,6 @@ fn assert_same(a: &BTreeMap<Vec<u8>, String>, b: &BTreeMap<Vec<u8>, String>) {
     }
 }
 
-fn set_mode(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 /// A tree with every kind of entry the issue names.
 fn build(home: &Path) {
     let c = home.join(".config");
@@ -247,7 +191,7 @@ fn rollback_restores_every_byte_mode_type_target_and_mtime_then_undo_restores_da
     let damaged = describe(&e.home);
     assert_ne!(before, damaged);
 
-    let (rc, v) = e.run("backup-rollback", &["before"]);
+    let (rc, v) = e.json("backup-rollback", &["before"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["status"], "success");
     assert_eq!(v["changed"], true);
@@ -255,16 +199,16 @@ fn rollback_restores_every_byte_mode_type_target_and_mtime_then_undo_restores_da
     assert_eq!(v["stats"]["failed"], 0);
     assert_same(&describe(&e.home), &before);
 
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_same(&describe(&e.home), &damaged);
 
     // Undo of the undo returns to the rolled-back state.
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_same(&describe(&e.home), &before);
 
-    let (rc, v) = e.run("backup-verify", &["--read-data"]);
+    let (rc, v) = e.json("backup-verify", &["--read-data"]);
     assert_eq!(rc, 0, "{v}");
 }
 
@@ -276,7 +220,7 @@ fn dry_run_writes_nothing_and_prints_the_plan() {
     damage(&e.home);
     let home_before = describe(&e.home);
     let repo_before = describe(&e.repo);
-    let (rc, v) = e.run("backup-rollback", &["before", "--dry-run"]);
+    let (rc, v) = e.json("backup-rollback", &["before", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["changed"], false);
@@ -308,7 +252,7 @@ fn subset_rollback_touches_only_named_paths_and_keep_new_keeps_new_files() {
     e.checkpoint("before", &["~/.zshrc", "~/.config"]);
     damage(&e.home);
     let damaged = describe(&e.home);
-    let (rc, v) = e.run("backup-rollback", &["before", "--path", "~/.zshrc"]);
+    let (rc, v) = e.json("backup-rollback", &["before", "--path", "~/.zshrc"]);
     assert_eq!(rc, 0, "{v}");
     let now = describe(&e.home);
     assert_eq!(
@@ -325,7 +269,7 @@ fn subset_rollback_touches_only_named_paths_and_keep_new_keeps_new_files() {
             );
         }
     }
-    let (rc, v) = e.run("backup-rollback", &["before", "--keep-new"]);
+    let (rc, v) = e.json("backup-rollback", &["before", "--keep-new"]);
     assert_eq!(rc, 0, "{v}");
     assert!(e.home.join(".config/newdir/sub/f").exists());
     assert!(e.home.join(".config/app/new-file").exists());
@@ -342,12 +286,12 @@ fn restore_refuses_conflicts_then_overwrites_on_request_and_never_deletes() {
     e.checkpoint("before", &["~/.zshrc", "~/.config"]);
     damage(&e.home);
     let damaged = describe(&e.home);
-    let (rc, v) = e.run("backup-restore", &["before"]);
+    let (rc, v) = e.json("backup-restore", &["before"]);
     assert_eq!(rc, 5, "{v}");
     assert_eq!(v["errors"][0]["code"], "conflicts");
     assert_same(&describe(&e.home), &damaged);
 
-    let (rc, v) = e.run("backup-restore", &["before", "--overwrite", "if-changed"]);
+    let (rc, v) = e.json("backup-restore", &["before", "--overwrite", "if-changed"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(
         std::fs::read(e.home.join(".zshrc")).unwrap(),
@@ -373,7 +317,7 @@ fn restore_refuses_conflicts_then_overwrites_on_request_and_never_deletes() {
 
     // Into another directory.
     let target = e.home.parent().unwrap().join("restored");
-    let (rc, v) = e.run(
+    let (rc, v) = e.json(
         "backup-restore",
         &["before", "--target", target.to_str().unwrap()],
     );
@@ -405,7 +349,7 @@ fn planted_symlink_in_home_does_not_redirect_writes() {
     std::fs::remove_dir_all(e.home.join(".config/nvim")).unwrap();
     symlink(&outside, e.home.join(".config/nvim")).unwrap();
     let outside_before = describe(&outside);
-    let (rc, v) = e.run("backup-rollback", &["before"]);
+    let (rc, v) = e.json("backup-rollback", &["before"]);
     assert_eq!(rc, 0, "{v}");
     assert_same(&describe(&outside), &outside_before);
     assert!(!outside.join("init.lua").exists());
@@ -485,7 +429,7 @@ fn a_snapshot_from_before_acls_were_recorded_never_drops_one() {
     // The content must be in the repository: a real checkpoint stores it.
     e.checkpoint("real", &["~/.ssh"]);
     plant_snapshot(&e.repo, &old(b"Host *\n"), "old-format");
-    let (rc, v) = e.run("backup-rollback", &["old-format"]);
+    let (rc, v) = e.json("backup-rollback", &["old-format"]);
     assert_eq!(rc, 0, "{v}");
     let mut buf = vec![0u8; 256];
     let n = rustix::fs::lgetxattr(&cfg, "system.posix_acl_access", &mut buf[..]).expect("ACL kept");
@@ -499,7 +443,7 @@ fn a_snapshot_from_before_acls_were_recorded_never_drops_one() {
         rustix::fs::XattrFlags::empty(),
     )
     .unwrap();
-    let (rc, v) = e.run("backup-rollback", &["old-format"]);
+    let (rc, v) = e.json("backup-rollback", &["old-format"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&cfg).unwrap(), b"Host *\n");
     let n = rustix::fs::lgetxattr(&cfg, "system.posix_acl_access", &mut buf[..]).expect("ACL kept");
@@ -575,7 +519,7 @@ fn crafted_manifests_are_refused_and_nothing_outside_changes() {
             if bin == "backup-restore" {
                 args.extend(["--overwrite", "always"]);
             }
-            let (rc, v) = e.run(bin, &args);
+            let (rc, v) = e.json(bin, &args);
             assert!(rc == 6 || rc == 5, "{name} via {bin}: rc {rc}: {v}");
             assert_eq!(v["status"], "failed", "{name}");
         }
@@ -626,7 +570,7 @@ fn corrupt_blob_is_never_written_into_home() {
     std::fs::write(&pack, &bytes).unwrap();
     std::fs::write(e.home.join(".config/a"), b"changed").unwrap();
     std::fs::write(e.home.join(".config/b"), b"changed").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["before"]);
+    let (rc, v) = e.json("backup-rollback", &["before"]);
     assert_eq!(rc, 3, "{v}");
     assert_eq!(v["status"], "partial");
     assert!(v["errors"]
@@ -643,7 +587,7 @@ fn corrupt_blob_is_never_written_into_home() {
         std::fs::read(e.home.join(".config/b")).unwrap(),
         b"original content B"
     );
-    let (rc, _) = e.run("backup-rollback", &["--undo"]);
+    let (rc, _) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0);
     assert_eq!(std::fs::read(e.home.join(".config/b")).unwrap(), b"changed");
 }
@@ -655,17 +599,17 @@ fn safety_snapshots_are_listed_restorable_and_bounded() {
     e.checkpoint("base", &["~/.zshrc"]);
     for i in 1..=7 {
         std::fs::write(e.home.join(".zshrc"), format!("v{i}")).unwrap();
-        let (rc, v) = e.run("backup-rollback", &["base"]);
+        let (rc, v) = e.json("backup-rollback", &["base"]);
         assert_eq!(rc, 0, "{v}");
     }
-    let (_, v) = e.run("backup-list", &["--kind", "safety"]);
+    let (_, v) = e.json("backup-list", &["--kind", "safety"]);
     let safety = v["snapshots"].as_array().unwrap();
     assert_eq!(safety.len(), 5, "newest 5 safety snapshots kept");
     let newest = safety.last().unwrap()["short_id"]
         .as_str()
         .unwrap()
         .to_string();
-    let (rc, v) = e.run("backup-restore", &[&newest, "--overwrite", "if-changed"]);
+    let (rc, v) = e.json("backup-restore", &[&newest, "--overwrite", "if-changed"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(e.home.join(".zshrc")).unwrap(), b"v7");
 }
@@ -675,13 +619,13 @@ fn undo_without_history_and_unknown_snapshot_are_clear_errors() {
     let e = Env::new();
     std::fs::write(e.home.join(".zshrc"), b"x").unwrap();
     e.checkpoint("base", &["~/.zshrc"]);
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 1);
     assert_eq!(v["errors"][0]["code"], "nothing_to_undo");
-    let (rc, v) = e.run("backup-rollback", &["no-such-label"]);
+    let (rc, v) = e.json("backup-rollback", &["no-such-label"]);
     assert_eq!(rc, 1);
     assert_eq!(v["errors"][0]["code"], "snapshot_not_found");
-    let (rc, v) = e.run("backup-rollback", &[]);
+    let (rc, v) = e.json("backup-rollback", &[]);
     assert_eq!(rc, 2, "{v}");
 }
 
@@ -860,7 +804,7 @@ mod property {
                     }
                 }
             }
-            let (rc, v) = e.run("backup-rollback", &["p"]);
+            let (rc, v) = e.json("backup-rollback", &["p"]);
             prop_assert_eq!(rc, 0, "{}", v);
             assert_same(&describe(&e.home), &expected);
         }
@@ -896,7 +840,7 @@ mod property {
                     materialize(&e.home.join(".config"), &after);
                 }
             }
-            let (rc, v) = e.run("backup-rollback", &["p"]);
+            let (rc, v) = e.json("backup-rollback", &["p"]);
             prop_assert_eq!(rc, 0, "{}", v);
             assert_same(&untracked(describe(&e.home)), &expected);
         }
@@ -910,7 +854,7 @@ fn a_root_absent_at_the_checkpoint_is_removed_by_rollback_and_back_after_undo() 
     std::fs::write(e.home.join(".config/nvim/init.lua"), b"x").unwrap();
     e.checkpoint("pre", &["~/.zshrc", "~/.config/nvim"]);
     std::fs::write(e.home.join(".zshrc"), b"created by the phase").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["pre", "--dry-run"]);
+    let (rc, v) = e.json("backup-rollback", &["pre", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     assert!(
         v["plan"]["actions"]
@@ -921,10 +865,10 @@ fn a_root_absent_at_the_checkpoint_is_removed_by_rollback_and_back_after_undo() 
         "{v}"
     );
     // Selecting an ancestor of the roots selects them whole.
-    let (rc, v) = e.run("backup-rollback", &["pre", "--path", "~"]);
+    let (rc, v) = e.json("backup-rollback", &["pre", "--path", "~"]);
     assert_eq!(rc, 0, "{v}");
     assert!(!e.home.join(".zshrc").exists());
-    let (rc, _) = e.run("backup-rollback", &["--undo"]);
+    let (rc, _) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0);
     assert_eq!(
         std::fs::read(e.home.join(".zshrc")).unwrap(),
@@ -959,13 +903,13 @@ fn a_rollback_of_several_hundred_files_lands_every_group_of_staged_writes() {
         }
     }
     let damaged = describe(&e.home);
-    let (rc, v) = e.run("backup-rollback", &["many"]);
+    let (rc, v) = e.json("backup-rollback", &["many"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["stats"]["failed"], 0, "{v}");
     assert_eq!(v["stats"]["created"], 90, "{v}");
     assert_eq!(v["stats"]["updated"], 270, "{v}");
     assert_same(&describe(&e.home), &before);
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_same(&describe(&e.home), &damaged);
 }
@@ -1011,7 +955,7 @@ fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
     std::fs::write(d.join("zshrc"), b"BROKEN\n").unwrap();
     std::fs::write(d.join("config/git/new"), b"new\n").unwrap();
 
-    let (rc, v) = e.run("backup-list", &["--diff", "c1"]);
+    let (rc, v) = e.json("backup-list", &["--diff", "c1"]);
     assert_eq!(rc, 0, "{v}");
     let changed: Vec<&str> = v["diff"]
         .as_array()
@@ -1027,13 +971,13 @@ fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
         assert!(changed.contains(&p), "{p} not in the diff: {v}");
     }
 
-    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    let (rc, v) = e.json("backup-rollback", &["c1", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     assert!(
         planned(&v, "update").contains(&"~/dotfiles/nvim/init.vim".to_string()),
         "{v}"
     );
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["stats"]["failed"], 0, "{v}");
     // ~/dotfiles itself is not tracked (only what the links lead to): its time moves.
@@ -1048,7 +992,7 @@ fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
     std::fs::write(e.home.join("other"), b"other\n").unwrap();
     symlink("other", e.home.join(".zshrc")).unwrap();
     std::fs::remove_file(d.join("zshrc")).unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1", "--path", "~/.zshrc"]);
+    let (rc, v) = e.json("backup-rollback", &["c1", "--path", "~/.zshrc"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(
         std::fs::read_link(e.home.join(".zshrc")).unwrap(),
@@ -1062,11 +1006,11 @@ fn symlinked_dotfiles_are_tracked_through_their_links_and_rolled_back() {
 
     // --path through a link selects the content it leads to.
     std::fs::write(d.join("nvim/init.vim"), b"BROKEN again\n").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1", "--path", "~/.config/nvim"]);
+    let (rc, v) = e.json("backup-rollback", &["c1", "--path", "~/.config/nvim"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(d.join("nvim/init.vim")).unwrap(), b"set nu\n");
 
-    let (rc, v) = e.run("backup-verify", &["--read-data"]);
+    let (rc, v) = e.json("backup-verify", &["--read-data"]);
     assert_eq!(rc, 0, "{v}");
 }
 
@@ -1086,7 +1030,7 @@ fn a_link_planted_after_the_checkpoint_is_never_written_through() {
     .unwrap();
     symlink(&outside, e.home.join("dotfiles")).unwrap();
     let outside_before = describe(&outside);
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_same(&describe(&outside), &outside_before);
     // The planted link is replaced by the real directory, or the run says what it could not do.
     if rc == 0 {
@@ -1112,7 +1056,7 @@ fn links_leaving_home_are_recorded_but_not_followed_unless_allowed() {
     let v = e.checkpoint("c1", &["~/.gitconfig"]);
     assert_eq!(v["stats"]["files_scanned"], 0, "{v}");
     std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(
         std::fs::read(outside.join("gitconfig")).unwrap(),
@@ -1134,7 +1078,7 @@ fn links_leaving_home_are_recorded_but_not_followed_unless_allowed() {
     let v = e.checkpoint("c2", &["~/.gitconfig"]);
     assert_eq!(v["stats"]["files_scanned"], 1, "{v}");
     std::fs::write(outside.join("gitconfig"), b"changed\n").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c2"]);
+    let (rc, v) = e.json("backup-rollback", &["c2"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(
         std::fs::read(outside.join("gitconfig")).unwrap(),
@@ -1154,7 +1098,7 @@ fn the_tools_own_files_are_never_rolled_back_and_undo_still_works() {
     std::fs::write(cfg.join("ignore"), "*.log\n").unwrap();
     std::fs::write(cfg.join("recipients.txt"), "").unwrap();
     std::fs::write(e.home.join(".config/nvim/init.lua"), b"changed").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    let (rc, v) = e.json("backup-rollback", &["c1", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     let kept: Vec<&Value> = v["plan"]["actions"]
         .as_array()
@@ -1163,7 +1107,7 @@ fn the_tools_own_files_are_never_rolled_back_and_undo_still_works() {
         .filter(|a| a["path"].as_str().unwrap().contains("dotfiles-backup"))
         .collect();
     assert!(kept.iter().all(|a| a["action"] == "skip"), "{v}");
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     for f in ["config.toml", "ignore", "recipients.txt"] {
         assert!(cfg.join(f).exists(), "{f} was removed: {v}");
@@ -1172,15 +1116,15 @@ fn the_tools_own_files_are_never_rolled_back_and_undo_still_works() {
         std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(),
         b"x"
     );
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(
         std::fs::read(e.home.join(".config/nvim/init.lua")).unwrap(),
         b"changed"
     );
-    let (rc, v) = e.run("backup-checkpoint", &["manual", "c2", "--sizes"]);
+    let (rc, v) = e.json("backup-checkpoint", &["manual", "c2", "--sizes"]);
     assert_eq!(rc, 0, "{v}");
-    let (rc, v) = e.run(
+    let (rc, v) = e.json(
         "backup-checkpoint",
         &["manual", "c3", "--path", "~/.config", "--dry-run"],
     );
@@ -1207,7 +1151,7 @@ fn a_directory_holding_excluded_content_is_kept_and_rollback_succeeds_once() {
         .status()
         .unwrap()
         .success());
-    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    let (rc, v) = e.json("backup-rollback", &["c1", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     let deletes = planned(&v, "delete");
     assert!(
@@ -1216,7 +1160,7 @@ fn a_directory_holding_excluded_content_is_kept_and_rollback_succeeds_once() {
             .any(|p| p.ends_with("proj") || p.ends_with("sub")),
         "{v}"
     );
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(v["stats"]["failed"], 0, "{v}");
     assert!(!proj.join("gone").exists());
@@ -1226,10 +1170,10 @@ fn a_directory_holding_excluded_content_is_kept_and_rollback_succeeds_once() {
         "the excluded FIFO stays"
     );
     // Nothing left to do: no second safety snapshot.
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert!(v["snapshot"].is_null(), "{v}");
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(proj.join("gone")).unwrap(), b"g");
     assert_eq!(std::fs::read(proj.join("sub/file")).unwrap(), b"f");
@@ -1246,27 +1190,17 @@ fn a_file_that_cannot_be_read_is_a_partial_rollback_not_success() {
     std::fs::write(e.home.join(".config/b"), b"changed").unwrap();
     set_mode(&e.home.join(".config/a"), 0o000);
     // As root every file is readable: run as an unprivileged user then.
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if root {
+    let mut e = e;
+    if common::is_root() {
         let tmp = e.home.parent().unwrap();
         set_mode(tmp, 0o755);
-        chown_tree(&e.home, 65534);
-        chown_tree(&e.repo, 65534);
+        let id = common::unprivileged_id();
+        common::chown_tree(&e.home, id);
+        common::chown_tree(&e.repo, id);
+        e.run_as = Some(id);
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-rollback"));
-    cmd.args(["c1", "--json"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &e.home)
-        .env("BACKUP_REPO", &e.repo);
-    if root {
-        use std::os::unix::process::CommandExt;
-        cmd.uid(65534).gid(65534);
-    }
-    let out = cmd.output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(3), "{v}");
+    let (code, v) = e.json("backup-rollback", &["c1"]);
+    assert_eq!(code, 3, "{v}");
     assert_eq!(v["status"], "partial", "{v}");
     assert!(
         v["errors"]
@@ -1280,34 +1214,12 @@ fn a_file_that_cannot_be_read_is_a_partial_rollback_not_success() {
     assert_eq!(std::fs::read(e.home.join(".config/b")).unwrap(), b"b");
 }
 
-fn chown_tree(p: &Path, uid: u32) {
-    let _ = std::os::unix::fs::lchown(p, Some(uid), Some(uid));
-    if std::fs::symlink_metadata(p).unwrap().is_dir() {
-        for c in std::fs::read_dir(p).unwrap() {
-            chown_tree(&c.unwrap().path(), uid);
-        }
-    }
-}
-
 #[test]
 fn two_homes_sharing_a_repository_never_cross() {
     let e = Env::new();
     let h2 = e.home.parent().unwrap().join("home2");
     std::fs::create_dir_all(&h2).unwrap();
-    let run = |home: &Path, args: &[&str]| -> (i32, Value) {
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
-                .args(&args[1..])
-                .arg("--json")
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("HOME", home)
-                .env("BACKUP_REPO", &e.repo)
-                .output()
-                .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out.status.code().unwrap(), v)
-    };
+    let run = |home: &Path, args: &[&str]| e.json_in(home, args[0], &args[1..]);
     std::fs::write(e.home.join(".zshrc"), b"h1 v1").unwrap();
     std::fs::write(h2.join(".zshrc"), b"h2 v1").unwrap();
     let (rc, v) = run(
@@ -1386,21 +1298,7 @@ fn two_homes_bootstrapping_into_one_repository_keep_their_own_phases_and_retenti
     let e = Env::new();
     let h2 = e.home.parent().unwrap().join("home2");
     std::fs::create_dir_all(&h2).unwrap();
-    let run = |home: &Path, args: &[&str]| -> (i32, Value) {
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", args[0]))
-                .args(&args[1..])
-                .arg("--json")
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("HOME", home)
-                .env("BACKUP_REPO", &e.repo)
-                .env("BACKUP_PACKAGES", "0")
-                .output()
-                .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out.status.code().unwrap(), v)
-    };
+    let run = |home: &Path, args: &[&str]| e.json_in(home, args[0], &args[1..]);
     let phase = |home: &Path, p: &str| {
         let (rc, v) = run(
             home,
@@ -1482,11 +1380,11 @@ fn undo_after_several_rollbacks_returns_before_the_first_and_a_second_undo_redoe
     e.checkpoint("c2", &["~/.zshrc"]);
     std::fs::write(&f, b"work").unwrap();
     for target in ["c1", "c2", "c1"] {
-        let (rc, v) = e.run("backup-rollback", &[target]);
+        let (rc, v) = e.json("backup-rollback", &[target]);
         assert_eq!(rc, 0, "{v}");
     }
     assert_eq!(std::fs::read(&f).unwrap(), b"v1");
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(
         std::fs::read(&f).unwrap(),
@@ -1494,7 +1392,7 @@ fn undo_after_several_rollbacks_returns_before_the_first_and_a_second_undo_redoe
         "back to before the first rollback"
     );
     // A second --undo redoes: the state the undo replaced.
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&f).unwrap(), b"v1");
 }
@@ -1506,11 +1404,11 @@ fn undo_that_would_replace_a_newer_checkpoint_names_it_and_needs_force() {
     std::fs::write(&f, b"v1").unwrap();
     e.checkpoint("c1", &["~/.zshrc"]);
     std::fs::write(&f, b"before rollback").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     std::fs::write(&f, b"newer work").unwrap();
     e.checkpoint("newer", &["~/.zshrc"]);
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 5, "{v}");
     assert_eq!(v["errors"][0]["code"], "undo_replaces_newer", "{v}");
     assert!(
@@ -1521,7 +1419,7 @@ fn undo_that_would_replace_a_newer_checkpoint_names_it_and_needs_force() {
         "{v}"
     );
     assert_eq!(std::fs::read(&f).unwrap(), b"newer work");
-    let (rc, v) = e.run("backup-rollback", &["--undo", "--force"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo", "--force"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&f).unwrap(), b"before rollback");
 }
@@ -1537,16 +1435,9 @@ fn control_characters_in_names_are_escaped_in_human_output_and_kept_in_json() {
         ("backup-rollback", vec!["c1", "--dry-run"]),
         ("backup-list", vec!["--diff", "c1"]),
     ] {
-        let exe = env!("CARGO_BIN_EXE_backup-rollback").replace("backup-rollback", bin);
-        let out = Command::new(exe)
-            .args(&args)
-            .args(["--color", "never"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &e.home)
-            .env("BACKUP_REPO", &e.repo)
-            .output()
-            .unwrap();
+        let mut argv = args.clone();
+        argv.extend(["--color", "never"]);
+        let out = e.output(bin, &argv, &[]);
         assert!(out.status.success(), "{bin}: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -1555,7 +1446,7 @@ fn control_characters_in_names_are_escaped_in_human_output_and_kept_in_json() {
         );
         assert!(text.contains("evil\\x1b[2K\\rok\\nname"), "{bin}: {text}");
     }
-    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    let (rc, v) = e.json("backup-rollback", &["c1", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     assert!(
         planned(&v, "delete").iter().any(|p| p.ends_with(evil)),
@@ -1574,10 +1465,10 @@ fn a_broken_config_link_does_not_stop_the_rollback_that_repairs_it() {
     let d = e.home.join("dotfiles/config");
     std::fs::remove_dir_all(&d).unwrap();
     std::fs::write(&d, b"not a directory").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(d.join("git/config")).unwrap(), b"[user]\n");
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&d).unwrap(), b"not a directory");
 }
@@ -1609,7 +1500,7 @@ fn sparse_files_come_back_sparse() {
     let want = std::fs::read(&p).unwrap();
     e.checkpoint("c1", &["~/.config"]);
     std::fs::remove_file(&p).unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&p).unwrap(), want);
     assert!(allocated(&p) < 1 << 20, "{} bytes allocated", allocated(&p));
@@ -1623,12 +1514,14 @@ fn the_printed_undo_names_the_repository_given_by_flag() {
     std::fs::write(e.home.join(".zshrc"), b"v1").unwrap();
     e.checkpoint("c1", &["~/.zshrc"]);
     std::fs::write(e.home.join(".zshrc"), b"v2").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_backup-rollback"))
-        .args(["c1", "--color", "never", "--repo"])
-        .arg(&e.repo)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &e.home)
+    let repo = e.repo.to_str().unwrap();
+    let out = e
+        .command(
+            "backup-rollback",
+            &["c1", "--color", "never", "--repo", repo],
+            &[],
+        )
+        .env_remove("BACKUP_REPO")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -1660,7 +1553,7 @@ fn a_root_below_a_symlinked_directory_is_tracked_where_it_is() {
         );
     }
     std::fs::write(d.join("config"), b"BROKEN\n").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(d.join("config")).unwrap(), b"Host *\n");
     assert!(std::fs::symlink_metadata(e.home.join(".ssh"))
@@ -1692,12 +1585,12 @@ fn undo_never_skips_edits_made_between_rollbacks() {
     std::fs::write(&f, b"v1").unwrap();
     e.checkpoint("c1", &["~/.zshrc"]);
     std::fs::write(&f, b"work").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     std::fs::write(&f, b"edited between").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
-    let (rc, v) = e.run("backup-rollback", &["--undo"]);
+    let (rc, v) = e.json("backup-rollback", &["--undo"]);
     assert_eq!(rc, 0, "{v}");
     assert_eq!(std::fs::read(&f).unwrap(), b"edited between");
 }
@@ -1717,17 +1610,17 @@ fn temp_files_of_a_killed_rollback_are_removed_even_where_the_plan_changes_nothi
     plant();
     // The plan touches only `a`.
     std::fs::write(e.home.join(".config/a/f"), b"v2").unwrap();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert!(!stale.exists(), "stale temp left in an untouched directory");
     // Nothing to change at all: still cleaned.
     plant();
-    let (rc, v) = e.run("backup-rollback", &["c1"]);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
     assert_eq!(rc, 0, "{v}");
     assert!(!stale.exists(), "stale temp left by a no-op rollback");
     // A dry run leaves it (it writes nothing).
     plant();
-    let (rc, v) = e.run("backup-rollback", &["c1", "--dry-run"]);
+    let (rc, v) = e.json("backup-rollback", &["c1", "--dry-run"]);
     assert_eq!(rc, 0, "{v}");
     assert!(stale.exists());
 }

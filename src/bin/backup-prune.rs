@@ -27,7 +27,7 @@ struct Args {
     forget: Vec<String>,
     /// Apply the policy to the external copies (all, or the one named) instead of the local repository
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "", conflicts_with_all = ["pin", "unpin", "forget"])]
-    external: Option<String>,
+    external: Option<dotfiles_backup::external::TargetChoice>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -40,13 +40,12 @@ fn main() -> std::process::ExitCode {
         unpin: args.unpin.clone(),
         forget: args.forget.clone(),
     };
-    if let Some(name) = &args.external {
-        let name = Some(name.as_str()).filter(|n| !n.is_empty());
+    if let Some(choice) = &args.external {
         return cli::run(
             "backup-prune",
             &args.common,
             args.common.overrides(),
-            |s, env| dotfiles_backup::ops::external_prune::run(s, name, args.dry_run, env),
+            |s, env| dotfiles_backup::ops::external_prune::run(s, choice.name(), args.dry_run, env),
             dotfiles_backup::ops::external_prune::human,
         );
     }

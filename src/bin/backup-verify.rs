@@ -19,7 +19,7 @@ struct Args {
     /// With --repair: first fetch missing or damaged packs, trees and records from the
     /// external copy (the only target, or the one named), checked by hash
     #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "", requires = "repair")]
-    from_external: Option<String>,
+    from_external: Option<dotfiles_backup::external::TargetChoice>,
     /// Re-hash every byte of every pack (slower, complete)
     #[arg(long)]
     read_data: bool,
@@ -43,10 +43,7 @@ fn main() -> std::process::ExitCode {
                 dotfiles_backup::ops::verify::run(&ext, args.read_data, env)
             }
             None if args.repair => {
-                let from = args
-                    .from_external
-                    .as_deref()
-                    .map(|n| Some(n).filter(|n| !n.is_empty()));
+                let from = args.from_external.as_ref().map(|c| c.name());
                 dotfiles_backup::ops::repair::run_repair(s, args.read_data, from, env)
             }
             None => dotfiles_backup::ops::verify::run(s, args.read_data, env),

@@ -123,6 +123,18 @@ pub const COPY_ORDER: [ObjectKind; 6] = [
     ObjectKind::Snapshot,
 ];
 
+/// The kinds a prune removes, in the order it removes them: records first
+/// (snapshot records, then the index files that name dropped packs), then
+/// the data nothing kept refers to (packs, trees), so that a crash between
+/// two steps never leaves a record naming missing data. The order
+/// `ops::prune::collect_garbage` follows in a local repository.
+pub const REMOVE_ORDER: [ObjectKind; 4] = [
+    ObjectKind::Snapshot,
+    ObjectKind::Index,
+    ObjectKind::Pack,
+    ObjectKind::Tree,
+];
+
 fn hex_name(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

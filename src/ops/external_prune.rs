@@ -29,7 +29,7 @@ use crate::config::{ExternalTarget, Settings, TargetLocation};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::external::dir::DirStore;
-use crate::external::{classify, open_target, Listing, ObjectKind, Store};
+use crate::external::{classify, open_target, Listing, Store, REMOVE_ORDER};
 use crate::hash::Hash;
 use crate::repo::Repository;
 use crate::report::{Degradation, Envelope, ErrorReport, Status, Warning};
@@ -37,7 +37,7 @@ use crate::retry::retry;
 
 use super::prune::{collect_garbage, decide, partition, Decision};
 use super::sync::transfer;
-use super::sync::{check_dir_target, chosen, ensure_layout, make_private_dir, unreachable_code};
+use super::sync::{chosen, ensure_layout, make_private_dir, open_dir_target, unreachable_code};
 use crate::repo::pins::pins;
 
 /// What happened to one target.
@@ -191,9 +191,7 @@ fn prune_target(
     let command = "backup-prune";
     match &target.location {
         TargetLocation::Dir(root) => {
-            let store = DirStore::new(root);
-            store.probe(&target.name)?;
-            check_dir_target(&store)?;
+            open_dir_target(root, &target.name)?;
             let repo = Repository::open(root)?;
             let _lock = if dry_run {
                 None
@@ -288,12 +286,7 @@ fn prune_rclone(
     // New index files first (checked by hash on arrival), then removals in commit order reversed.
     transfer(&cache, remote.as_ref())?;
     let mut freed = 0u64;
-    for kind in [
-        ObjectKind::Snapshot,
-        ObjectKind::Index,
-        ObjectKind::Pack,
-        ObjectKind::Tree,
-    ] {
+    for kind in REMOVE_ORDER {
         for (rel, size) in &before {
             if classify(rel) == Some(kind) && !after.contains_key(rel) {
                 remote.remove(rel)?;
@@ -316,12 +309,7 @@ fn prune_rclone(
 /// first (the same order as a prune), so that it never names missing data.
 fn remove_missing(cache: &DirStore, remote: &Listing) -> Result<()> {
     let have = cache.list()?;
-    for kind in [
-        ObjectKind::Snapshot,
-        ObjectKind::Index,
-        ObjectKind::Pack,
-        ObjectKind::Tree,
-    ] {
+    for kind in REMOVE_ORDER {
         for rel in have.keys() {
             if classify(rel) == Some(kind) && !remote.contains_key(rel) {
                 cache.remove(rel)?;

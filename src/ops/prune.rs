@@ -698,6 +698,13 @@ mod tests {
         }
     }
 
+    /// The decision about the test snapshot numbered `n` (id `[n; 32]`).
+    fn decision(d: &[Decision], n: u8) -> &Decision {
+        d.iter()
+            .find(|x| x.id == Hash([n; 32]).to_hex())
+            .unwrap_or_else(|| panic!("no decision for snapshot {n}: {d:#?}"))
+    }
+
     fn kept(d: &[Decision]) -> Vec<String> {
         d.iter()
             .filter(|d| d.keep)
@@ -780,12 +787,7 @@ mod tests {
             Timestamp::now(),
             &TimeZone::UTC,
         );
-        let keep = |n: u8| {
-            d.iter()
-                .find(|x| x.id == Hash([n; 32]).to_hex())
-                .unwrap()
-                .keep
-        };
+        let keep = |n: u8| decision(&d, n).keep;
         assert!(
             keep(1) && keep(2) && keep(3),
             "home b keeps its only snapshots: {d:#?}"
@@ -848,11 +850,7 @@ mod tests {
         );
         // last 1 = #4, daily 2 = 11-24 (#4) and 11-22 (#3); 11-20 goes.
         assert_eq!(kept(&d), vec!["2026-11-22 b", "2026-11-24 b"]);
-        let why = &d
-            .iter()
-            .find(|x| x.id == Hash([3; 32]).to_hex())
-            .unwrap()
-            .reasons;
+        let why = &decision(&d, 3).reasons;
         assert_eq!(why, &vec!["daily 2026-11-22".to_string()]);
     }
 
@@ -1077,22 +1075,13 @@ mod tests {
             Timestamp::now(),
             &TimeZone::UTC,
         );
-        let keep = |n: u8| {
-            d.iter()
-                .find(|x| x.id == Hash([n; 32]).to_hex())
-                .unwrap()
-                .keep
-        };
+        let keep = |n: u8| decision(&d, n).keep;
         assert!(keep(14) && keep(13) && keep(12), "newest 3 pre-dotfiles");
         assert!(!keep(11));
         assert!(keep(10), "pinned beats keep-per-phase");
         assert!((20..25).all(keep), "manual checkpoints kept until removed");
         assert!((32..37).all(keep) && !keep(31) && keep(30));
-        let r = &d
-            .iter()
-            .find(|x| x.id == Hash([11; 32]).to_hex())
-            .unwrap()
-            .reasons[0];
+        let r = &decision(&d, 11).reasons[0];
         assert_eq!(r, "beyond keep-per-phase 3 for pre-dotfiles");
     }
 }

@@ -516,8 +516,17 @@ pub(crate) fn unreachable_code(code: &str) -> bool {
     )
 }
 
+/// A directory target, reachable and holding a repository copy (or
+/// nothing yet): what a sync and an external prune both open first.
+pub(crate) fn open_dir_target(root: &Path, name: &str) -> Result<DirStore> {
+    let dir = DirStore::new(root);
+    dir.probe(name)?;
+    check_dir_target(&dir)?;
+    Ok(dir)
+}
+
 /// Refuse a directory that holds something else than a repository copy.
-pub(crate) fn check_dir_target(store: &DirStore) -> Result<()> {
+fn check_dir_target(store: &DirStore) -> Result<()> {
     let root = store.root();
     if root.join(layout::CONFIG).exists() {
         return Ok(());
@@ -578,9 +587,7 @@ fn sync_once(
     let local = DirStore::new(&settings.repo);
     match &target.location {
         TargetLocation::Dir(root) => {
-            let dir = DirStore::new(root);
-            dir.probe(&target.name)?;
-            check_dir_target(&dir)?;
+            let dir = open_dir_target(root, &target.name)?;
             let _lock =
                 crate::repo::lock::acquire(&root.join(layout::LOCK), command, settings.lock_wait)?;
             dir.remove_stale_temps()?;

@@ -97,14 +97,7 @@ mod tests {
             discovered: vec![Witness::Stat("/x".into())],
             captured_at: 1,
             duration_ms: 5,
-            list: PackageList {
-                name: name.into(),
-                command: vec![name.into()],
-                sha256: Hash::of(output.as_bytes()),
-                bytes: output.len() as u64,
-                output: output.into(),
-                status: None,
-            },
+            list: PackageList::captured(name, vec![name.into()], output.as_bytes()),
         }
     }
 

@@ -130,6 +130,19 @@ pub struct PackageList {
 }
 
 impl PackageList {
+    /// The list `command` printed as `stdout` (kept as text, hashed and
+    /// measured as the raw bytes).
+    pub fn captured(name: &str, command: Vec<String>, stdout: &[u8]) -> PackageList {
+        PackageList {
+            name: name.to_string(),
+            command,
+            sha256: Hash::of(stdout),
+            bytes: stdout.len() as u64,
+            output: String::from_utf8_lossy(stdout).into_owned(),
+            status: None,
+        }
+    }
+
     /// Whether this is a real list (not a failed or timed-out capture's marker).
     pub fn is_known(&self) -> bool {
         self.status.is_none()

@@ -19,7 +19,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 
@@ -437,9 +436,9 @@ def scenario_rerun_then_rollback_restores_good(h):
         expect(sorted(listed) == sorted(taken) and sorted(completion) == sorted(taken),
                f"the same phases everywhere: role {taken}, list {sorted(listed)}, completion {sorted(completion)}", r)
         for i, p in enumerate(taken):
-            c, l = rep[p], listed[p]
-            expect(c["snapshot_id"] == l["id"] and c["run_id"] == run["run"],
-                   f"{p}: role and backup-list --phases name the same snapshot and run: {c} / {l}", r)
+            c, lst = rep[p], listed[p]
+            expect(c["snapshot_id"] == lst["id"] and c["run_id"] == run["run"],
+                   f"{p}: role and backup-list --phases name the same snapshot and run: {c} / {lst}", r)
             expect(c["rollback"] == f"backup-rollback {c['snapshot']}"
                    and completion[p] == f"{p}: {c['status']} - snapshot {c['snapshot']}, {c['files']} files, "
                    f"{c['new_bytes']} bytes added; roll back with: backup-rollback {c['snapshot']}",
@@ -447,9 +446,9 @@ def scenario_rerun_then_rollback_restores_good(h):
                    f"{c['status']} {c['rollback']} / {completion[p]}", r)
             if i + 1 < len(taken):
                 nxt = rep[taken[i + 1]]
-                expect(bool(l["state_changed"]) == (nxt["status"] == "created"),
+                expect(bool(lst["state_changed"]) == (nxt["status"] == "created"),
                        f"{p}: backup-list --phases says the phase changed the state exactly when the next "
-                       f"checkpoint stored a new one: {l} / {nxt['phase']} {nxt['status']}", r)
+                       f"checkpoint stored a new one: {lst} / {nxt['phase']} {nxt['status']}", r)
         skipped = [p for p in PHASES if not rep[p]["snapshot_id"]]
         expect(all(rep[p]["rollback"] is None for p in skipped), f"no rollback hint for skipped phases {skipped}", r)
     expect(all(c["status"] == "unchanged" for c in report(r2).values()), "every re-run checkpoint unchanged", r2)

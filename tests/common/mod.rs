@@ -89,9 +89,43 @@ pub fn skip_unless_required(what: &str, reason: &str) {
     eprintln!("SKIPPED ({what}): {reason}");
 }
 
-/// The uid and gid of `nobody`, which root-run tests use as a real
-/// unprivileged user (permission bits stop its reads, unlike root's).
+/// The uid and gid of `nobody`: a named user in ACL fixtures, and the
+/// fallback of [`unprivileged_id`] outside CI.
 pub const NOBODY: u32 = 65534;
+
+/// The unprivileged user `.ci/run` creates (idempotently) for the root-run
+/// tests that need permission bits to stop a read or a write.
+pub const TEST_USER: &str = "backup-test";
+
+/// The id root-run tests drop to, as uid and as gid: [`TEST_USER`] when it
+/// exists (`.ci/run` gives it one number for both, held by no other user or
+/// group); otherwise `nobody`, unless `REQUIRE` names `nonroot` (or
+/// `CI=true`), where a missing user is a failure, so CI proves the cases
+/// run as the user it made.
+pub fn unprivileged_id() -> u32 {
+    static ID: OnceLock<u32> = OnceLock::new();
+    *ID.get_or_init(|| {
+        let name = std::ffi::CString::new(TEST_USER).unwrap();
+        // SAFETY: getpwnam reads a NUL-terminated name; the result is checked
+        // for NULL and copied out before any other passwd call.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if pw.is_null() {
+            skip_unless_required(
+                "nonroot",
+                &format!("no user {TEST_USER} (.ci/run creates it); running as nobody"),
+            );
+            return NOBODY;
+        }
+        // SAFETY: non-NULL, as checked above.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        assert_ne!(uid, 0, "{TEST_USER} must not be root");
+        assert_eq!(
+            uid, gid,
+            "{TEST_USER}'s uid and gid differ; recreate it as .ci/run does"
+        );
+        uid
+    })
+}
 
 /// A throwaway home directory and repository path.
 pub struct TestEnv {
@@ -128,12 +162,14 @@ impl TestEnv {
     }
 
     /// Make the binaries run as an unprivileged user: as root, every file of
-    /// the environment is handed to `nobody` and the binaries run as `nobody`
-    /// through `setpriv`; as any other user, nothing changes (it already is one).
+    /// the environment is handed to [`unprivileged_id`] and the binaries run
+    /// as it through `setpriv`; as any other user, nothing changes (it
+    /// already is one).
     pub fn unprivileged(mut self) -> TestEnv {
         if is_root() {
-            chown_tree(self.tmp.path(), NOBODY);
-            self.run_as = Some(NOBODY);
+            let id = unprivileged_id();
+            chown_tree(self.tmp.path(), id);
+            self.run_as = Some(id);
         }
         self
     }
@@ -192,24 +228,69 @@ impl TestEnv {
         (c, v)
     }
 
+    /// [`TestEnv::json`] with `HOME` set to `home` instead (a second home
+    /// sharing this environment's repository).
+    pub fn json_in(&self, home: &Path, bin: &str, args: &[&str]) -> (i32, Value) {
+        let mut argv: Vec<&str> = vec!["--json"];
+        argv.extend(args.iter().filter(|a| **a != "--json"));
+        let out = self
+            .command(bin, &argv, &[])
+            .env("HOME", home)
+            .output()
+            .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+        parse_envelope(&out)
+    }
+
+    /// Write `text` to a config file outside the home (`<tmp>/config.toml`,
+    /// replacing an earlier one); its path, for `BACKUP_CONFIG` or `--config`.
+    pub fn config_file(&self, text: &str) -> String {
+        let p = self.tmp.path().join("config.toml");
+        std::fs::write(&p, text).unwrap();
+        p.to_str().expect("UTF-8 temp path").to_string()
+    }
+
+    /// [`TestEnv::json`] with `BACKUP_CONFIG=cfg`.
+    pub fn json_with_config(&self, cfg: &str, bin: &str, args: &[&str]) -> (i32, Value) {
+        let (c, v, _) = self.run(bin, args, &[("BACKUP_CONFIG", cfg)]);
+        (c, v)
+    }
+
+    /// `backup-checkpoint manual NAME --path P...`, which must succeed; the envelope.
+    pub fn checkpoint(&self, name: &str, paths: &[&str]) -> Value {
+        let mut args = vec!["manual", name];
+        for p in paths {
+            args.push("--path");
+            args.push(p);
+        }
+        let (rc, v) = self.json("backup-checkpoint", &args);
+        assert_eq!(rc, 0, "{v}");
+        v
+    }
+
     /// The command with the clean environment, not yet run.
     pub fn command(&self, bin: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = match self.run_as {
-            None => Command::new(exe(bin)),
+        let mut cmd = self.program(exe(bin));
+        cmd.args(args);
+        self.clean_env(&mut cmd);
+        cmd.envs(env.iter().copied());
+        cmd
+    }
+
+    /// Any program, run as [`TestEnv::run_as`] when set (through `setpriv`);
+    /// the environment is the caller's.
+    pub fn program(&self, program: &str) -> Command {
+        match self.run_as {
+            None => Command::new(program),
             Some(id) => {
                 let mut c = Command::new("setpriv");
                 c.arg(format!("--reuid={id}"))
                     .arg(format!("--regid={id}"))
                     .arg("--clear-groups")
                     .arg("--")
-                    .arg(exe(bin));
+                    .arg(program);
                 c
             }
-        };
-        cmd.args(args);
-        self.clean_env(&mut cmd);
-        cmd.envs(env.iter().copied());
-        cmd
+        }
     }
 
     /// Clear the environment and set PATH, HOME and BACKUP_REPO.
@@ -682,4 +763,87 @@ pub fn names_in(repo: &Path, sub: &str) -> Vec<PathBuf> {
     };
     v.sort();
     v
+}
+
+/// Environment variables as owned pairs, for tests that build them up.
+pub type EnvVars = Vec<(&'static str, String)>;
+
+/// [`TestEnv::run`] with owned environment pairs.
+pub fn run_with(
+    e: &TestEnv,
+    bin: &str,
+    args: &[&str],
+    env: &[(&'static str, String)],
+) -> (i32, Value, String) {
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    e.run(bin, args, &pairs)
+}
+
+/// Environment naming one directory target `drive` at `dir`, with fast retries.
+pub fn target_env(dir: &Path) -> EnvVars {
+    vec![
+        ("BACKUP_EXTERNAL", format!("drive={}", dir.display())),
+        ("BACKUP_RETRY_BASE_MS", "5".to_string()),
+    ]
+}
+
+/// A throwaway rclone config with a `local`-type remote, and the environment
+/// naming it as target `cloud` at `remote_dir`, with fast retries.
+pub fn rclone_env(e: &TestEnv, remote_dir: &Path) -> EnvVars {
+    let conf = e.tmp.path().join("rclone.conf");
+    std::fs::write(&conf, "[loc]\ntype = local\n").unwrap();
+    vec![
+        (
+            "BACKUP_EXTERNAL",
+            format!("cloud=rclone:loc:{}", remote_dir.display()),
+        ),
+        ("RCLONE_CONFIG", conf.to_string_lossy().into_owned()),
+        ("BACKUP_RETRY_BASE_MS", "5".into()),
+    ]
+}
+
+/// Whether rclone runs here; when not, the test skips with a note naming
+/// `untested` (a failure under `REQUIRE=rclone` or `CI=true`).
+pub fn rclone_available(untested: &str) -> bool {
+    let ok = Command::new("rclone")
+        .arg("version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip_unless_required(
+            "rclone",
+            &format!("rclone is not installed on this machine (CI installs it in .ci/run); {untested} was not tested"),
+        );
+    }
+    ok
+}
+
+/// Whether strace can trace here; when not, the test skips with a note (a
+/// failure under `REQUIRE=strace` or `CI=true`).
+pub fn strace_works() -> bool {
+    let ok = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip_unless_required("strace", "strace is not installed or cannot trace here");
+    }
+    ok
+}
+
+/// `plain`'s environment and arguments, run under `strace -f` with `filter`
+/// (the strace options that select and fail syscalls) in front.
+pub fn under_strace<S: AsRef<OsStr>>(plain: &Command, filter: &[S]) -> Command {
+    let mut cmd = Command::new("strace");
+    cmd.env_clear();
+    for (k, v) in plain.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.args(["-f", "-o", "/dev/null"]).args(filter);
+    cmd.arg(plain.get_program()).args(plain.get_args());
+    cmd
 }

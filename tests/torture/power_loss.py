@@ -150,7 +150,7 @@ class Disk:
         if not self.mounted:
             return
         self.close_cut_fd()
-        for attempt in range(50):
+        for _attempt in range(50):
             p = sh("umount", self.mnt, check=False)
             if p.returncode == 0:
                 self.mounted = False
@@ -208,15 +208,15 @@ def probe(disk):
     try:
         disk.create()
     except Exception as e:
-        raise Skip(f"cannot make an ext4 image: {e}")
+        raise Skip(f"cannot make an ext4 image: {e}") from e
     try:
         disk.attach()
     except Exception as e:
-        raise Skip(f"loop devices do not work: {e}")
+        raise Skip(f"loop devices do not work: {e}") from e
     try:
         disk.mount()
     except Exception as e:
-        raise Skip(f"cannot mount a loop device: {e}")
+        raise Skip(f"cannot mount a loop device: {e}") from e
     synced, unsynced = os.path.join(disk.mnt, "probe-synced"), os.path.join(disk.mnt, "probe-unsynced")
     with open(synced, "wb") as f:
         f.write(b"S" * 8192)
@@ -230,11 +230,11 @@ def probe(disk):
     try:
         disk.cut()
     except OSError as e:
-        raise Skip(f"FS_IOC_SHUTDOWN does not work here: {e}")
+        raise Skip(f"FS_IOC_SHUTDOWN does not work here: {e}") from e
     try:
         disk.power_on()
     except Exception as e:
-        raise Skip(f"cannot remount after a shutdown: {e}")
+        raise Skip(f"cannot remount after a shutdown: {e}") from e
     try:
         with open(synced, "rb") as f:
             ok = f.read() == b"S" * 8192
@@ -268,7 +268,8 @@ def text(rng, lines):
 
 def make_home(home, rng):
     hb = os.fsencode(home)
-    j = lambda rel: os.path.join(hb, rel)
+    def j(rel):
+        return os.path.join(hb, rel)
     write(j(b".bashrc"), b"# bashrc\n" + text(rng, 20))
     write(j(b".zshrc"), b"# zshrc\n" + text(rng, 30))
     write(j(b".profile"), text(rng, 5))
@@ -305,7 +306,8 @@ def make_home(home, rng):
 def mutate(home, rng, big=False):
     """A few edits of the kind a bootstrap makes; with big, new content in the large files."""
     hb = os.fsencode(home)
-    j = lambda rel: os.path.join(hb, rel)
+    def j(rel):
+        return os.path.join(hb, rel)
     for rel in rng.sample([b".bashrc", b".zshrc", b".vimrc", b".config/nvim/init.lua",
                            b".config/app/settings.json", b".config/git/ignore", NON_UTF8,
                            b".config/fish/functions/f2.fish", b".ssh/config"], 4):
@@ -330,7 +332,8 @@ def mutate(home, rng, big=False):
 def damage(home, rng):
     """What a failed bootstrap step leaves: rewritten, deleted, new and chmodded files."""
     hb = os.fsencode(home)
-    j = lambda rel: os.path.join(hb, rel)
+    def j(rel):
+        return os.path.join(hb, rel)
     write(j(b".zshrc"), b"broken by a bad step\n")
     write(j(b".bashrc"), b"")
     write(j(b".config/nvim/init.lua"), text(rng, 3))
