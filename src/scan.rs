@@ -82,6 +82,10 @@ pub struct ScanItem {
     /// Why the extended attributes could not be read (a warning naming
     /// the path; the entry is stored without them).
     pub xattr_error: Option<String>,
+    /// A directory that could not be listed (or only in part): what it
+    /// holds is unknown, so it is stored as unreadable and a restore leaves
+    /// its content alone rather than treat the missing names as deleted.
+    pub unlisted: bool,
 }
 
 /// A root and what was found under it.
@@ -402,6 +406,7 @@ fn item_from(
         // (ops::backup::read_xattrs).
         xattrs: Vec::new(),
         xattr_error: None,
+        unlisted: false,
         abs,
     })
 }
@@ -603,6 +608,9 @@ fn scan_root(root: &TrackedRoot, rules: &Rules, out: &mut ScanResult) -> Scanned
             }
             if is_dir {
                 let walk = walk_dir(&root.abs, b"", rules, 0);
+                if let Some(top) = sr.items.last_mut().filter(|_| walk.unlisted) {
+                    top.unlisted = true;
+                }
                 sr.items.extend(walk.items);
                 out.excluded.extend(walk.excluded);
                 out.errors.extend(walk.errors);
@@ -643,6 +651,8 @@ struct Walk {
     errors: Vec<Error>,
     /// The directory holds a valid `CACHEDIR.TAG` (and was not walked).
     cache_tagged: bool,
+    /// The directory itself could not be listed, or only in part.
+    unlisted: bool,
 }
 
 impl Walk {
@@ -662,6 +672,7 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
         Ok(l) => l,
         Err(e) => {
             walk.errors.push(Error::io("listing directory", dir, &e));
+            walk.unlisted = true;
             return walk;
         }
     };
@@ -669,7 +680,10 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
     for entry in listing {
         match entry {
             Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e)),
-            Err(e) => walk.errors.push(Error::io("listing directory", dir, &e)),
+            Err(e) => {
+                walk.errors.push(Error::io("listing directory", dir, &e));
+                walk.unlisted = true;
+            }
         }
     }
     // The root itself is walked even when tagged: it was asked for by name.
@@ -719,9 +733,10 @@ fn walk_dir(dir: &Path, rel: &[u8], rules: &Rules, depth: usize) -> Walk {
         }
         child_rel.extend_from_slice(&name);
         match item_from(child_rel.clone(), abs.clone(), &meta, rules) {
-            Some(item) => {
+            Some(mut item) => {
                 if is_dir {
                     let sub = walk_dir(&abs, &child_rel, rules, depth + 1);
+                    item.unlisted = sub.unlisted;
                     if sub.cache_tagged {
                         w.excluded.push(Excluded {
                             path: display_path(&abs),

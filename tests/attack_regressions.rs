@@ -181,3 +181,70 @@ fn finding_09_a_checkpoint_after_a_lost_pack_is_restorable_whatever_the_index_or
         assert!(!text.contains(".config/data"), "round {round}: {text}");
     }
 }
+
+#[test]
+fn finding_02_undo_never_deletes_inside_a_directory_the_safety_snapshot_could_not_list() {
+    if !common::strace_works() {
+        return;
+    }
+    let env = TestEnv::with_dotfiles();
+    env.write(".config/a", b"a\n", 0o644);
+    assert_eq!(env.json("backup-checkpoint", &["manual", "base"]).0, 0);
+    // Created after the checkpoint; listing it fails once (EIO) during the
+    // rollback's safety scan.
+    let precious = env.write(".config/newdir/sub/x", b"precious\n", 0o644);
+    let newdir = env.home.join(".config/newdir");
+    let plain = env.command("backup-rollback", &["--json", "base"], &[]);
+    let filter = [
+        "-P".into(),
+        newdir.clone().into_os_string(),
+        "-e".into(),
+        std::ffi::OsString::from("inject=openat:error=EIO:when=1"),
+    ];
+    let out = common::under_strace(&plain, &filter).output().unwrap();
+    let (code, v) = common::parse_envelope(&out);
+    // Not rolled back there (its content could not be kept), said so.
+    assert_eq!(code, 3, "{v}");
+    assert!(v.to_string().contains("newdir"), "{v}");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"precious\n");
+    // The undo puts back the safety snapshot, which does not know what the
+    // directory held: it leaves the directory's content alone.
+    let (code, v) = env.json("backup-rollback", &["--undo"]);
+    assert!(code == 0 || code == 3, "{v}");
+    assert_eq!(
+        std::fs::read(&precious).unwrap(),
+        b"precious\n",
+        "undo deleted a file the rollback never touched: {v}"
+    );
+}
+
+#[test]
+fn finding_01_a_hard_link_the_file_system_refuses_is_reported_not_silent() {
+    if !common::strace_works() {
+        return;
+    }
+    let env = TestEnv::with_dotfiles();
+    let first = env.write(".config/hl1", b"hl\n", 0o644);
+    let second = env.home.join(".config/hl2");
+    std::fs::hard_link(&first, &second).unwrap();
+    assert_eq!(env.json("backup-checkpoint", &["manual", "base"]).0, 0);
+    std::fs::write(&second, b"changed\n").unwrap(); // both names change
+    let plain = env.command("backup-rollback", &["--json", "base"], &[]);
+    let filter = ["-e", "inject=linkat:error=ENOSPC:when=1"];
+    let (code, v) = common::parse_envelope(&common::under_strace(&plain, &filter).output().unwrap());
+    use std::os::unix::fs::MetadataExt;
+    let linked = std::fs::metadata(&first).unwrap().ino() == std::fs::metadata(&second).unwrap().ino();
+    // The content is back either way.
+    assert_eq!(std::fs::read(&first).unwrap(), b"hl\n");
+    assert_eq!(std::fs::read(&second).unwrap(), b"hl\n");
+    assert!(!linked, "the injected failure hit the hard link: {v}");
+    assert_eq!(code, 3, "{v}");
+    assert!(v.to_string().contains("hardlink_not_restored"), "{v}");
+    // Running it again links them.
+    let (code, v) = env.json("backup-rollback", &["base"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        std::fs::metadata(&first).unwrap().ino(),
+        std::fs::metadata(&second).unwrap().ino()
+    );
+}

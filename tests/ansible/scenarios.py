@@ -529,8 +529,8 @@ def scenario_health_check(h):
 
 def scenario_schedule(h):
     """backup_checkpoint_schedule: daily installs the systemd user units (once: the second
-    run is changed=false, byte-identical), an unquoted YAML off (false) removes them, and
-    off again changes nothing. No user bus here: the play goes on with a warning."""
+    run is changed=false, byte-identical), an unquoted YAML off (false) removes them,
+    off again changes nothing, and the default ("") leaves a schedule alone. No user bus here: the play goes on with a warning."""
     book = "tests/ansible/playbooks/role-main.yml"
     units = [h.path(f".config/systemd/user/dotfiles-backup-scheduled.{k}") for k in ("service", "timer")]
     env = {"XDG_CONFIG_HOME": ""}
@@ -559,9 +559,17 @@ def scenario_schedule(h):
     expect(applied(r)["changed"], "removing the schedule is a change", r)
     expect(not any(os.path.exists(u) for u in units), "both units removed", r)
 
-    r = h.play(book, "-e", "backup_checkpoint_name=s1", env=env)
-    succeeded(r, "schedule off (default) again")
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", "-e", "backup_checkpoint_schedule=off", env=env)
+    succeeded(r, "schedule off again")
     expect(not applied(r)["changed"], "off twice changes nothing", r)
+
+    # The default ("") leaves a schedule installed by hand alone.
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", "-e", "backup_checkpoint_schedule=hourly", env=env)
+    succeeded(r, "schedule hourly")
+    r = h.play(book, "-e", "backup_checkpoint_name=s1", env=env)
+    succeeded(r, "default schedule setting")
+    expect(ran(r, task) == [], "the default does not touch the schedule", r)
+    expect(all(os.path.isfile(u) for u in units), "the hourly units are still there", r)
 
     r = h.play(book, "-e", "backup_checkpoint_name=s1", "-e", "backup_checkpoint_schedule=weekly", env=env)
     expect(r["rc"] != 0 and any("off, daily or hourly" in f["msg"] for f in r["failures"]),

@@ -646,7 +646,13 @@ fn decide_reads(
     for (ri, root) in scanned_roots.iter().enumerate() {
         for (ii, item) in root.items.iter().enumerate() {
             match item.kind {
-                EntryType::Dir => tally.stats.dirs_scanned += 1,
+                EntryType::Dir => {
+                    tally.stats.dirs_scanned += 1;
+                    if item.unlisted {
+                        // Its content is unknown: never a claim that it was empty.
+                        omitted[ri][ii] = Some("unreadable");
+                    }
+                }
                 EntryType::Symlink => tally.stats.symlinks_scanned += 1,
                 EntryType::File => {
                     tally.stats.files_scanned += 1;

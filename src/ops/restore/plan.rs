@@ -134,6 +134,10 @@ pub fn plan_keeping(
 ) -> Vec<Action> {
     let mut out = Vec::new();
     let shown = |abs: &[u8]| display_path(Path::new(OsStr::from_bytes(abs)));
+    // Directories whose content is unknown (they could not be listed): on
+    // the current side, nothing inside may be replaced (the safety snapshot
+    // does not hold it); on the snapshot side, nothing inside is "new".
+    let (unknown_now, unknown_then) = (unlisted_dirs(current), unlisted_dirs(desired));
     for (abs, want) in desired {
         let have = current.get(abs);
         let mk = |action, reason: &str, bytes| Action {
@@ -150,6 +154,19 @@ pub fn plan_keeping(
             keep_as: None,
             kept_as: None,
         };
+        if let Some(dir) = inside(abs, &unknown_now) {
+            let mut a = mk(
+                ActionKind::Skip,
+                &format!(
+                    "inside {}, which cannot be listed now, so its content cannot be kept in the safety snapshot; not rolled back",
+                    shown(dir)
+                ),
+                0,
+            );
+            a.blocked = true;
+            out.push(a);
+            continue;
+        }
         if want.omitted.is_some() {
             out.push(mk(
                 ActionKind::Skip,
@@ -274,7 +291,12 @@ pub fn plan_keeping(
                 }
                 continue;
             }
-            let keep_reason = if keep_new && !desired.contains_key(abs) {
+            let keep_reason = if let Some(dir) = inside(abs, &unknown_then) {
+                Some(format!(
+                    "inside {}, whose content is not in the snapshot (it could not be listed); left as it is",
+                    shown(dir)
+                ))
+            } else if keep_new && !desired.contains_key(abs) {
                 Some("created since the snapshot; kept (--keep-new)".to_string())
             } else if have.omitted.as_deref() == Some(UNREADABLE) {
                 Some(
@@ -446,6 +468,30 @@ pub(super) fn demote_kept_dirs(actions: &mut [Action], keep: &BTreeSet<Vec<u8>>,
             a.bytes = 0;
         }
     }
+}
+
+/// Directories stored without their content (listing them failed).
+fn unlisted_dirs(state: &State) -> BTreeSet<&[u8]> {
+    state
+        .iter()
+        .filter(|(_, e)| e.kind == EntryType::Dir && e.omitted.is_some())
+        .map(|(abs, _)| abs.as_slice())
+        .collect()
+}
+
+/// The nearest of `dirs` strictly above `abs`, if any.
+fn inside<'a>(abs: &[u8], dirs: &BTreeSet<&'a [u8]>) -> Option<&'a [u8]> {
+    if dirs.is_empty() {
+        return None;
+    }
+    let mut p = abs;
+    while let Some(i) = p.iter().rposition(|b| *b == b'/') {
+        p = &p[..i];
+        if let Some(d) = dirs.get(p) {
+            return Some(d);
+        }
+    }
+    None
 }
 
 pub(super) fn mark_parents(abs: &[u8], kept: &mut BTreeSet<Vec<u8>>) {
