@@ -105,7 +105,11 @@ fn the_reuse_key_changes_with_every_built_in_source_and_only_with_them() {
     };
     let o = release(&root);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("built from these sources (--reuse)"), "{}", text(&o));
+    assert!(
+        text(&o).contains("built from these sources (--reuse)"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(std::fs::read(&tarball).unwrap(), b"cached");
 
     let edits: [(&str, &dyn Fn(&Path)); 6] = [
@@ -127,7 +131,10 @@ fn the_reuse_key_changes_with_every_built_in_source_and_only_with_them() {
         };
         edit(&target);
         let now = stamp(&root);
-        assert!(!seen.contains(&now), "editing {what} did not change the key");
+        assert!(
+            !seen.contains(&now),
+            "editing {what} did not change the key"
+        );
         seen.push(now);
         let o = release(&root);
         assert!(
@@ -178,10 +185,12 @@ fn mac_artifacts(dir: &Path) -> PathBuf {
 }
 
 fn check_formula(formula: &Path, out: &Path) -> Output {
-    run(Command::new(repo_root().join("packaging/homebrew/check-formula"))
-        .arg(formula)
-        .arg(out)
-        .arg(VERSION))
+    run(
+        Command::new(repo_root().join("packaging/homebrew/check-formula"))
+            .arg(formula)
+            .arg(out)
+            .arg(VERSION),
+    )
 }
 
 #[test]
@@ -194,14 +203,22 @@ fn the_rendered_homebrew_formula_names_the_tarballs_and_their_sha256sums() {
     let t = tempfile::tempdir().unwrap();
     let out = mac_artifacts(t.path());
     ok(Command::new(repo_root().join("scripts/release"))
-        .args(["--formula", "--base-url", "https://example.invalid/v1", "--out"])
+        .args([
+            "--formula",
+            "--base-url",
+            "https://example.invalid/v1",
+            "--out",
+        ])
         .arg(&out));
     let formula = out.join("dotfiles-backup.rb");
     let body = std::fs::read_to_string(&formula).unwrap();
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for line in sums.lines() {
         let (sum, name) = line.split_once("  ").unwrap();
-        assert!(body.contains(&format!("sha256 \"{sum}\"")), "{name}: {body}");
+        assert!(
+            body.contains(&format!("sha256 \"{sum}\"")),
+            "{name}: {body}"
+        );
         assert!(
             body.contains(&format!("url \"https://example.invalid/v1/{name}\"")),
             "{name}: {body}"
@@ -210,7 +227,11 @@ fn the_rendered_homebrew_formula_names_the_tarballs_and_their_sha256sums() {
     let o = check_formula(&formula, &out);
     assert!(o.status.success(), "{}", text(&o));
     if ruby {
-        assert!(text(&o).contains("ruby -c and a DSL dry run"), "{}", text(&o));
+        assert!(
+            text(&o).contains("ruby -c and a DSL dry run"),
+            "{}",
+            text(&o)
+        );
     }
 
     // Each way the formula can stop matching the artifacts is caught, by name.

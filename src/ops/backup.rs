@@ -270,9 +270,20 @@ fn read_xattrs(roots: &mut [scan::ScannedRoot], hashes: &[Vec<Option<Hash>>]) {
                         })
                         .collect();
                 }
-                Err(e) => item.xattr_error = Some(e.to_string()),
+                Err(e) => item.xattr_error = Some(xattr_error_text(&e)),
             });
     }
+}
+
+/// Why a file's attributes could not be read, for the `xattrs_unreadable`
+/// warning. E2BIG is Linux's `listxattr` limit (XATTR_LIST_MAX, 64 KiB of
+/// names): no buffer size gets past it, so those attributes cannot be
+/// recorded here at all, and rollback keeps such a file as it is.
+fn xattr_error_text(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
+        return "its attribute names exceed the 64 KiB that Linux's listxattr can return; a rollback will not replace or remove it".into();
+    }
+    e.to_string()
 }
 
 #[derive(Clone, Copy)]
@@ -383,6 +394,17 @@ impl PreparedSnapshot<'_> {
     /// The tree that will be stored.
     pub fn tree(&self) -> &Tree {
         &self.report.tree
+    }
+
+    /// Paths (as shown, `display_path`) whose extended attributes could not
+    /// be read: the snapshot holds them without their attributes.
+    pub fn xattrs_unreadable(&self) -> std::collections::HashSet<&str> {
+        self.report
+            .warnings
+            .iter()
+            .filter(|w| w.code == "xattrs_unreadable")
+            .filter_map(|w| w.path.as_deref())
+            .collect()
     }
 
     /// Paths the scan excluded, and why.

@@ -142,6 +142,21 @@ pub struct Action {
 
 /// `omitted` value of an entry whose content could not be read.
 const UNREADABLE: &str = "unreadable";
+/// Marks a current file whose extended attributes the safety snapshot could
+/// not read (more names than Linux's 64 KiB `listxattr` limit, or EACCES):
+/// replacing or removing it would lose them for good, so it is not.
+const XATTRS_UNREADABLE: &str = "extended attributes unreadable";
+const XATTRS_REASON: &str =
+    "its extended attributes cannot be read now, so the safety snapshot cannot keep them";
+
+/// Why the current `have` cannot be kept in the safety snapshot, if so.
+fn unkeepable(have: &Entry) -> Option<&'static str> {
+    match have.omitted.as_deref() {
+        Some(UNREADABLE) => Some("cannot be read now, so it cannot be kept in the safety snapshot"),
+        Some(XATTRS_UNREADABLE) => Some(XATTRS_REASON),
+        _ => None,
+    }
+}
 
 /// Desired and current states keyed by absolute path bytes.
 pub type State = BTreeMap<Vec<u8>, Entry>;
@@ -200,8 +215,8 @@ pub fn plan_keeping(
             continue;
         };
         if have.omitted.is_some() {
-            if have.omitted.as_deref() == Some(UNREADABLE) {
-                let mut a = mk(ActionKind::Skip, "cannot be read now, so it cannot be kept in the safety snapshot; not rolled back", 0);
+            if let Some(why) = unkeepable(have) {
+                let mut a = mk(ActionKind::Skip, &format!("{why}; not rolled back"), 0);
                 a.blocked = true;
                 out.push(a);
             } else {
@@ -305,11 +320,8 @@ pub fn plan_keeping(
             }
             let keep_reason = if keep_new && !desired.contains_key(abs) {
                 Some("created since the snapshot; kept (--keep-new)".to_string())
-            } else if have.omitted.as_deref() == Some(UNREADABLE) {
-                Some(
-                    "cannot be read now, so it cannot be kept in the safety snapshot; not removed"
-                        .to_string(),
-                )
+            } else if let Some(why) = unkeepable(have) {
+                Some(format!("{why}; not removed"))
             } else if have.omitted.is_some() {
                 Some("not in the safety snapshot (secret or unreadable); left as it is".to_string())
             } else if have.kind == EntryType::Dir && kept_dirs.contains(abs) {
@@ -334,7 +346,7 @@ pub fn plan_keeping(
                             desired: None,
                             current: Some(have.kind),
                             blocked: (!keep_new || desired.contains_key(abs))
-                                && have.omitted.as_deref() == Some(UNREADABLE),
+                                && unkeepable(have).is_some(),
                             conflict_skipped: false,
                             keep_as: None,
                             kept_as: None,
@@ -901,7 +913,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         // they are removed, before anything is applied.
         remove_interrupted_writes(settings.home.as_deref(), safety.excluded());
     }
-    let (current, _) = flatten(safety.tree(), &|root: &Path| {
+    let (mut current, _) = flatten(safety.tree(), &|root: &Path| {
         Ok(expand_tilde(root, settings.home.as_deref()).unwrap_or_else(|| root.to_path_buf()))
     })?;
     let excluded: BTreeMap<Vec<u8>, String> = safety
@@ -918,6 +930,17 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         .collect();
     for (abs, _) in &tool_state {
         desired.remove(abs);
+    }
+    // Files the safety snapshot holds without their attributes are kept as
+    // they are (see `XATTRS_UNREADABLE`).
+    let no_attrs = safety.xattrs_unreadable();
+    for (abs, have) in current.iter_mut() {
+        if have.kind == EntryType::File
+            && have.omitted.is_none()
+            && no_attrs.contains(display_path(Path::new(OsStr::from_bytes(abs))).as_str())
+        {
+            have.omitted = Some(XATTRS_UNREADABLE.to_string());
+        }
     }
     if attrs_unknown {
         // A tree from before attributes were recorded: keep what each path
@@ -1292,6 +1315,15 @@ fn blocked_errors(actions: &[Action]) -> Vec<Error> {
                 )
                 .with_path(p)
                 .with_hint("compare with `backup-list --diff SNAPSHOT`; restore it with --overwrite if-changed, or --overwrite rename to keep it beside");
+            }
+            if a.reason.starts_with(XATTRS_REASON) {
+                return Error::new(
+                    ExitCode::Partial,
+                    "not_restored",
+                    format!("{}: not rolled back: {XATTRS_REASON}, and replacing or removing it would lose them", a.path),
+                )
+                .with_path(p)
+                .with_hint("Linux lists at most 64 KiB of attribute names per file: remove the ones it no longer needs (`getfattr -d`, `setfattr -x NAME`), or give this user access to them, then run the same command again; or restore it elsewhere with --target DIR");
             }
             Error::new(
                 ExitCode::Partial,
