@@ -82,6 +82,9 @@ pub struct ScanItem {
     /// Why the extended attributes could not be read (a warning naming
     /// the path; the entry is stored without them).
     pub xattr_error: Option<String>,
+    /// User BSD file flags (macOS), not recorded: a warning names them
+    /// ([`crate::sys::user_file_flags`]).
+    pub file_flags: u32,
 }
 
 /// A root and what was found under it.
@@ -402,6 +405,7 @@ fn item_from(
         // (ops::backup::read_xattrs).
         xattrs: Vec::new(),
         xattr_error: None,
+        file_flags: crate::sys::user_file_flags(meta),
         abs,
     })
 }

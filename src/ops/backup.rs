@@ -703,6 +703,17 @@ pub fn prepare_snapshot<'r>(
                     ),
                 ));
             }
+            if item.file_flags != 0 {
+                let names = crate::sys::file_flag_names(item.file_flags).join(",");
+                warnings.push(Warning::at(
+                    "file_flags_not_recorded",
+                    scan::shown(item),
+                    format!(
+                        "{} has the file flags {names}, which snapshots do not record; a rollback or restore of it leaves them off (set them again with `chflags {names}`)",
+                        scan::shown(item)
+                    ),
+                ));
+            }
             let hardlink = (item.kind == EntryType::File && item.nlink > 1)
                 .then(|| {
                     let full = crate::diff::full_path(&root_name.0, &item.rel);

@@ -287,6 +287,7 @@ mod tests {
             nlink: 1,
             xattrs: Vec::new(),
             xattr_error: None,
+            file_flags: 0,
         };
         let rd = RootDir::Dir(dir(root));
         let (_, m) = open_scanned(&rd, &item).unwrap();
