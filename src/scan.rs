@@ -86,6 +86,9 @@ pub struct ScanItem {
     /// holds is unknown, so it is stored as unreadable and a restore leaves
     /// its content alone rather than treat the missing names as deleted.
     pub unlisted: bool,
+    /// User BSD file flags (macOS), not recorded: a warning names them
+    /// ([`crate::sys::user_file_flags`]).
+    pub file_flags: u32,
 }
 
 /// A root and what was found under it.
@@ -407,6 +410,7 @@ fn item_from(
         xattrs: Vec::new(),
         xattr_error: None,
         unlisted: false,
+        file_flags: crate::sys::user_file_flags(meta),
         abs,
     })
 }

@@ -317,6 +317,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_user_flags_are_named_never_system_ones() {
+        assert_eq!(file_flag_names(0x8002), ["uchg", "hidden"]);
+        assert_eq!(
+            file_flag_names(0x1 | 0x4 | 0x8),
+            ["nodump", "uappnd", "opaque"]
+        );
+        // SF_ARCHIVED, SF_IMMUTABLE (schg), SF_APPEND, SF_RESTRICTED, and the
+        // system-set UF_COMPRESSED and UF_TRACKED: none is a user flag.
+        assert!(
+            file_flag_names(0x1_0000 | 0x2_0000 | 0x4_0000 | 0x8_0000 | 0x20 | 0x40).is_empty()
+        );
+        let meta = std::fs::metadata(std::env::temp_dir()).unwrap();
+        #[cfg(not(target_os = "macos"))]
+        assert_eq!(user_file_flags(&meta), 0, "Linux has no BSD file flags");
+        #[cfg(target_os = "macos")]
+        assert_eq!(user_file_flags(&meta) & !0x800f, 0);
+    }
+
+    #[test]
     #[allow(clippy::useless_conversion)] // RawMode is u32 on Linux
     fn mode_keeps_every_permission_bit() {
         for bits in [0o7777u32, 0o4755, 0o644, 0o600, 0] {
@@ -412,6 +431,51 @@ pub fn walk_dir_flags() -> rustix::fs::OFlags {
 #[allow(clippy::unnecessary_cast)] // a no-op on Linux, a widening on macOS
 pub fn dev_of(st: &rustix::fs::Stat) -> u64 {
     st.st_dev as u64
+}
+
+/// The user-settable BSD file flags (macOS `chflags`) a file carries, as a
+/// mask of the ones named in [`file_flag_names`]; always 0 on Linux, whose
+/// `chattr` attributes are another mechanism.
+///
+/// Decision (docs/platforms.md): snapshots do not record these flags, and
+/// the checkpoint says so per file (`file_flags_not_recorded`) instead of
+/// dropping them silently. Why not record and restore them: `uchg`/`uappnd`
+/// make the file refuse the rename, mode and time changes a restore makes,
+/// so restoring them means clearing them before every overwrite and setting
+/// them after the rename, through a path that has never run on a Mac here;
+/// getting that wrong leaves a user's file immutable or half-restored. The
+/// system flags (`SF_*`: `schg`, `restricted`, ...) are root's and SIP's and
+/// are never touched either way; `compressed` and `tracked` are set by the
+/// system, not the user, and are left out.
+pub fn user_file_flags(meta: &std::fs::Metadata) -> u32 {
+    #[cfg(target_os = "macos")]
+    {
+        use std::os::macos::fs::MetadataExt;
+        meta.st_flags() & USER_FLAGS.iter().fold(0, |m, (bit, _)| m | bit)
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
+/// `<sys/stat.h>`'s user flags, with `chflags`' names for them.
+const USER_FLAGS: [(u32, &str); 5] = [
+    (0x0000_0001, "nodump"), // UF_NODUMP
+    (0x0000_0002, "uchg"),   // UF_IMMUTABLE
+    (0x0000_0004, "uappnd"), // UF_APPEND
+    (0x0000_0008, "opaque"), // UF_OPAQUE
+    (0x0000_8000, "hidden"), // UF_HIDDEN
+];
+
+/// The `chflags` names of the flags in `mask` ([`user_file_flags`]).
+pub fn file_flag_names(mask: u32) -> Vec<&'static str> {
+    USER_FLAGS
+        .iter()
+        .filter(|(bit, _)| mask & bit != 0)
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 /// One extended attribute: name and raw value.

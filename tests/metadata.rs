@@ -376,3 +376,107 @@ fn an_attribute_added_to_a_cached_file_is_seen_by_the_next_checkpoint() {
     ok(&e, "backup-rollback", &["c1"]);
     assert_eq!(get_x(&p, "user.tag"), None);
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Give `p` user attributes whose names total more than Linux's 64 KiB
+/// `listxattr` limit (XATTR_LIST_MAX): the kernel refuses to list them
+/// (E2BIG) however large the buffer, so they cannot be recorded.
+fn too_many_names(p: &Path) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    while total <= 70_000 {
+        let name = format!("user.n{n:05}{}", "x".repeat(200));
+        set_x(p, &name, b"v");
+        total += name.len() + 1;
+        n += 1;
+    }
+    assert_eq!(
+        rustix::fs::llistxattr(p, &mut vec![0u8; 1 << 20][..]).err(),
+        Some(rustix::io::Errno::TOOBIG),
+        "the kernel lists them after all: record them instead of refusing"
+    );
+    n
+}
+
+/// More attribute names than the kernel lists (tmpfs and XFS hold them;
+/// ext4 does not, its attributes fit in one block): the checkpoint warns that
+/// the file is stored without them, and rollback never replaces or removes
+/// such a file, since neither the safety snapshot nor a copy could keep them
+/// (exit 3 naming the file and what to do). Before, rollback replaced it and
+/// silently dropped all 331 attributes.
+#[test]
+fn a_file_with_over_64_kib_of_attribute_names_is_never_replaced_by_rollback() {
+    if !is_root() {
+        skip_unless_required("root", "mounting a tmpfs needs root");
+        return;
+    }
+    let e = TestEnv::new();
+    let dir = e.home.join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs on {}", dir.display());
+    let _m = Mounted(dir.clone());
+    let kept = e.write("big/kept", b"one\n", 0o644);
+    let plain = e.write("big/plain", b"one\n", 0o644);
+    let names = too_many_names(&kept);
+    let v = ok(
+        &e,
+        "backup-checkpoint",
+        &["manual", "c1", "--path", "~/big"],
+    );
+    let warned = v["warnings"].as_array().unwrap().iter().any(|w| {
+        w["code"] == "xattrs_unreadable"
+            && w["path"].as_str().unwrap().ends_with("big/kept")
+            && w["message"].as_str().unwrap().contains("64 KiB")
+    });
+    assert!(warned, "{v:#}");
+
+    std::fs::write(&kept, b"newer work\n").unwrap();
+    std::fs::write(&plain, b"two\n").unwrap();
+    let born = e.write("big/born", b"new\n", 0o644);
+    let born_names = too_many_names(&born);
+    let (rc, v) = e.json("backup-rollback", &["c1"]);
+    assert_eq!(rc, 3, "partial, never success: {v:#}");
+    let errors = v["errors"].as_array().unwrap();
+    for name in ["big/kept", "big/born"] {
+        let err = errors
+            .iter()
+            .find(|x| x["path"].as_str().is_some_and(|p| p.ends_with(name)))
+            .unwrap_or_else(|| panic!("no error for {name}: {v:#}"));
+        assert_eq!(err["code"], "not_restored", "{err:#}");
+        assert!(err["hint"].as_str().unwrap().contains("64 KiB"), "{err:#}");
+    }
+    assert_eq!(std::fs::read(&kept).unwrap(), b"newer work\n");
+    assert_eq!(std::fs::read(&born).unwrap(), b"new\n");
+    for (p, n) in [(&kept, names), (&born, born_names)] {
+        for i in [0, n - 1] {
+            let name = format!("user.n{i:05}{}", "x".repeat(200));
+            assert_eq!(
+                get_x(p, &name).as_deref(),
+                Some(&b"v"[..]),
+                "{}",
+                p.display()
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read(&plain).unwrap(),
+        b"one\n",
+        "the rest is rolled back"
+    );
+}

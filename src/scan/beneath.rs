@@ -288,6 +288,7 @@ mod tests {
             xattrs: Vec::new(),
             xattr_error: None,
             unlisted: false,
+            file_flags: 0,
         };
         let rd = RootDir::Dir(dir(root));
         let (_, m) = open_scanned(&rd, &item).unwrap();

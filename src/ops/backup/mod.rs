@@ -334,6 +334,17 @@ impl PreparedSnapshot<'_> {
         &self.report.tree
     }
 
+    /// Paths (as shown, `display_path`) whose extended attributes could not
+    /// be read: the snapshot holds them without their attributes.
+    pub fn xattrs_unreadable(&self) -> std::collections::HashSet<&str> {
+        self.report
+            .warnings
+            .iter()
+            .filter(|w| w.code == "xattrs_unreadable")
+            .filter_map(|w| w.path.as_deref())
+            .collect()
+    }
+
     /// Paths the scan excluded, and why.
     pub fn excluded(&self) -> &[Excluded] {
         &self.report.excluded
@@ -618,6 +629,17 @@ fn build_tree(
                     scan::shown(item),
                     format!(
                         "the extended attributes and ACLs of {} could not be read ({why}); it is stored without them",
+                        scan::shown(item)
+                    ),
+                ));
+            }
+            if item.file_flags != 0 {
+                let names = crate::sys::file_flag_names(item.file_flags).join(",");
+                warnings.push(Warning::at(
+                    "file_flags_not_recorded",
+                    scan::shown(item),
+                    format!(
+                        "{} has the file flags {names}, which snapshots do not record; a rollback or restore of it leaves them off (set them again with `chflags {names}`)",
                         scan::shown(item)
                     ),
                 ));

@@ -45,6 +45,17 @@ pub(super) const SMALL_BATCH_BYTES: usize = 256 << 10;
 /// Batches waiting for the packer: bounds the memory of a first snapshot.
 pub(super) const SMALL_BATCHES_IN_FLIGHT: usize = 4;
 
+/// Why a file's attributes could not be read, for the `xattrs_unreadable`
+/// warning. E2BIG is Linux's `listxattr` limit (XATTR_LIST_MAX, 64 KiB of
+/// names): no buffer size gets past it, so those attributes cannot be
+/// recorded here at all, and rollback keeps such a file as it is.
+fn xattr_error_text(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(rustix::io::Errno::TOOBIG.raw_os_error()) {
+        return "its attribute names exceed the 64 KiB that Linux's listxattr can return; a rollback will not replace or remove it".into();
+    }
+    e.to_string()
+}
+
 /// Read the extended attributes of every directory and of every file the
 /// files cache did not vouch for (`hashes` set by a cache hit), on all cores.
 ///
@@ -73,7 +84,7 @@ pub(super) fn read_xattrs(roots: &mut [scan::ScannedRoot], hashes: &[Vec<Option<
                         })
                         .collect();
                 }
-                Err(e) => item.xattr_error = Some(e.to_string()),
+                Err(e) => item.xattr_error = Some(xattr_error_text(&e)),
             });
     }
 }

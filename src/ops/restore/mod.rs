@@ -308,9 +308,20 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
         // they are removed, before anything is applied.
         remove_interrupted_writes(settings.home.as_deref(), safety.excluded());
     }
-    let (current, _) = flatten(safety.tree(), &|root: &Path| {
+    let (mut current, _) = flatten(safety.tree(), &|root: &Path| {
         Ok(expand_tilde(root, settings.home.as_deref()).unwrap_or_else(|| root.to_path_buf()))
     })?;
+    // Files the safety snapshot holds without their attributes are kept as
+    // they are (see `XATTRS_UNREADABLE`).
+    let no_attrs = safety.xattrs_unreadable();
+    for (abs, have) in current.iter_mut() {
+        if have.kind == EntryType::File
+            && have.omitted.is_none()
+            && no_attrs.contains(display_path(Path::new(OsStr::from_bytes(abs))).as_str())
+        {
+            have.omitted = Some(XATTRS_UNREADABLE.to_string());
+        }
+    }
     let excluded: BTreeMap<Vec<u8>, String> = safety
         .excluded()
         .iter()
@@ -690,6 +701,24 @@ fn blocked_errors(actions: &[Action]) -> Vec<Error> {
                 )
                 .with_path(p)
                 .with_hint("compare with `backup-list --diff SNAPSHOT`; restore it with --overwrite if-changed, or --overwrite rename to keep it beside");
+            }
+            if a.reason.starts_with(XATTRS_REASON) {
+                return Error::new(
+                    ExitCode::Partial,
+                    "not_restored",
+                    format!("{}: not rolled back: {XATTRS_REASON}, and replacing or removing it would lose them", a.path),
+                )
+                .with_path(p)
+                .with_hint("Linux lists at most 64 KiB of attribute names per file: remove the ones it no longer needs (`getfattr -d`, `setfattr -x NAME`), or give this user access to them, then run the same command again; or restore it elsewhere with --target DIR");
+            }
+            if a.reason.starts_with("inside ") {
+                return Error::new(
+                    ExitCode::Partial,
+                    "not_restored",
+                    format!("{}: not rolled back: {}", a.path, a.reason),
+                )
+                .with_path(p)
+                .with_hint("make that directory listable by this user (chmod u+rx) or fix the I/O error, then run the same command again");
             }
             Error::new(
                 ExitCode::Partial,

@@ -113,6 +113,21 @@ pub struct Action {
 
 /// `omitted` value of an entry whose content could not be read.
 pub(super) const UNREADABLE: &str = "unreadable";
+/// Marks a current file whose extended attributes the safety snapshot could
+/// not read (more names than Linux's 64 KiB `listxattr` limit, or EACCES):
+/// replacing or removing it would lose them for good, so it is not.
+pub(super) const XATTRS_UNREADABLE: &str = "extended attributes unreadable";
+pub(super) const XATTRS_REASON: &str =
+    "its extended attributes cannot be read now, so the safety snapshot cannot keep them";
+
+/// Why the current `have` cannot be kept in the safety snapshot, if so.
+fn unkeepable(have: &Entry) -> Option<&'static str> {
+    match have.omitted.as_deref() {
+        Some(UNREADABLE) => Some("cannot be read now, so it cannot be kept in the safety snapshot"),
+        Some(XATTRS_UNREADABLE) => Some(XATTRS_REASON),
+        _ => None,
+    }
+}
 
 /// Desired and current states keyed by absolute path bytes.
 pub type State = BTreeMap<Vec<u8>, Entry>;
@@ -188,8 +203,8 @@ pub fn plan_keeping(
             continue;
         };
         if have.omitted.is_some() {
-            if have.omitted.as_deref() == Some(UNREADABLE) {
-                let mut a = mk(ActionKind::Skip, "cannot be read now, so it cannot be kept in the safety snapshot; not rolled back", 0);
+            if let Some(why) = unkeepable(have) {
+                let mut a = mk(ActionKind::Skip, &format!("{why}; not rolled back"), 0);
                 a.blocked = true;
                 out.push(a);
             } else {
@@ -298,11 +313,8 @@ pub fn plan_keeping(
                 ))
             } else if keep_new && !desired.contains_key(abs) {
                 Some("created since the snapshot; kept (--keep-new)".to_string())
-            } else if have.omitted.as_deref() == Some(UNREADABLE) {
-                Some(
-                    "cannot be read now, so it cannot be kept in the safety snapshot; not removed"
-                        .to_string(),
-                )
+            } else if let Some(why) = unkeepable(have) {
+                Some(format!("{why}; not removed"))
             } else if have.omitted.is_some() {
                 Some("not in the safety snapshot (secret or unreadable); left as it is".to_string())
             } else if have.kind == EntryType::Dir && kept_dirs.contains(abs) {
@@ -327,7 +339,7 @@ pub fn plan_keeping(
                             desired: None,
                             current: Some(have.kind),
                             blocked: (!keep_new || desired.contains_key(abs))
-                                && have.omitted.as_deref() == Some(UNREADABLE),
+                                && unkeepable(have).is_some(),
                             conflict_skipped: false,
                             keep_as: None,
                             kept_as: None,
