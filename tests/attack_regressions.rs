@@ -231,9 +231,11 @@ fn finding_01_a_hard_link_the_file_system_refuses_is_reported_not_silent() {
     std::fs::write(&second, b"changed\n").unwrap(); // both names change
     let plain = env.command("backup-rollback", &["--json", "base"], &[]);
     let filter = ["-e", "inject=linkat:error=ENOSPC:when=1"];
-    let (code, v) = common::parse_envelope(&common::under_strace(&plain, &filter).output().unwrap());
+    let (code, v) =
+        common::parse_envelope(&common::under_strace(&plain, &filter).output().unwrap());
     use std::os::unix::fs::MetadataExt;
-    let linked = std::fs::metadata(&first).unwrap().ino() == std::fs::metadata(&second).unwrap().ino();
+    let linked =
+        std::fs::metadata(&first).unwrap().ino() == std::fs::metadata(&second).unwrap().ino();
     // The content is back either way.
     assert_eq!(std::fs::read(&first).unwrap(), b"hl\n");
     assert_eq!(std::fs::read(&second).unwrap(), b"hl\n");

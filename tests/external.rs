@@ -804,7 +804,7 @@ fn a_record_damaged_here_and_on_the_copy_is_quarantined_and_the_rest_repaired() 
     for (i, label) in ["c1", "c2", "c3"].iter().enumerate() {
         e.write(".config/a", &noise(4000 + i, i as u64), 0o644);
         let before = names_in(&e.repo, "snapshots");
-        let (rc, v, _) = run(&e, "backup-checkpoint", &["manual", label], &env);
+        let (rc, v, _) = run_with(&e, "backup-checkpoint", &["manual", label], &env);
         assert_eq!(rc, 0, "{v:#}");
         assert_eq!(v["external"][0]["status"], "synced", "{v:#}");
         let new: Vec<PathBuf> = names_in(&e.repo, "snapshots")
@@ -827,7 +827,7 @@ fn a_record_damaged_here_and_on_the_copy_is_quarantined_and_the_rest_repaired() 
     std::fs::remove_file(&packs[0]).unwrap();
     assert_eq!(e.json("backup-list", &[]).0, 6, "the damage stops readers");
 
-    let (rc, v, _) = run(&e, "backup-verify", &["--repair", "--from-external"], &env);
+    let (rc, v, _) = run_with(&e, "backup-verify", &["--repair", "--from-external"], &env);
     assert_eq!(rc, 6, "repaired with loss: {v:#}");
     let q = &v["repair"]["quarantined"];
     assert_eq!(q.as_array().unwrap().len(), 1, "{v:#}");
@@ -875,14 +875,14 @@ fn a_record_damaged_here_and_on_the_copy_is_quarantined_and_the_rest_repaired() 
 /// the home.
 #[test]
 fn repair_from_an_rclone_copy_fetches_what_was_lost_locally() {
-    if !rclone_available() {
+    if !rclone_available("repair from an rclone copy") {
         return;
     }
     let e = TestEnv::with_dotfiles();
     let remote: PathBuf = e.tmp.path().join("remote/dotfiles");
     let env = rclone_env(&e, &remote);
     e.write(".config/a", &noise(6000, 7), 0o644);
-    let (rc, v, stderr) = run(&e, "backup-checkpoint", &["manual", "c1"], &env);
+    let (rc, v, stderr) = run_with(&e, "backup-checkpoint", &["manual", "c1"], &env);
     assert_eq!(rc, 0, "{v:#}\n{stderr}");
     assert_eq!(v["external"][0]["status"], "synced", "{v:#}");
     let packs = names_in(&e.repo, "packs");
@@ -892,7 +892,7 @@ fn repair_from_an_rclone_copy_fetches_what_was_lost_locally() {
     }
     std::fs::write(&trees[0], b"{").unwrap();
     assert_eq!(e.json("backup-verify", &["--read-data"]).0, 6);
-    let (rc, v, stderr) = run(
+    let (rc, v, stderr) = run_with(
         &e,
         "backup-verify",
         &["--repair", "--from-external=cloud", "--read-data"],

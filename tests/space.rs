@@ -330,3 +330,49 @@ fn rollback_onto_a_read_only_home_is_refused_naming_it() {
     assert_eq!(get("small"), "original", "{out}");
     assert_eq!(get("extra"), "gone", "{out}");
 }
+
+/// Outside attack, finding 07: the guard's upper bound counts every file the
+/// files cache cannot vouch for as new, so on a nearly full disk a checkpoint
+/// that stores a few bytes (and the rollback's safety snapshot) was refused,
+/// and since a refused run never settles the cache, refused forever. Past the
+/// upper bound the guard hashes the candidates and counts only what is new.
+#[test]
+fn a_nearly_full_disk_refuses_only_what_is_really_new() {
+    if !unshare_works() {
+        skip_unless_required(
+            "tmpfs",
+            "the tmpfs space tests need unshare -rm with tmpfs, which is not permitted here",
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("fs");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let home = tmp.path().join("home");
+    let script = format!(
+        r#"
+        export HOME='{home}' BACKUP_REPO='{mnt}/repo' BACKUP_PACKAGES=0
+        mkdir -p "$HOME/.config/dotfiles-backup"
+        printf '[space]\nrefuse_below_mb = 0\nwarn_below_mb = 0\nstrong_warn_below_mb = 0\n' > "$HOME/.config/dotfiles-backup/config.toml"
+        for i in 1 2 3; do head -c 900000 /dev/urandom > "$HOME/.config/big$i"; done
+        backup-checkpoint manual c1 >/dev/null 2>&1; echo c1=$?
+        # Same second as the files were written: the cache cannot vouch for them yet.
+        echo tiny > "$HOME/.config/tiny"
+        backup-checkpoint manual c2 >/dev/null 2>&1; echo c2=$?
+        echo changed > "$HOME/.config/tiny"
+        backup-rollback c2 >/dev/null 2>&1; echo rollback=$?
+        echo tiny_after=$(cat "$HOME/.config/tiny")
+        # Something that really does not fit is still refused before writing.
+        head -c 3000000 /dev/urandom > "$HOME/.config/huge"
+        backup-checkpoint manual c3 >/dev/null 2>&1; echo c3=$?
+        "#,
+        home = home.display(),
+        mnt = mnt.display()
+    );
+    let out = in_tmpfs(&mnt, "4m", &script);
+    assert_eq!(field(&out, "c1"), "0", "{out}");
+    assert_eq!(field(&out, "c2"), "0", "{out}");
+    assert_eq!(field(&out, "rollback"), "0", "{out}");
+    assert_eq!(field(&out, "tiny_after"), "tiny", "{out}");
+    assert_eq!(field(&out, "c3"), "5", "{out}");
+}

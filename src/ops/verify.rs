@@ -127,6 +127,15 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     // Index files, individually.
     let index_dir = repo.sub(layout::INDEX);
     let mut index = Index::default();
+    // A blob listed twice resolves to a pack that is there, as for readers
+    // (`Index::load`): a lost pack's entry must not blame a blob stored again.
+    let packs_dir = repo.sub(layout::PACKS);
+    let mut present: HashMap<Hash, bool> = HashMap::new();
+    let mut is_present = |pack: &Hash| {
+        *present
+            .entry(*pack)
+            .or_insert_with(|| std::fs::symlink_metadata(pack::pack_path(&packs_dir, pack)).is_ok())
+    };
     for entry in list_dir(&index_dir)? {
         let entry = entry.ctx("listing", &index_dir)?;
         let name = entry.file_name();
@@ -138,7 +147,16 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         match single {
             Ok(part) => {
                 for (b, loc) in part.blobs {
-                    index.blobs.entry(b).or_insert(loc);
+                    match index.blobs.entry(b) {
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(loc);
+                        }
+                        std::collections::hash_map::Entry::Occupied(mut o) => {
+                            if !is_present(&o.get().pack) && is_present(&loc.pack) {
+                                o.insert(loc);
+                            }
+                        }
+                    }
                 }
             }
             Err(e) => report.problems.push(Problem {
@@ -262,7 +280,6 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     for (b, loc) in &index.blobs {
         by_pack.entry(loc.pack).or_default().push((*b, *loc));
     }
-    let packs_dir = repo.sub(layout::PACKS);
     if read_data {
         let total: u64 = by_pack
             .keys()

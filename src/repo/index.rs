@@ -424,8 +424,8 @@ mod tests {
             std::fs::create_dir_all(&packs_dir).unwrap();
             let lost = one_pack(&[b'l', variant], &[b"data", &[b'x', variant]]);
             let again = one_pack(b"again", &[b"data"]);
-            let (lost_id, lost_bytes) = encode(&[lost.clone()]);
-            let (again_id, again_bytes) = encode(&[again.clone()]);
+            let (lost_id, lost_bytes) = encode(std::slice::from_ref(&lost));
+            let (again_id, again_bytes) = encode(std::slice::from_ref(&again));
             std::fs::write(index_path(&index_dir, &lost_id), lost_bytes).unwrap();
             std::fs::write(index_path(&index_dir, &again_id), again_bytes).unwrap();
             std::fs::write(packs_dir.join(again.id.to_hex()), b"pack").unwrap();

@@ -437,6 +437,34 @@ pub(super) fn read_large(
     Ok(Err(changed_error(path)))
 }
 
+/// Bytes of `work` whose content the repository does not hold yet, found
+/// by hashing each file (read twice in this rare case: here and when it is
+/// stored). A file that cannot be read here counts as new.
+fn new_bytes_exactly(
+    roots: &[scan::ScannedRoot],
+    work: &[FileWork],
+    index: &Index,
+    rules: &Rules,
+) -> u64 {
+    let dirs: Vec<RootDir> = roots
+        .iter()
+        .map(|r| RootDir::open(r, rules.home()))
+        .collect();
+    work.par_iter()
+        .map(|w| {
+            let item = &roots[w.root].items[w.item];
+            let known = open_scanned(&dirs[w.root], item)
+                .and_then(|(mut f, _)| hash_stream(&mut f, &item.abs))
+                .is_ok_and(|(h, _)| index.contains(&h));
+            if known {
+                0
+            } else {
+                item.size
+            }
+        })
+        .sum()
+}
+
 /// SHA-256 of a whole stream.
 pub fn hash_stream(f: &mut dyn Read, path: &Path) -> Result<(Hash, u64)> {
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
@@ -515,13 +543,21 @@ pub(super) fn read_contents(
 
     // Free space and quota, before anything is written.
     if let (Some(r), Some(space)) = (repo, &opts.space) {
-        let estimate: u64 = work
+        let upper: u64 = work
             .iter()
             .map(|w| scanned_roots[w.root].items[w.item].size)
             .sum();
-        tally
-            .warnings
-            .extend(crate::space::check_before_write(r, estimate, space)?);
+        let checked = match crate::space::check_before_write(r, upper, space) {
+            // The upper bound counts every file the files cache cannot vouch
+            // for as new. Near a full disk that refuses runs that store next
+            // to nothing (and the cache never settles), so learn what is new.
+            Err(e) if e.code == "insufficient_space" || e.code == "quota_exceeded" => {
+                let exact = new_bytes_exactly(scanned_roots, &work, index, rules);
+                crate::space::check_before_write(r, exact, space)
+            }
+            other => other,
+        };
+        tally.warnings.extend(checked?);
     }
 
     // Read, hash and pack what is needed.

@@ -905,10 +905,11 @@ pub(super) fn link_to_peer(
     let _ = rustix::fs::unlinkat(parent.fd(), tmp.as_str(), AtFlags::empty());
     match renamed {
         Ok(()) => Linked::Yes,
-        Err(e) => Linked::Failed(format!("putting the link to {shown_peer} in place failed: {e}")),
+        Err(e) => Linked::Failed(format!(
+            "putting the link to {shown_peer} in place failed: {e}"
+        )),
     }
 }
-
 
 /// The POSIX ACL attribute whose loss could widen access.
 pub(super) const ACL_ACCESS: &[u8] = b"system.posix_acl_access";

@@ -39,7 +39,7 @@ use crate::config::{Settings, TrackedRoot};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
 use crate::paths::{display_path, expand_tilde, tilde_form};
-use crate::repo::snapshot::{Entry, Snapshot, SnapshotKind};
+use crate::repo::snapshot::{Entry, EntryType, Snapshot, SnapshotKind};
 use crate::repo::Repository;
 use crate::report::{Envelope, SnapshotInfo, Status, Warning};
 use crate::scan::Rules;
