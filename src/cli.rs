@@ -282,7 +282,9 @@ fn run_with(
     match emit(&env, common, settings.as_ref(), human) {
         Ok(()) => outcome.into(),
         Err(e) => {
-            eprintln!(
+            // Not `eprintln!`: it panics when standard error is full too.
+            let _ = writeln!(
+                std::io::stderr(),
                 "error: the result could not be written to standard output: {e}; the run itself ended with exit code {}. \
                  Free space where standard output goes (or drop the redirection), then see `backup-list` and the run log for what it did",
                 outcome.code(),

@@ -74,7 +74,7 @@ impl Error {
         Error::new(ExitCode::Corrupt, code, message)
             .with_path(path)
             .with_hint(
-                "run `backup-verify --read-data` to see which snapshots and files are affected",
+                "run `backup-verify --read-data` to see which snapshots and files are affected, then `backup-verify --repair` (add `--from-external` when a copy exists) to rebuild what can be rebuilt and move aside what cannot",
             )
     }
 

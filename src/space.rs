@@ -3,10 +3,13 @@
 //! half-way (the write path is crash-safe either way: ENOSPC mid-write
 //! leaves only unreferenced temp data and exits 7).
 //!
-//! One policy, `[space]` in the config, read by all three users: a
-//! checkpoint writing into the repository ([`check_before_write`]), a
-//! restore or rollback writing into the home or `--target`
-//! ([`ensure_room`]), and the health check's `disk_space` row ([`assess`]).
+//! One policy, `[space]` in the config, read by a checkpoint writing into
+//! the repository ([`check_before_write`]) and by the health check's
+//! `disk_space` row ([`assess`]). A restore or rollback writing into the
+//! home or `--target` ([`ensure_room`]) is refused only when its writes do
+//! not fit: the reserve (`space.refuse_below_mb`) keeps checkpoints from
+//! filling a disk, and a rollback is often what repairs a disk a bad phase
+//! filled, so it may use the reserve.
 
 use std::path::Path;
 
@@ -63,33 +66,31 @@ pub fn assess(free: u64, need: u64, policy: &SpaceSection) -> Room {
 
 /// Refuse (exit 5, `insufficient_space`) a restore that would write up to
 /// `need` bytes into `dest` (an existing directory on the file system being
-/// written) when the `[space]` policy says it does not fit. The message
-/// names the directory, its file system, what is needed and what is free.
-pub fn ensure_room(dest: &Path, need: u64, policy: &SpaceSection) -> Result<()> {
+/// written) when they do not fit in what is free there (the reserve is not
+/// kept: see the module docs). The message names the directory, its file
+/// system, what is needed and what is free.
+pub fn ensure_room(dest: &Path, need: u64) -> Result<()> {
     let Some(free) = free_bytes(dest) else {
         return Ok(());
     };
-    if assess(free, need, policy) != Room::Short {
+    if need <= free {
         return Ok(());
     }
-    let refuse = policy.refuse_below_mb.saturating_mul(MIB);
     let fs = mount_point(dest);
     let shown = display_path(dest);
-    let short = need.saturating_add(refuse).saturating_sub(free).max(1);
     Err(Error::new(
         ExitCode::Refused,
         "insufficient_space",
         format!(
-            "restoring writes up to {} into {shown} (file system {fs}), but only {} is free there and space.refuse_below_mb keeps {} free; nothing was changed",
+            "restoring writes up to {} into {shown} (file system {fs}), but only {} is free there; nothing was changed",
             human_bytes(need),
             human_bytes(free),
-            human_bytes(refuse)
         ),
     )
     .with_path(dest)
     .with_hint(format!(
-        "free at least {} on {fs} and run again, restore less with --path, restore into --target DIR on another file system, or lower space.refuse_below_mb (docs/config.md)",
-        human_bytes(short)
+        "free at least {} on {fs} and run again, restore less with --path, or restore into --target DIR on another file system",
+        human_bytes(need - free)
     ))
     .retryable(true))
 }
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn a_refused_restore_names_the_directory_need_free_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ensure_room(dir.path(), u64::MAX / 2, &policy(0, 0, 1)).unwrap_err();
+        let err = ensure_room(dir.path(), u64::MAX / 2).unwrap_err();
         assert_eq!(err.code, "insufficient_space");
         assert_eq!(err.exit, ExitCode::Refused);
         assert!(
@@ -228,9 +229,9 @@ mod tests {
         assert!(err.message.contains("is free there"), "{}", err.message);
         let hint = err.hint.unwrap_or_default();
         assert!(
-            hint.contains("--target DIR") && hint.contains("space.refuse_below_mb"),
+            hint.contains("--target DIR") && hint.contains("--path"),
             "{hint}"
         );
-        assert!(ensure_room(dir.path(), 1, &policy(0, 0, 0)).is_ok());
+        assert!(ensure_room(dir.path(), 1).is_ok());
     }
 }

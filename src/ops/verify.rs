@@ -555,7 +555,7 @@ pub fn run(
             format!("{} problem(s) found in {}", report.problems.len(), display_path(repo.root())),
         )
         .with_path(repo.root())
-        .with_hint("snapshots not listed as affected are intact and restorable; take a new checkpoint to protect the current state");
+        .with_hint("snapshots not listed as affected are intact and restorable; run `backup-verify --repair` (with `--from-external` when a copy exists) so that checkpoints work again, then take a new checkpoint to protect the current state");
         env.errors.push((&e).into());
     }
     env.put("problems", &report.problems);

@@ -170,7 +170,7 @@ fn target_names(manager: &str, target: &[PackageList]) -> BTreeSet<String> {
         for k in parse(l).into_keys() {
             match (l.name.as_str(), k.split_once(' ')) {
                 ("brewfile", Some((_, bare))) => out.insert(bare.to_string()),
-                _ => out.insert(k),
+                _ => out.insert(super::plan::canonical_name(manager, &k)),
             };
         }
     }
@@ -219,7 +219,7 @@ fn checked(
     };
     let mut names = Vec::new();
     for name in &cmd[start..] {
-        if kept.contains(name) {
+        if kept.contains(&super::plan::canonical_name(&m.name, name)) {
             skip(name, "present in the checkpoint; never removed".into());
             continue;
         }

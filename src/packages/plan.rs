@@ -189,6 +189,70 @@ fn known<'a>(
     ))
 }
 
+/// The name a manager compares packages by: pip normalises case and runs of
+/// `-`, `_` and `.` (PEP 503: `PyYAML` is `pyyaml`, `typing_extensions` is
+/// `typing-extensions`); VS Code extension ids ignore case. Compared
+/// verbatim, one package would look removed and another installed, and the
+/// plan would uninstall what the checkpoint holds.
+pub fn canonical_name(manager: &str, name: &str) -> String {
+    if name.starts_with('-') {
+        // Refused as option-like anyway; shown as it is.
+        return name.to_string();
+    }
+    match manager {
+        "pip" => {
+            let mut out = String::with_capacity(name.len());
+            let mut in_run = false;
+            for c in name.chars() {
+                if matches!(c, '-' | '_' | '.') {
+                    if !in_run {
+                        out.push('-');
+                    }
+                    in_run = true;
+                } else {
+                    out.extend(c.to_lowercase());
+                    in_run = false;
+                }
+            }
+            out
+        }
+        "code" => name.to_lowercase(),
+        _ => name.to_string(),
+    }
+}
+
+/// [`delta`] comparing by [`canonical_name`], reporting each package under
+/// the name its manager listed (commands use the manager's own spelling).
+fn canonical_delta(
+    manager: &str,
+    a: BTreeMap<String, String>,
+    b: BTreeMap<String, String>,
+) -> (Vec<Package>, Vec<Package>, Vec<Changed>) {
+    let spelled = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.keys()
+            .map(|k| (canonical_name(manager, k), k.clone()))
+            .collect()
+    };
+    let (was, now) = (spelled(&a), spelled(&b));
+    let keyed = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .map(|(k, v)| (canonical_name(manager, &k), v))
+            .collect()
+    };
+    let (mut installed, mut removed, mut upgraded) = delta(&keyed(a), &keyed(b));
+    let respell = |name: &mut String, from: &BTreeMap<String, String>| {
+        if let Some(original) = from.get(name.as_str()) {
+            name.clone_from(original);
+        }
+    };
+    installed
+        .iter_mut()
+        .for_each(|p| respell(&mut p.name, &now));
+    removed.iter_mut().for_each(|p| respell(&mut p.name, &was));
+    upgraded.iter_mut().for_each(|c| respell(&mut c.name, &now));
+    (installed, removed, upgraded)
+}
+
 /// Set difference of two parsed lists: (installed since, removed since, version changed).
 fn delta(
     a: &BTreeMap<String, String>,
@@ -263,7 +327,7 @@ fn simple(name: &str, a: &PackageList, b: &PackageList) -> ManagerPlan {
     if a.sha256 == b.sha256 {
         return m;
     }
-    let (installed, removed, upgraded) = delta(&parse(a), &parse(b));
+    let (installed, removed, upgraded) = canonical_delta(name, parse(a), parse(b));
     let mut not = Vec::new();
     let del = safe(&installed, &mut not);
     let add = safe(&removed, &mut not);
@@ -591,6 +655,35 @@ mod tests {
         );
         assert_eq!(p.status, "nothing");
         assert!(p.managers.is_empty());
+    }
+
+    #[test]
+    fn pip_and_code_names_compare_the_way_the_managers_do() {
+        // Attack finding (session 6): `PyYAML` in the checkpoint and `pyyaml`
+        // now (or `typing_extensions` / `typing-extensions`, or an extension id
+        // in another case) are one package, never a removal plus an install.
+        let a = list("pip", "PyYAML==6.0\ntyping_extensions==4.0\n");
+        let b = list("pip", "pyyaml==6.0\ntyping-extensions==4.0\nrich==13.0\n");
+        let p = plan(&[a], &[b], &paths());
+        let m = p.managers.iter().find(|m| m.name == "pip").unwrap();
+        assert_eq!(m.commands.len(), 1, "{:?}", m.commands);
+        assert_eq!(m.commands[0][1..], s(&["uninstall", "-y", "rich"])[..]);
+        assert_eq!(
+            canonical_name("pip", "Zope.Interface__x"),
+            "zope-interface-x"
+        );
+        let a = list("code", "ms-python.Python@1.0\n");
+        let b = list("code", "ms-python.python@1.0\n");
+        let p = plan(&[a], &[b], &paths());
+        // Nothing to reverse: no command (a manager with nothing planned may be left out).
+        assert!(
+            p.managers
+                .iter()
+                .filter(|m| m.name == "code")
+                .all(|m| m.commands.is_empty()),
+            "{:?}",
+            p.managers
+        );
     }
 
     #[test]

@@ -53,11 +53,11 @@ use crate::repo::lock::stale_lock_warning;
 /// Refuse, before any change (and before the safety snapshot), a plan that
 /// cannot be carried out on the file systems it writes: one mounted
 /// read-only (exit 8, `read_only_target`), or one where the writes do not
-/// fit under the `[space]` policy (exit 5, `insufficient_space`). Each
+/// fit in what is free (exit 5, `insufficient_space`; see `space::ensure_room`). Each
 /// change counts against the file system of its nearest existing parent
 /// directory (the home, a tracked root elsewhere, or `--target`), never
 /// against an unrelated root.
-fn check_destinations(actions: &[Action], policy: &crate::config::SpaceSection) -> Result<()> {
+fn check_destinations(actions: &[Action]) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     // device -> (the directory holding every change on it, the one holding
     // every write of content on it, bytes written on it)
@@ -106,7 +106,7 @@ fn check_destinations(actions: &[Action], policy: &crate::config::SpaceSection) 
                 "remount it writable (e.g. `mount -o remount,rw {fs}`) and run again, or restore into --target DIR on a writable file system"
             )));
         }
-        crate::space::ensure_room(dir, need, policy)?;
+        crate::space::ensure_room(dir, need)?;
     }
     Ok(())
 }
@@ -401,7 +401,7 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     if read_only_repo {
         refuse_replacing(&actions, opts.target.as_deref())?;
     }
-    check_destinations(&actions, &settings.space)?;
+    check_destinations(&actions)?;
     let blocked = blocked_errors(&actions);
     if opts.dry_run || changing == 0 {
         for a in &actions {
