@@ -250,3 +250,52 @@ fn finding_01_a_hard_link_the_file_system_refuses_is_reported_not_silent() {
         std::fs::metadata(&second).unwrap().ino()
     );
 }
+
+#[test]
+fn round2_finding_14_inspecting_snapshots_never_evicts_the_rollbacks_safety_snapshot() {
+    let env = TestEnv::with_dotfiles();
+    assert_eq!(env.json("backup-checkpoint", &["manual", "base"]).0, 0);
+    env.write(".zshrc", b"work worth keeping\n", 0o644);
+    let (code, v) = env.json("backup-rollback", &["base"]);
+    assert_eq!(code, 0, "{v}");
+    // More restores into new directories than `safety.keep` (5) holds.
+    for i in 0..7 {
+        let dir = env.tmp.path().join(format!("look{i}"));
+        let target = dir.to_str().unwrap();
+        let (code, v) = env.json("backup-restore", &["base", "--target", target]);
+        assert_eq!(code, 0, "{v}");
+        assert!(
+            v["snapshot"].is_null(),
+            "nothing replaced, nothing kept: {v}"
+        );
+    }
+    let (code, v) = env.json("backup-rollback", &["--undo"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        std::fs::read(env.home.join(".zshrc")).unwrap(),
+        b"work worth keeping\n"
+    );
+}
+
+#[test]
+fn round2_finding_07_repair_never_moves_a_record_through_a_symlinked_quarantine() {
+    let env = TestEnv::with_dotfiles();
+    for label in ["c1", "c2"] {
+        env.write(".zshrc", label.as_bytes(), 0o644);
+        assert_eq!(env.json("backup-checkpoint", &["manual", label]).0, 0);
+    }
+    let record = common::names_in(&env.repo, "snapshots")[0].clone();
+    std::fs::write(&record, b"damaged").unwrap();
+    let elsewhere = env.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.repo.join("quarantine")).unwrap();
+    let (code, v) = env.json("backup-verify", &["--repair"]);
+    assert_eq!(code, 6, "{v}");
+    assert!(v.to_string().contains("not a plain directory"), "{v}");
+    // Nothing left the repository; the record is still where it was.
+    assert_eq!(std::fs::read(&record).unwrap(), b"damaged");
+    assert!(
+        common::walk(&elsewhere).iter().all(|(_, m)| !m.is_file()),
+        "a record was moved out of the repository"
+    );
+}

@@ -262,6 +262,23 @@ impl Repository {
         let qdir = self.sub(layout::QUARANTINE).join(kind);
         let created = !qdir.is_dir();
         std::fs::create_dir_all(&qdir).ctx("creating the quarantine directory", &qdir)?;
+        // A damaged record only ever moves inside the repository (0700): a
+        // quarantine that is a symlink would carry it elsewhere.
+        for dir in [self.sub(layout::QUARANTINE), qdir.clone()] {
+            if !dir.symlink_metadata().is_ok_and(|m| m.file_type().is_dir()) {
+                return Err(Error::corrupt(
+                    "repository_corrupt",
+                    &dir,
+                    format!(
+                        "{} is not a plain directory (a symlink?); nothing was moved",
+                        display_path(&dir)
+                    ),
+                )
+                .with_hint(
+                    "move it out of the repository, then run `backup-verify --repair` again",
+                ));
+            }
+        }
         if created {
             crate::atomic::Dir::open(&self.sub(layout::QUARANTINE))?.sync()?;
             crate::atomic::Dir::open(self.root())?.sync()?;

@@ -422,7 +422,17 @@ pub fn run(settings: &Settings, opts: &RestoreOptions, env: &mut Envelope) -> Re
     }
     // Commit the safety snapshot before the first change (none into a
     // read-only repository: the plan replaces nothing there, see above).
-    if !read_only_repo {
+    // A restore that only creates (into a new `--target`) has nothing to
+    // keep: an empty safety snapshot there would count against
+    // `safety.keep`, evicting a rollback's, and become what `--undo` aims at.
+    let keeps_something = !matches!(opts.mode, Mode2::Restore(_))
+        || actions.iter().any(|a| {
+            matches!(
+                a.action,
+                ActionKind::Update | ActionKind::Delete | ActionKind::Metadata
+            )
+        });
+    if !read_only_repo && keeps_something {
         commit_safety(safety, env)?;
     }
     let index = repo.index()?;
