@@ -17,7 +17,7 @@ use crate::atomic::TEMP_PREFIX;
 use crate::error::{IoContext, Result};
 use crate::hash::Hash;
 use crate::paths::display_path;
-use crate::repo::index::{BlobLocation, Index};
+use crate::repo::index::{BlobLocation, Index, PackPresence};
 use crate::repo::layout;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{decode_record, object_id, pack, Repository};
@@ -128,14 +128,9 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
     let index_dir = repo.sub(layout::INDEX);
     let mut index = Index::default();
     // A blob listed twice resolves to a pack that is there, as for readers
-    // (`Index::load`): a lost pack's entry must not blame a blob stored again.
+    // (`Index::absorb`): a lost pack's entry must not blame a blob stored again.
     let packs_dir = repo.sub(layout::PACKS);
-    let mut present: HashMap<Hash, bool> = HashMap::new();
-    let mut is_present = |pack: &Hash| {
-        *present
-            .entry(*pack)
-            .or_insert_with(|| std::fs::symlink_metadata(pack::pack_path(&packs_dir, pack)).is_ok())
-    };
+    let mut present = PackPresence::new(&packs_dir);
     for entry in list_dir(&index_dir)? {
         let entry = entry.ctx("listing", &index_dir)?;
         let name = entry.file_name();
@@ -145,20 +140,7 @@ pub fn verify(repo: &Repository, read_data: bool) -> Result<VerifyReport> {
         report.stats.index_files += 1;
         let single = tempdir_index(&entry.path(), id);
         match single {
-            Ok(part) => {
-                for (b, loc) in part.blobs {
-                    match index.blobs.entry(b) {
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(loc);
-                        }
-                        std::collections::hash_map::Entry::Occupied(mut o) => {
-                            if !is_present(&o.get().pack) && is_present(&loc.pack) {
-                                o.insert(loc);
-                            }
-                        }
-                    }
-                }
-            }
+            Ok(part) => index.absorb(part, &mut present),
             Err(e) => report.problems.push(Problem {
                 code: "corrupt_index".into(),
                 object: display_path(&entry.path()),

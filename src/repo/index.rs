@@ -89,8 +89,7 @@ impl Index {
 
     fn load_filtered(dir: &Path, packs_dir: &Path) -> Result<Index> {
         let mut index = Index::default();
-        // One lstat per pack named (packs are up to 32 MiB: few of them).
-        let mut present: HashMap<Hash, bool> = HashMap::new();
+        let mut present = PackPresence::new(packs_dir);
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir).ctx("listing", dir)? {
             let entry = entry.ctx("listing", dir)?;
@@ -106,10 +105,7 @@ impl Index {
             let path = dir.join(id.to_hex());
             let mut usable = |pack: &Hash| {
                 named.insert(*pack);
-                *present.entry(*pack).or_insert_with(|| {
-                    std::fs::symlink_metadata(packs_dir.join(pack.to_hex()))
-                        .is_ok_and(|m| m.file_type().is_file())
-                })
+                present.is_present(pack)
             };
             match load_file(&path, id, &mut index, &mut usable) {
                 Ok(missing) => {
@@ -207,6 +203,25 @@ impl Index {
             .filter(|(_, ok)| !ok)
             .map(|(p, _)| *p)
             .collect())
+    }
+
+    /// Merge the locations of one index file read on its own (verify reads
+    /// them one by one to name a damaged one): a blob already known keeps
+    /// its location unless that pack is absent and `part`'s is present, the
+    /// rule [`Index::load`] follows (module docs).
+    pub fn absorb(&mut self, part: Index, packs: &mut PackPresence) {
+        for (blob, loc) in part.blobs {
+            match self.blobs.entry(blob) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(loc);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if !packs.is_present(&o.get().pack) && packs.is_present(&loc.pack) {
+                        o.insert(loc);
+                    }
+                }
+            }
+        }
     }
 
     /// Is this blob stored?
@@ -347,6 +362,32 @@ fn load_file(
         index.in_missing_packs.entry(b).or_insert(loc);
     }
     Ok(missing)
+}
+
+/// Which packs are a regular file in `packs/`: one lstat per pack, kept
+/// (packs are up to 32 MiB, so there are few of them).
+pub struct PackPresence {
+    dir: PathBuf,
+    seen: HashMap<Hash, bool>,
+}
+
+impl PackPresence {
+    /// Packs in `dir` (a repository's `packs/`).
+    pub fn new(dir: &Path) -> PackPresence {
+        PackPresence {
+            dir: dir.to_path_buf(),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Is `pack` there, as a regular file?
+    pub fn is_present(&mut self, pack: &Hash) -> bool {
+        let dir = &self.dir;
+        *self.seen.entry(*pack).or_insert_with(|| {
+            std::fs::symlink_metadata(dir.join(pack.to_hex()))
+                .is_ok_and(|m| m.file_type().is_file())
+        })
+    }
 }
 
 /// Path of an index file.
